@@ -1,0 +1,22 @@
+"""morph: render videos that walk through Stable Diffusion prompt space.
+
+Library API (the CLI is a thin layer over it)::
+
+    from morph import load_config, run_job
+    manifest = run_job(load_config("configs/cat_kitten.yaml", model="tiny"))
+"""
+
+__version__ = "0.1.0"
+
+from .config import JobConfig, load_config  # noqa: E402  (no torch: keeps `morph --help` fast)
+from .errors import MorphError  # noqa: E402
+
+
+def run_job(config, frames=None, quiet=False):
+    """Render a job; see morph.job.run_job. Imported lazily so that importing morph stays light."""
+    from .job import run_job as _run_job
+
+    return _run_job(config, frames=frames, quiet=quiet)
+
+
+__all__ = ["JobConfig", "MorphError", "load_config", "run_job", "__version__"]

@@ -1,0 +1,62 @@
+"""Pure tensor math on prompt conditionings. Imports only torch.
+
+Shapes: L token slots, D channels (77 x 768 for SD 1.x; read from the model, never assumed).
+A batch of conditionings is [B, L, D]; t is [B].
+"""
+
+import torch
+
+
+def lerp(a, b, t):
+    """Linear interpolation of [B, L, D] tensors at t [B], in float64; exact at t = 0 and t = 1."""
+    a64, b64, t64 = a.double(), b.double(), t.double().view(-1, 1, 1)
+    out = (a64 + t64 * (b64 - a64)).to(a.dtype)
+    return _pin_endpoints(out, a, b, t)
+
+
+def slerp(a, b, t, eps=1e-6):
+    """Spherical interpolation per token row of [B, L, D] at t [B]: direction on the great circle, length linear.
+
+    Rows that are (nearly) parallel, or zero, fall back to lerp, which is then the same path.
+    """
+    a64, b64, t64 = a.double(), b.double(), t.double().view(-1, 1, 1)
+    norm_a, norm_b = a64.norm(dim=-1, keepdim=True), b64.norm(dim=-1, keepdim=True)
+    unit_a = a64 / norm_a.clamp_min(1e-30)
+    unit_b = b64 / norm_b.clamp_min(1e-30)
+    omega = torch.acos((unit_a * unit_b).sum(-1, keepdim=True).clamp(-1.0, 1.0))
+    sin_omega = torch.sin(omega)
+    degenerate = (sin_omega < eps) | (norm_a == 0) | (norm_b == 0)
+    safe_sin = torch.where(degenerate, torch.ones_like(sin_omega), sin_omega)
+    direction = (torch.sin((1 - t64) * omega) * unit_a + torch.sin(t64 * omega) * unit_b) / safe_sin
+    spherical = direction * ((1 - t64) * norm_a + t64 * norm_b)
+    linear = a64 + t64 * (b64 - a64)
+    out = torch.where(degenerate, linear, spherical).to(a.dtype)
+    return _pin_endpoints(out, a, b, t)
+
+
+def _pin_endpoints(out, a, b, t):
+    """Return a and b bit-exactly where t is 0 or 1 ([B, L, D])."""
+    t = t.view(-1, 1, 1)
+    return torch.where(t == 0, a, torch.where(t == 1, b, out))
+
+
+INTERPOLATE = {"lerp": lerp, "slerp": slerp}
+
+
+def weighted_sum(tensors, weights):
+    """Sum of [L, D] tensors with float weights, in float64, cast back: [L, D]."""
+    total = sum(w * x.double() for x, w in zip(tensors, weights, strict=True))
+    return total.to(tensors[0].dtype)
+
+
+def replace_rows(base, rows, slots):
+    """Copy of base [L, D] with rows [S, D] written into the slot indices slots [S]."""
+    out = base.clone()
+    out[slots] = rows
+    return out
+
+
+def add_scaled(base, direction, k):
+    """base [B, L, D] + k [B] * direction [L, D], in float64, cast back: [B, L, D]."""
+    out = base.double() + k.double().view(-1, 1, 1).to(base.device) * direction.double()
+    return out.to(base.dtype)

@@ -1,0 +1,88 @@
+"""The walk: which keyframe segment and which t each frame sits at. Imports only torch.
+
+Conditionings are computed per batch from the keyframes, so memory does not grow with the
+number of frames.
+"""
+
+import torch
+
+from .ops import INTERPOLATE, add_scaled
+
+
+def segment_steps(frames, n_keyframes):
+    """Steps per segment: a list is taken as is; a total F shares F - 1 steps as evenly as possible."""
+    if isinstance(frames, list):
+        return list(frames)
+    segments = n_keyframes - 1
+    base, extra = divmod(frames - 1, segments)
+    return [base + (1 if i < extra else 0) for i in range(segments)]
+
+
+def frame_schedule(steps):
+    """Segment index [F] (long) and t within it [F] (float64) for every frame; keyframes land on frames."""
+    segment = [0]
+    t = [0.0]
+    for s, n in enumerate(steps):
+        segment += [s] * n
+        t += [j / n for j in range(1, n + 1)]
+    return torch.tensor(segment, dtype=torch.long), torch.tensor(t, dtype=torch.float64)
+
+
+def conditionings(keyframes, segment, t, interpolation):
+    """Conditionings [B, L, D] for frames at segment [B], t [B] between keyframes [K, L, D]."""
+    a = keyframes[segment]
+    b = keyframes[(segment + 1).clamp_max(keyframes.shape[0] - 1)]
+    return INTERPOLATE[interpolation](a, b, t.to(keyframes.device))
+
+
+def linspace(start, end, steps):
+    """steps evenly spaced values from start to end, both included: [steps] float64 (one value: start)."""
+    if steps == 1:
+        return torch.tensor([float(start)], dtype=torch.float64)
+    return torch.linspace(float(start), float(end), steps, dtype=torch.float64)
+
+
+class WalkPath:
+    """Frames along keyframes [K, L, D]: frame i sits at (segment[i], t[i])."""
+
+    def __init__(self, keyframes, steps, interpolation):
+        self.keyframes, self.interpolation = keyframes, interpolation
+        self.segment, self.t = frame_schedule(steps)
+
+    def __len__(self):
+        return len(self.t)
+
+    def conditionings(self, indices):
+        """Conditionings [B, L, D] for frame indices [B]."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return conditionings(self.keyframes, self.segment[index], self.t[index], self.interpolation)
+
+    def describe(self, i):
+        return {"index": i, "segment": int(self.segment[i]), "t": float(self.t[i]), "file": f"{i:05d}.png"}
+
+
+class GridPath:
+    """Cells (row i, column j) = rows walked from start to end [L, D] at t_i, plus k_j * add [L, D]; row-major."""
+
+    def __init__(self, start, end, add, row_t, column_k, interpolation):
+        self.start, self.end, self.add, self.interpolation = start, end, add, interpolation
+        self.row_t, self.column_k = row_t, column_k
+
+    def __len__(self):
+        return len(self.row_t) * len(self.column_k)
+
+    def cell(self, i):
+        return divmod(i, len(self.column_k))
+
+    def conditionings(self, indices):
+        """Conditionings [B, L, D] for cell indices [B] (row-major)."""
+        rows, cols = zip(*(self.cell(i) for i in indices))
+        batch = len(indices)
+        bases = INTERPOLATE[self.interpolation](
+            self.start.expand(batch, -1, -1), self.end.expand(batch, -1, -1), self.row_t[list(rows)])
+        return add_scaled(bases, self.add, self.column_k[list(cols)])
+
+    def describe(self, i):
+        row, col = self.cell(i)
+        return {"index": i, "row": row, "column": col, "t": float(self.row_t[row]),
+                "k": float(self.column_k[col]), "file": f"r{row:02d}_c{col:02d}.png"}

@@ -1,0 +1,140 @@
+"""Load a diffusers Stable Diffusion 1.x pipeline: built-in, local folder or hub id; device, dtype, scheduler."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import MorphError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    pipe: object  # a diffusers StableDiffusionPipeline
+    model: str  # what the config named
+    location: str  # where the weights came from: "built in code", a folder, or a hub id
+    revision: str | None  # hub commit hash, when the weights came from the hub cache
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MorphError(f"device: {name!r} asked for, but torch sees no CUDA GPU "
+                         f"(torch {torch.__version__}); use device: cpu or install a CUDA build of torch")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise MorphError("device: 'mps' asked for, but this machine has no MPS; use device: cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' is float16 on CUDA (half the memory, tensor cores) and float32 elsewhere."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def scheduler_class(name: str):
+    """The diffusers scheduler class called `name`, checked before any model loads."""
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+        known = sorted(n for n in dir(diffusers) if n.endswith("Scheduler") and n != "SchedulerMixin")
+        raise MorphError(f"scheduler: {name!r} is not a diffusers scheduler; e.g. {', '.join(known[:8])}, ...")
+    return cls
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own progress bars and info logging (morph shows its own)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import diffusers
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+def _toy_folder() -> Path:
+    return Path(__file__).parent / "toy" / "weights"
+
+
+def _location(model: str) -> str:
+    if model == "toy":
+        if not (_toy_folder() / "model_index.json").exists():
+            raise MorphError("model: 'toy' weights are not in this install; build them with "
+                             "`python -m morph.toy.train`")
+        return str(_toy_folder())
+    return model
+
+
+def _from_pretrained(load, model: str, **kwargs):
+    """Call a from_pretrained-style `load`; a missing or unreachable model becomes one line saying what to do."""
+    try:
+        return load(model, **kwargs)
+    except (OSError, ValueError) as e:
+        if Path(model).exists():
+            raise MorphError(f"model: {model!r} is not a diffusers Stable Diffusion folder with safetensors weights "
+                             f"({str(e).splitlines()[0]})") from None
+        raise MorphError(
+            f"model: {model!r} is neither in the Hugging Face cache nor reachable "
+            f"({str(e).splitlines()[0][:160]}); download it on a connected machine with "
+            f"`hf download {model}`, or point model: at a local diffusers folder") from None
+
+
+def _hub_revision(model: str) -> str | None:
+    """The commit of a hub model's cached snapshot (its folder name), or None for a local folder."""
+    if Path(model).exists():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    index = try_to_load_from_cache(model, "model_index.json")
+    return Path(index).parent.name if isinstance(index, str) else None
+
+
+def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: str | None,
+               safety_checker: bool) -> LoadedModel:
+    """Load the pipeline named by `model`, move it to `device`/`dtype`, swap the scheduler if asked."""
+    scheduler_cls = scheduler_class(scheduler) if scheduler else None
+    if model == "tiny":
+        if safety_checker:
+            raise MorphError("safety_checker: the built-in tiny model has no safety checker; set it to false")
+        from .tiny import build_pipeline
+
+        pipe, location, revision = build_pipeline(), "built in code", None
+    else:
+        from diffusers import StableDiffusionPipeline
+
+        location = _location(model)
+        kwargs = {"torch_dtype": dtype, "use_safetensors": True}
+        if not safety_checker:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        pipe = _from_pretrained(StableDiffusionPipeline.from_pretrained, location, **kwargs)
+        revision = _hub_revision(location)
+        if safety_checker and pipe.safety_checker is None:
+            raise MorphError(f"safety_checker: true, but {model!r} ships no safety checker; set it to false")
+    pipe = pipe.to(device=device, dtype=dtype)
+    if scheduler_cls is not None:
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return LoadedModel(pipe=pipe, model=model, location=location, revision=revision)
+
+
+def load_tokenizer(model: str):
+    """Only the tokenizer of `model` (for `morph tokens`): no weights are loaded."""
+    if model == "tiny":
+        from .tiny import build_tokenizer
+
+        return build_tokenizer()
+    from transformers import CLIPTokenizer
+
+    return _from_pretrained(CLIPTokenizer.from_pretrained, _location(model), subfolder="tokenizer")

@@ -1,0 +1,50 @@
+"""Writing frames: lossless PNGs and a streamed H.264 MP4, one video frame per rendered frame."""
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import imageio_ffmpeg
+import numpy as np
+
+
+def frame_path(folder: Path, index: int) -> Path:
+    return folder / f"{index:05d}.png"
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write a uint8 [H, W, 3] image losslessly."""
+    iio.imwrite(path, image, extension=".png")
+
+
+def read_png(path: Path) -> np.ndarray:
+    return iio.imread(path)[..., :3]
+
+
+class VideoWriter:
+    """Feeds frames to ffmpeg as they come: H.264 High, yuv420p, +faststart, constant `fps`.
+
+    No frame is ever blended, duplicated or dropped: frame k of the file is render k.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, fps: int):
+        self.path = path
+        self._writer = imageio_ffmpeg.write_frames(
+            str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
+            macro_block_size=1, ffmpeg_log_level="error",
+            output_params=["-profile:v", "high", "-crf", "16", "-preset", "medium", "-movflags", "+faststart"],
+        )
+        self._writer.send(None)
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        self._writer.send(np.ascontiguousarray(image))
+        self.frames += 1
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
