@@ -169,7 +169,8 @@ def _frames(raw: dict, n_keyframes: int) -> int | list[int]:
     segments = n_keyframes - 1
     if isinstance(value, list):
         if len(value) != segments or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
-            raise _bad("frames", value, f"a list gives the steps of each of the {segments} segments, each >= 1")
+            raise _bad("frames", value, f"a list gives the steps of each segment: {segments} whole number(s) >= 1 "
+                                        f"for {n_keyframes} keyframes")
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < max(2, segments + 1):
         raise _bad("frames", value, f"expected a whole number >= {max(2, segments + 1)} "

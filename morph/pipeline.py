@@ -77,11 +77,19 @@ def _location(model: str) -> str:
     return model
 
 
+def _looks_like_folder(model: str) -> bool:
+    """Hub ids are 'owner/name'; anything else with a path shape is meant as a local folder."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model or Path(model).exists()
+
+
 def _from_pretrained(load, model: str, **kwargs):
     """Call a from_pretrained-style `load`; a missing or unreachable model becomes one line saying what to do."""
     try:
         return load(model, **kwargs)
     except (OSError, ValueError) as e:
+        if _looks_like_folder(model) and not Path(model).is_dir():
+            raise MorphError(f"model: {model!r} is not a folder; give an existing diffusers folder, "
+                             "a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5, 'tiny' or 'toy'") from None
         if Path(model).exists():
             raise MorphError(f"model: {model!r} is not a diffusers Stable Diffusion folder with safetensors weights "
                              f"({str(e).splitlines()[0]})") from None
@@ -115,7 +123,7 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
         from diffusers import StableDiffusionPipeline
 
         location = _location(model)
-        kwargs = {"torch_dtype": dtype, "use_safetensors": True}
+        kwargs = {"dtype": dtype, "use_safetensors": True}
         if not safety_checker:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         pipe = _from_pretrained(StableDiffusionPipeline.from_pretrained, location, **kwargs)

@@ -1,0 +1,33 @@
+import os
+
+import pytest
+import yaml
+
+# Tests never reach a model hub: an unknown model id must fail at once, not wait on the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a tiny-model job config (overridable key by key) and return its path."""
+
+    def write(name="job", **overrides):
+        raw = {
+            "name": name,
+            "model": "tiny",
+            "prompts": ["a photo of a cat", "a drawing of a dog in kyoto"],
+            "frames": 6,
+            "seed": 7,
+            "height": 64,
+            "width": 64,
+            "num_inference_steps": 3,
+            "batch_size": 4,
+            "output": str(tmp_path / "out" / name),
+        }
+        raw.update(overrides)
+        raw = {k: v for k, v in raw.items() if v is not None}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    return write

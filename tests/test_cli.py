@@ -1,0 +1,91 @@
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from morph.cli import cli
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_run_renders_and_reports(write_config, tmp_path):
+    result = invoke("run", write_config(frames=3), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "3 frames" in result.output and "job.mp4" in result.output
+    assert (tmp_path / "out" / "job" / "job.mp4").exists()
+
+
+def test_command_line_options_override_the_config(write_config, tmp_path):
+    out = tmp_path / "elsewhere"
+    result = invoke("run", write_config(frames=4), "--out", out, "--frames", "1-2", "--batch-size", 1,
+                    "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "frames").iterdir()) == ["00001.png", "00002.png"]
+    assert not (out / "job.mp4").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"prompts": ["one"]}, "prompts"),
+    ({"frames": 1}, "frames: 1"),
+    ({"height": 60}, "height: 60"),
+    ({"num_inference_steps": -1}, "num_inference_steps: -1"),
+    ({"scheduler": "FastestScheduler"}, "scheduler: 'FastestScheduler' is not a diffusers scheduler"),
+    ({"unknown": 1}, "unknown key 'unknown'"),
+    ({"model": "nobody/no-such-model"}, "model: 'nobody/no-such-model' is neither in the Hugging Face cache"),
+    ({"model": "./no/such/folder"}, "model: './no/such/folder'"),
+])
+def test_user_mistakes_exit_2_with_one_line(write_config, overrides, message):
+    result = invoke("run", write_config(**overrides), "--quiet")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("text", ["", "[1, 2]", "model: tiny\nprompts: [a\n"])
+def test_files_that_are_not_mappings_exit_2(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = invoke("run", path)
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_frame_selection_exits_2(write_config):
+    result = invoke("run", write_config(frames=4), "--frames", "2-9")
+    assert result.exit_code == 2 and "out of range; this job has frames 0-3" in result.output
+
+
+def test_missing_config_file_is_a_usage_error():
+    assert invoke("run", "no-such.yaml").exit_code == 2
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["tokens"]])
+def test_help_on_every_command(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_help_and_version_do_not_import_torch():
+    code = ("import sys; from click.testing import CliRunner; from morph.cli import cli; "
+            "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0; "
+            "r = CliRunner().invoke(cli, ['run', '--help']); assert r.exit_code == 0; "
+            "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
+
+
+def test_python_dash_m_morph_is_the_same_cli():
+    result = subprocess.run([sys.executable, "-m", "morph", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "morph, version 0.1.0"
+
+
+def test_tokens_lists_slots_with_their_words():
+    result = invoke("tokens", "a drawing of a kitty")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["0", "<|startoftext|>"]
+    assert lines[2].split() == ["2", "drawing</w>", "drawing"]
+    assert [line.split()[2] for line in lines[5:8]] == ["kitty"] * 3
+    assert lines[-1] == "9-76: padding (<|endoftext|>)"

@@ -1,0 +1,81 @@
+import pytest
+
+from morph.config import load_config, parse_frame_spec
+from morph.errors import MorphError
+
+
+def test_defaults_and_resolved_values(write_config):
+    config = load_config(write_config(name="demo", batch_size=None, output=None))
+    assert config.name == "demo"
+    assert config.interpolation == "slerp" and config.fps == 20 and config.batch_size == 4
+    assert config.safety_checker is False and config.scheduler is None
+    assert str(config.output_dir) == "outputs/demo"
+    assert config.kind == "walk"
+
+
+def test_name_defaults_to_the_file_name(tmp_path):
+    path = tmp_path / "my_walk.yaml"
+    path.write_text("model: tiny\nprompts: [a, b]\n")
+    assert load_config(path).name == "my_walk"
+
+
+def test_overrides_replace_config_keys(write_config):
+    config = load_config(write_config(), model="toy", batch_size=16, output=None)
+    assert config.model == "toy" and config.batch_size == 16
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"colour": "red"}, ["unknown key 'colour'", "allowed keys"]),
+    ({"prompts": ["only one"]}, ["prompts", "2 or more"]),
+    ({"prompts": "a cat"}, ["prompts", "'a cat'"]),
+    ({"frames": 1}, ["frames", "1", ">= 2"]),
+    ({"frames": [3, 4]}, ["frames", "[3, 4]", "1 whole number(s)"]),
+    ({"height": 100}, ["height", "100", "multiple of 8"]),
+    ({"num_inference_steps": -5}, ["num_inference_steps", "-5"]),
+    ({"num_inference_steps": "ten"}, ["num_inference_steps", "'ten'"]),
+    ({"guidance_scale": "high"}, ["guidance_scale", "'high'"]),
+    ({"interpolation": "cubic"}, ["interpolation", "'cubic'", "lerp, slerp"]),
+    ({"dtype": "float8"}, ["dtype", "float8"]),
+    ({"device": "gpu"}, ["device", "'gpu'"]),
+    ({"seed": True}, ["seed", "True"]),
+    ({"safety_checker": "yes"}, ["safety_checker", "'yes'"]),
+    ({"model": None}, ["model: missing"]),
+])
+def test_bad_values_name_the_key_and_value(write_config, overrides, words):
+    with pytest.raises(MorphError) as e:
+        load_config(write_config(**overrides))
+    message = str(e.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: tiny\nprompts: [a, b\nseed: 3\n")
+    with pytest.raises(MorphError, match=r"YAML syntax error at line 3, column \d+"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text, words", [("", "empty"), ("- a\n- b\n", "a list"), ("42", "a int")])
+def test_not_a_mapping(tmp_path, text, words):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(MorphError, match=f"the config is {words}, not a YAML mapping"):
+        load_config(path)
+
+
+def test_frame_spec():
+    assert parse_frame_spec("0,17,100-103", 200) == [0, 17, 100, 101, 102, 103]
+    assert parse_frame_spec("5, 3-4 ,5", 10) == [3, 4, 5]
+    with pytest.raises(MorphError, match="out of range; this job has frames 0-9"):
+        parse_frame_spec("8-10", 10)
+    with pytest.raises(MorphError, match="not a frame list"):
+        parse_frame_spec("1..3", 10)
+
+
+def test_pixel_hash_ignores_where_output_goes_but_not_the_seed(write_config):
+    a = load_config(write_config(output="x"))
+    b = load_config(write_config(output="y", batch_size=1))
+    c = load_config(write_config(seed=8))
+    assert a.pixel_hash() == b.pixel_hash() != c.pixel_hash()

@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+
+from morph.ops import add_scaled, lerp, replace_rows, slerp, weighted_sum
+
+
+def rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("fn", [lerp, slerp])
+def test_endpoints_are_exact(fn):
+    a, b = rand(1, 77, 16, seed=1), rand(1, 77, 16, seed=2)
+    assert torch.equal(fn(a, b, torch.tensor([0.0])), a)
+    assert torch.equal(fn(a, b, torch.tensor([1.0])), b)
+
+
+def test_lerp_midpoint():
+    a, b = torch.zeros(1, 2, 3), torch.full((1, 2, 3), 4.0)
+    assert torch.equal(lerp(a, b, torch.tensor([0.25])), torch.full((1, 2, 3), 1.0))
+
+
+def test_slerp_of_orthogonal_unit_rows_stays_on_the_circle():
+    a = torch.tensor([[[1.0, 0.0]]])
+    b = torch.tensor([[[0.0, 1.0]]])
+    mid = slerp(a, b, torch.tensor([0.5]))
+    assert torch.allclose(mid, torch.tensor([[[math.sqrt(0.5), math.sqrt(0.5)]]]))
+    third = slerp(a, b, torch.tensor([1 / 3]))
+    assert torch.allclose(third, torch.tensor([[[math.cos(math.pi / 6), math.sin(math.pi / 6)]]]))
+
+
+def test_slerp_interpolates_row_length_linearly():
+    a = torch.tensor([[[2.0, 0.0]]])
+    b = torch.tensor([[[0.0, 6.0]]])
+    t = torch.tensor([0.25])
+    assert torch.allclose(slerp(a, b, t).norm(dim=-1), torch.tensor([[3.0]]))
+
+
+def test_slerp_row_norms_stay_between_the_endpoints():
+    a, b = rand(1, 77, 32, seed=3) * 3, rand(1, 77, 32, seed=4)
+    t = torch.linspace(0, 1, 11)
+    out = slerp(a.expand(11, -1, -1), b.expand(11, -1, -1), t)
+    low = torch.minimum(a.norm(dim=-1), b.norm(dim=-1)) - 1e-5
+    high = torch.maximum(a.norm(dim=-1), b.norm(dim=-1)) + 1e-5
+    norms = out.norm(dim=-1)
+    assert ((norms >= low) & (norms <= high)).all()
+
+
+def test_slerp_handles_parallel_identical_and_zero_rows():
+    a = torch.tensor([[[1.0, 2.0], [0.0, 0.0], [3.0, 3.0]]])
+    b = torch.tensor([[[2.0, 4.0], [1.0, 1.0], [3.0, 3.0]]])
+    out = slerp(a, b, torch.tensor([0.5]))
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out[0, 0], torch.tensor([1.5, 3.0]))  # parallel: same as lerp
+    assert torch.allclose(out[0, 1], torch.tensor([0.5, 0.5]))  # from zero: lerp
+    assert torch.equal(out[0, 2], a[0, 2])  # identical rows stay bit-identical
+
+
+def test_slerp_keeps_dtype_and_is_computed_in_float64():
+    a, b = rand(1, 4, 8, seed=5).half(), rand(1, 4, 8, seed=6).half()
+    out = slerp(a, b, torch.tensor([0.3]))
+    assert out.dtype == torch.float16
+    expected = slerp(a.double(), b.double(), torch.tensor([0.3])).half()
+    assert torch.equal(out, expected)
+
+
+def test_weighted_sum_matches_hand_arithmetic():
+    cat, tabby = rand(77, 8, seed=7), rand(77, 8, seed=8)
+    assert torch.allclose(weighted_sum([cat, tabby], [1.0, 3 / 7]), cat + 3 / 7 * tabby, atol=1e-6)
+
+
+def test_replace_rows_touches_only_the_slots():
+    base, rows = rand(10, 4, seed=9), rand(2, 4, seed=10)
+    out = replace_rows(base, rows, torch.tensor([3, 4]))
+    assert torch.equal(out[3:5], rows)
+    assert torch.equal(out[:3], base[:3]) and torch.equal(out[5:], base[5:])
+
+
+def test_add_scaled():
+    base, direction = rand(2, 3, 4, seed=11), rand(3, 4, seed=12)
+    out = add_scaled(base, direction, torch.tensor([-0.5, 2.0]))
+    assert torch.allclose(out[0], base[0] - 0.5 * direction) and torch.allclose(out[1], base[1] + 2 * direction)
