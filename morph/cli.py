@@ -78,6 +78,64 @@ def tokens(sentence, model):
         click.echo(f"{len(table)}-{tokenizer.model_max_length - 1}: padding ({tokenizer.pad_token})")
 
 
+@cli.group()
+def golden():
+    """Regression renders: save golden frames of a job, check later renders against them."""
+
+
+@golden.command("save", epilog="Example: morph golden save configs/tiny_demo.yaml --every 10")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--frames", metavar="SPEC", help="Frames to keep, e.g. 0,17,100-120 (default: about 16, first and last).")
+@click.option("--every", type=click.IntRange(min=1), metavar="K", help="Keep every K-th frame (and the last).")
+@click.option("--dir", "directory", metavar="DIR", help="Golden folder (default: golden/<name>/ next to CONFIG).")
+@click.option("--quiet", is_flag=True, help="No progress output from the libraries.")
+def golden_save(config, frames, every, directory, quiet):
+    """Render chosen frames of CONFIG and store them as lossless goldens."""
+    from .golden import golden_dir, pick_frames, save_golden
+    from .job import frame_count
+
+    if frames and every:
+        raise click.UsageError("give --frames or --every, not both")
+    job = _call(load_config, config)
+    target = golden_dir(job, directory)
+    indices = _call(pick_frames, frame_count(job), frames, every)
+    saved = _call(save_golden, job, indices, target, quiet=quiet)
+    click.echo(f"saved {len(saved['frames'])} golden frames ({saved['device']} {saved['dtype']}) to {target}")
+
+
+@golden.command("check", epilog="Example: morph golden check configs/tiny_demo.yaml --tolerance cross-device")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dir", "directory", metavar="DIR", help="Golden folder (default: golden/<name>/ next to CONFIG).")
+@click.option("--tolerance", type=click.Choice(["exact", "same-device", "cross-device"]),
+              help="Preset (default: from the config's golden: section, else by the environments compared).")
+@click.option("--report", metavar="DIR", help="Report folder (default: <output>/golden-report).")
+@click.option("--force", is_flag=True, help="Compare even if the config differs from the goldens' config.")
+@click.option("--update", is_flag=True, help="Show the comparison, then accept the new renders as goldens.")
+@click.option("--quiet", is_flag=True, help="No progress output from the libraries.")
+def golden_check(config, directory, tolerance, report, force, update, quiet):
+    """Re-render the golden frames of CONFIG and compare. Exit 0: all pass; 1: a frame regressed; 2: usage error."""
+    from pathlib import Path
+
+    from .golden import check_golden, format_table, golden_dir, update_golden
+
+    job = _call(load_config, config)
+    target = golden_dir(job, directory)
+    result = _call(check_golden, job, target, preset=tolerance, force=force or update,
+                   report_dir=Path(report) if report else None, quiet=quiet)
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(format_table(result))
+    failed = [c.index for c in result.frames if not c.passed]
+    click.echo(f"tolerance {result.tolerance.name}: {len(result.frames) - len(failed)}/{len(result.frames)} "
+               f"frames pass; report in {result.report_dir}")
+    if update:
+        _call(update_golden, job, target, result)
+        click.echo(f"updated the goldens in {target} with these renders")
+        return
+    if failed:
+        sys.exit(1)
+
+
 def main():
     cli(prog_name="morph")
 

@@ -107,8 +107,8 @@ class JobConfig:
         return {k: v for k, v in asdict(self).items() if k != "source"}
 
     def pixel_keys(self) -> dict:
-        """The keys that decide the pixels (not where they are written or how fast)."""
-        skip = {"name", "output", "batch_size", "golden", "source", "fps"}
+        """The keys that decide the pixels, beyond the environment (device, dtype) the manifest records."""
+        skip = {"name", "output", "batch_size", "golden", "source", "fps", "device", "dtype"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def pixel_hash(self) -> str:

@@ -76,8 +76,8 @@ class _Parser:
         self.tokens = _tokenize(source, where)
         self.i = 0
 
-    def fail(self, token: _Token, why: str) -> MorphError:
-        return MorphError(f"{self.where}: {why} at column {token.column} in {self.source!r}")
+    def fail(self, token: _Token, why: str, hint: str = "") -> MorphError:
+        return MorphError(f"{self.where}: {why} at column {token.column} in {self.source!r}{hint}")
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -147,7 +147,8 @@ class _Parser:
                 return _Value(terms=((token.text, 1.0),))
             if token.text not in self.names:
                 defined = ", ".join(sorted(self.names)) or "none (add a define: section)"
-                raise self.fail(token, f"unknown name {token.text!r}; defined names: {defined}")
+                raise self.fail(token, f"unknown name {token.text!r}", f"; defined names: {defined}"
+                                "; put literal prompt text in quotes")
             return _Value(terms=((self.names[token.text], 1.0),))
         if token.text == "(":
             value = self.expr()

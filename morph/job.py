@@ -142,10 +142,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
     # 6. Grids: the labelled contact sheet of all cells
     sheet = None
     if config.grid and full:
-        from .sheet import contact_sheet
-
         sheet = out / "grid.png"
-        contact_sheet(config, job.path, folder).save(sheet)
+        _contact_sheet(config, job.path, folder).save(sheet)
 
     # 7. Write the manifest
     manifest = _manifest(job, records, selection, flagged, video, sheet, folder)
@@ -153,6 +151,22 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
                                frames_per_s=round(len(selection) / render_s, 3) if render_s else None)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _contact_sheet(config: JobConfig, path: GridPath, folder: Path):
+    from .sheet import contact_sheet, grid_labels
+
+    rows, columns = config.grid.rows, config.grid.columns
+    title, row_labels, column_labels = grid_labels(rows.start, rows.end, columns.add, path.row_t, path.column_k)
+    files = [[folder / path.describe(i * len(path.column_k) + j)["file"] for j in range(len(path.column_k))]
+             for i in range(len(path.row_t))]
+    return contact_sheet(files, title, row_labels, column_labels)
+
+
+def _prompt_terms(config: JobConfig) -> list[dict]:
+    """Every prompt entry with the weighted texts it resolved to, for the manifest."""
+    return [{"key": where, "source": source, "terms": config.prompt_terms(source, where)}
+            for where, source in config.prompt_sources()]
 
 
 def environment(pipe) -> dict:
@@ -187,6 +201,7 @@ def _manifest(job: PreparedJob, records, selection, flagged, video, sheet, folde
         "height": job.settings.height,
         "width": job.settings.width,
         "embedding_shape": list(embedding_shape(pipe.tokenizer, pipe.text_encoder)),
+        "prompts": _prompt_terms(config),
         "frame_count": len(job.path),
         "rendered": len(selection),
         "frames_dir": str(folder),

@@ -84,5 +84,7 @@ class GridPath:
 
     def describe(self, i):
         row, col = self.cell(i)
-        return {"index": i, "row": row, "column": col, "t": float(self.row_t[row]),
-                "k": float(self.column_k[col]), "file": f"r{row:02d}_c{col:02d}.png"}
+        t, k = float(self.row_t[row]), float(self.column_k[col])
+        return {"index": i, "row": row, "column": col, "t": t, "k": k,
+                "expression": f"{self.interpolation}(rows.from, rows.to, t={t:.6g}) + {k:.6g} * columns.add",
+                "file": f"r{row:02d}_c{col:02d}.png"}
