@@ -9,7 +9,6 @@
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile

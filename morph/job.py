@@ -8,11 +8,13 @@ import platform
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import __version__
 from .config import JobConfig, parse_frame_spec
@@ -20,7 +22,7 @@ from .encode import PromptEncoder, embedding_shape
 from .path import GridPath, WalkPath, linspace, segment_steps
 from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
 from .render import RenderSettings, render_frames, shared_latent, to_uint8
-from .video import VideoWriter, frame_path, write_png
+from .video import VideoWriter, write_png
 
 
 @dataclass
@@ -109,9 +111,10 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
     """
     count = frame_count(config)
     selection = parse_frame_spec(frames, count) if frames else list(range(count))
+    quiet = quiet or not sys.stderr.isatty()
     started = time.perf_counter()
-    job = prepare_job(config, quiet=quiet or not sys.stderr.isatty())
-    pipe, settings = job.loaded.pipe, job.settings
+    job = prepare_job(config, quiet=quiet)
+    settings = job.settings
 
     # 5. Render, streaming every frame to its PNG (and, for a full walk, to the MP4) as it is decoded
     out = config.output_dir
@@ -121,12 +124,11 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
         shutil.rmtree(folder)  # a full run replaces the previous run's frames, so none are stale
     folder.mkdir(parents=True, exist_ok=True)
     make_video = full and not config.grid
-    video = VideoWriter(out / f"{config.name}.mp4", settings.width, settings.height, config.fps) if make_video else None
+    writer = VideoWriter(out / f"{config.name}.mp4", settings.width, settings.height, config.fps) if make_video \
+        else nullcontext()
     flagged, records = [], []
     render_started = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(selection), unit="frame", disable=quiet or not sys.stderr.isatty()) as bar:
+    with writer as video, tqdm(total=len(selection), unit="frame", disable=quiet) as bar:
         for i, image, nsfw in job.frames(selection):
             record = job.path.describe(i)
             write_png(folder / record["file"], image)
@@ -135,8 +137,6 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
             flagged += [i] if nsfw else []
             records.append(record)
             bar.update(1)
-    if video:
-        video.close()
     render_s = time.perf_counter() - render_started
 
     # 6. Grids: the labelled contact sheet of all cells

@@ -56,10 +56,11 @@ def scheduler_class(name: str):
 def quiet_libraries() -> None:
     """Silence the libraries' own progress bars and info logging (morph shows its own)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import diffusers
     import transformers
 
-    transformers.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()  # before diffusers imports it and it warns
+    import diffusers
+
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
 

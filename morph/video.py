@@ -7,10 +7,6 @@ import imageio_ffmpeg
 import numpy as np
 
 
-def frame_path(folder: Path, index: int) -> Path:
-    return folder / f"{index:05d}.png"
-
-
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write a uint8 [H, W, 3] image losslessly."""
     iio.imwrite(path, image, extension=".png")

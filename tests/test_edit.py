@@ -94,3 +94,10 @@ def test_tokens_command_shows_multi_token_words():
     assert [line.split() for line in result.output.splitlines()[1:6]] == [
         ["1", "kyoto</w>", "kyoto"], ["2", "street</w>", "street"], ["3", "kit", "kitty"], ["4", "t", "kitty"],
         ["5", "y</w>", "kitty"]]
+
+
+def test_the_bos_row_is_the_same_for_every_prompt(encoder):
+    """What the README says about whole-tensor arithmetic: CLIP's causal attention leaves BOS untouched."""
+    a, b = encoder.text("a photo of a cat"), encoder.text("tabby")
+    assert torch.equal(a[0], b[0])
+    assert not torch.equal(a[1:], b[1:])

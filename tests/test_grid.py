@@ -38,7 +38,7 @@ def test_cells_are_row_bases_plus_k_times_the_added_prompt(grid_config):
 
 
 def test_grid_cell_equals_the_walk_frame_with_the_same_conditioning(grid_config, write_config):
-    grid = run_job(grid_config, quiet=True)
+    run_job(grid_config, quiet=True)
     walk_config = load_config(write_config(name="walk", define=DEFINE, prompts=["kitten + 1/2 * tabby", "cat"],
                                            frames=2, batch_size=1, num_inference_steps=2))
     run_job(walk_config, quiet=True)

@@ -2,13 +2,13 @@
 
 import json
 import subprocess
+from dataclasses import replace
 
 import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 
-from morph.config import load_config
 from morph.job import prepare_job, run_job
 from morph.render import render_batch
 from morph.video import read_png
@@ -55,7 +55,7 @@ def test_video_has_one_frame_per_render_at_20_fps_h264_yuv420p(full_run):
 
 def test_a_frame_rendered_alone_matches_the_full_run(full_run, tmp_path):
     config, _ = full_run
-    alone = load_config_like(config, tmp_path)
+    alone = replace(config, output=str(tmp_path / "alone"))
     manifest = run_job(alone, frames="3,5", quiet=True)
     assert manifest["video"] is None and manifest["rendered"] == 2
     assert sorted(p.name for p in (alone.output_dir / "frames").iterdir()) == ["00003.png", "00005.png"]
@@ -63,12 +63,6 @@ def test_a_frame_rendered_alone_matches_the_full_run(full_run, tmp_path):
         a = read_png(alone.output_dir / "frames" / f"{i:05d}.png").astype(int)
         b = read_png(config.output_dir / "frames" / f"{i:05d}.png").astype(int)
         assert np.abs(a - b).max() <= 1
-
-
-def load_config_like(config, tmp_path):
-    from dataclasses import replace
-
-    return replace(config, output=str(tmp_path / "alone"))
 
 
 def test_batch_size_does_not_change_the_pixels(full_run):
