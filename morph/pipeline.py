@@ -120,6 +120,8 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
         from .tiny import build_pipeline
 
         pipe, location, revision = build_pipeline(), "built in code", None
+        if dtype != torch.float32:  # built in float32; hub and toy weights load in `dtype` directly
+            pipe = pipe.to(dtype=dtype)
     else:
         from diffusers import StableDiffusionPipeline
 
@@ -131,7 +133,7 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
         revision = _hub_revision(location)
         if safety_checker and pipe.safety_checker is None:
             raise MorphError(f"safety_checker: true, but {model!r} ships no safety checker; set it to false")
-    pipe = pipe.to(device=device, dtype=dtype)
+    pipe = pipe.to(device)
     if scheduler_cls is not None:
         pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)

@@ -134,8 +134,10 @@ def test_assert_matches_golden(saved):
         assert_matches_golden(config)
 
 
-def test_the_projects_own_goldens_still_match():
-    """configs/golden/tiny_demo holds goldens made with `morph golden save configs/tiny_demo.yaml`."""
-    config = Path(__file__).parents[1] / "configs" / "tiny_demo.yaml"
-    assert load_config(config).name == "tiny_demo"
+@pytest.mark.parametrize("name", ["tiny_demo", "toy_demo"])
+def test_the_projects_own_goldens_still_match(name):
+    """configs/golden/<name> holds goldens made with `morph golden save configs/<name>.yaml`."""
+    config = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
+    assert load_config(config).name == name
+    assert (config.parent / "golden" / name / "golden.json").exists()
     assert_matches_golden(config)
