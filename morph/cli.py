@@ -9,7 +9,7 @@ import warnings
 import click
 
 from . import __version__
-from .config import load_config
+from .config import TOLERANCES, load_config
 from .errors import MorphError
 
 
@@ -106,7 +106,7 @@ def golden_save(config, frames, every, directory, quiet):
 @golden.command("check", epilog="Example: morph golden check configs/tiny_demo.yaml --tolerance cross-device")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--dir", "directory", metavar="DIR", help="Golden folder (default: golden/<name>/ next to CONFIG).")
-@click.option("--tolerance", type=click.Choice(["exact", "same-device", "cross-device"]),
+@click.option("--tolerance", type=click.Choice(TOLERANCES),
               help="Preset (default: from the config's golden: section, else by the environments compared).")
 @click.option("--report", metavar="DIR", help="Report folder (default: <output>/golden-report).")
 @click.option("--force", is_flag=True, help="Compare even if the config differs from the goldens' config.")

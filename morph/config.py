@@ -13,7 +13,7 @@ from .expr import parse_number, parse_prompt_expression
 
 INTERPOLATIONS = ("lerp", "slerp")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-BUILTIN_MODELS = ("tiny", "toy")
+TOLERANCES = ("exact", "same-device", "cross-device")  # golden presets, defined in golden.py
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -119,28 +119,28 @@ def _bad(key: str, value, allowed: str) -> MorphError:
     return MorphError(f"{key}: {value!r} is not allowed; {allowed}")
 
 
-def _int(raw: dict, key: str, default, minimum: int, allowed: str):
+def _int(raw: dict, key: str, default, minimum: int, allowed: str, at: str = ""):
     value = raw.get(key, default)
     if value is None and default is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _bad(key, value, allowed)
+        raise _bad(at + key, value, allowed)
     return value
 
 
-def _float(raw: dict, key: str, default: float, minimum: float) -> float:
+def _float(raw: dict, key: str, default: float, minimum: float, at: str = "") -> float:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise _bad(key, value, f"expected a number >= {minimum}")
+        raise _bad(at + key, value, f"expected a number >= {minimum}")
     return float(value)
 
 
-def _str(raw: dict, key: str, default, choices=None):
+def _str(raw: dict, key: str, default, choices=None, at: str = ""):
     value = raw.get(key, default)
     if value is None and default is None:
         return None
     if not isinstance(value, str) or (choices and value not in choices):
-        raise _bad(key, value, f"expected one of: {', '.join(choices)}" if choices else "expected a string")
+        raise _bad(at + key, value, f"expected one of: {', '.join(choices)}" if choices else "expected a string")
     return value
 
 
@@ -157,10 +157,10 @@ def _size(raw: dict, key: str) -> int | None:
     return value
 
 
-def _string_list(raw: dict, key: str, minimum: int, what: str) -> list[str]:
+def _string_list(raw: dict, key: str, minimum: int, what: str, at: str = "") -> list[str]:
     value = raw.get(key)
     if not isinstance(value, list) or len(value) < minimum or not all(isinstance(v, str) and v for v in value):
-        raise _bad(key, value, f"expected a list of {minimum} or more {what}")
+        raise _bad(at + key, value, f"expected a list of {minimum} or more {what}")
     return value
 
 
@@ -195,11 +195,11 @@ def _edit(raw: dict) -> EditConfig:
     if not isinstance(value, dict):
         raise _bad("edit", value, "expected a mapping with word and prompts")
     _no_unknown_keys(value, [f.name for f in fields(EditConfig)], "edit: ")
-    word = _str(value, "word", "")
+    word = _str(value, "word", "", at="edit.")
     if not word:
         raise MorphError("edit.word: missing; name the word of base whose slots are edited")
-    prompts = _string_list(value, "prompts", 2, "prompts (the values the word walks through)")
-    occurrence = _int(value, "occurrence", None, 1, "expected a whole number >= 1")
+    prompts = _string_list(value, "prompts", 2, "prompts (the values the word walks through)", at="edit.")
+    occurrence = _int(value, "occurrence", None, 1, "expected a whole number >= 1", at="edit.")
     slots = value.get("slots")
     if slots is not None and (not isinstance(slots, list) or not slots
                               or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in slots)):
@@ -220,13 +220,14 @@ def _grid(raw: dict) -> GridConfig:
         missing = sorted(keys - set(spec))
         if missing:
             raise MorphError(f"grid.{axis}.{missing[0]}: missing; grid.{axis} needs {', '.join(sorted(keys))}")
-        steps = _int(spec, "steps", None, 1, "expected a whole number >= 1")
+        at = f"grid.{axis}."
+        steps = _int(spec, "steps", None, 1, "expected a whole number >= 1", at=at)
         if axis == "rows":
-            axes[axis] = GridAxis(steps=steps, start=_str(spec, "from", None), end=_str(spec, "to", None))
+            axes[axis] = GridAxis(steps=steps, start=_str(spec, "from", None, at=at), end=_str(spec, "to", None, at=at))
         else:
             start = parse_number(spec["from"], "grid.columns.from")
             end = parse_number(spec["to"], "grid.columns.to")
-            axes[axis] = GridAxis(steps=steps, start=start, end=end, add=_str(spec, "add", None))
+            axes[axis] = GridAxis(steps=steps, start=start, end=end, add=_str(spec, "add", None, at=at))
     return GridConfig(**axes)
 
 
@@ -236,10 +237,10 @@ def _golden(raw: dict) -> GoldenConfig:
         raise _bad("golden", value, "expected a mapping")
     _no_unknown_keys(value, [f.name for f in fields(GoldenConfig)], "golden: ")
     return GoldenConfig(
-        tolerance=_str(value, "tolerance", None),
-        min_psnr=_float(value, "min_psnr", 0.0, 0.0) if "min_psnr" in value else None,
-        min_ssim=_float(value, "min_ssim", 0.0, -1.0) if "min_ssim" in value else None,
-        max_abs_diff=_int(value, "max_abs_diff", None, 0, "expected a whole number 0..255"),
+        tolerance=_str(value, "tolerance", None, TOLERANCES, at="golden."),
+        min_psnr=_float(value, "min_psnr", 0.0, 0.0, at="golden.") if "min_psnr" in value else None,
+        min_ssim=_float(value, "min_ssim", 0.0, -1.0, at="golden.") if "min_ssim" in value else None,
+        max_abs_diff=_int(value, "max_abs_diff", None, 0, "expected a whole number 0..255", at="golden."),
     )
 
 

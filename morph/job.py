@@ -68,8 +68,8 @@ def _build_path(config: JobConfig, encoder: PromptEncoder) -> WalkPath | GridPat
         rows, columns = config.grid.rows, config.grid.columns
         start, end, add = (encoder.terms(config.prompt_terms(source, where))
                            for where, source in config.prompt_sources())
-        return GridPath(start, end, add, linspace(0, 1, rows.steps), linspace(columns.start, columns.end,
-                                                                              columns.steps), config.interpolation)
+        return GridPath(start, end, add, linspace(0, 1, rows.steps), linspace(columns.start, columns.end, columns.steps),
+                        config.interpolation, names=(rows.start, rows.end, columns.add))
     keyframes = _keyframes(config, encoder)
     return WalkPath(keyframes, segment_steps(config.frames, len(keyframes)), config.interpolation)
 

@@ -64,9 +64,10 @@ class WalkPath:
 class GridPath:
     """Cells (row i, column j) = rows walked from start to end [L, D] at t_i, plus k_j * add [L, D]; row-major."""
 
-    def __init__(self, start, end, add, row_t, column_k, interpolation):
+    def __init__(self, start, end, add, row_t, column_k, interpolation, names=("rows.from", "rows.to", "columns.add")):
         self.start, self.end, self.add, self.interpolation = start, end, add, interpolation
         self.row_t, self.column_k = row_t, column_k
+        self.names = names  # how the manifest writes the three prompts in each cell's expression
 
     def __len__(self):
         return len(self.row_t) * len(self.column_k)
@@ -86,5 +87,6 @@ class GridPath:
         row, col = self.cell(i)
         t, k = float(self.row_t[row]), float(self.column_k[col])
         return {"index": i, "row": row, "column": col, "t": t, "k": k,
-                "expression": f"{self.interpolation}(rows.from, rows.to, t={t:.6g}) + {k:.6g} * columns.add",
+                "expression": f"{self.interpolation}({self.names[0]}, {self.names[1]}, t={t:.6g}) + {k:.6g} * "
+                              f"({self.names[2]})",
                 "file": f"r{row:02d}_c{col:02d}.png"}

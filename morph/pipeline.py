@@ -94,10 +94,12 @@ def _from_pretrained(load, model: str, **kwargs):
         if Path(model).exists():
             raise MorphError(f"model: {model!r} is not a diffusers Stable Diffusion folder with safetensors weights "
                              f"({str(e).splitlines()[0]})") from None
+        if "safetensors" in str(e):
+            raise MorphError(f"model: {model!r} has no safetensors weights, and morph loads no other kind; "
+                             "convert it, or use a model that ships .safetensors files") from None
         raise MorphError(
-            f"model: {model!r} is neither in the Hugging Face cache nor reachable "
-            f"({str(e).splitlines()[0][:160]}); download it on a connected machine with "
-            f"`hf download {model}`, or point model: at a local diffusers folder") from None
+            f"model: {model!r} is neither in the Hugging Face cache nor reachable; download it on a connected "
+            f"machine with `hf download {model}`, or point model: at a local diffusers folder") from None
 
 
 def _hub_revision(model: str) -> str | None:

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from morph.config import load_config, parse_frame_spec
@@ -79,3 +81,18 @@ def test_pixel_hash_ignores_where_output_goes_but_not_the_seed(write_config):
     b = load_config(write_config(output="y", batch_size=1))
     c = load_config(write_config(seed=8))
     assert a.pixel_hash() == b.pixel_hash() != c.pixel_hash()
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"prompts": None, "base": "a cat", "edit": {"word": "cat", "prompts": ["dog"]}}, "edit.prompts: ['dog']"),
+    ({"prompts": None, "base": "a cat", "edit": {"word": "cat", "prompts": ["a", "b"], "occurrence": 0}},
+     "edit.occurrence: 0"),
+    ({"prompts": None, "frames": None, "grid": {"rows": {"from": "a", "to": "b", "steps": 0},
+                                                "columns": {"add": "c", "from": 0, "to": 1, "steps": 2}}},
+     "grid.rows.steps: 0"),
+    ({"golden": {"tolerance": "loose"}}, "golden.tolerance: 'loose'"),
+    ({"golden": {"min_psnr": "high"}}, "golden.min_psnr: 'high'"),
+])
+def test_nested_keys_are_named_in_full(write_config, overrides, key):
+    with pytest.raises(MorphError, match=re.escape(key)):
+        load_config(write_config(**overrides))

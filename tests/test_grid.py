@@ -34,7 +34,7 @@ def test_cells_are_row_bases_plus_k_times_the_added_prompt(grid_config):
     assert torch.equal(conds[1], cat)
     assert torch.allclose(conds[7], kitten + tabby, atol=1e-6)
     assert path.describe(6) == {"index": 6, "row": 1, "column": 2, "t": 1.0, "k": 0.5, "file": "r01_c02.png",
-                                "expression": "slerp(rows.from, rows.to, t=1) + 0.5 * columns.add"}
+                                "expression": "slerp(cat, kitten, t=1) + 0.5 * (tabby)"}
 
 
 def test_grid_cell_equals_the_walk_frame_with_the_same_conditioning(grid_config, write_config):
