@@ -4,8 +4,8 @@
 
 Renders the chosen frames of CONFIG (default configs/toy_demo.yaml) on this machine's CPU
 (a) float32 at batch 1 and again at batch 8 (same device, different kernels' summation order),
-(b) float32 against bfloat16 (a coarser number format than a GPU's float16: a pessimistic
-stand-in for moving goldens across devices and dtypes),
+(b) float32 against float16 (the dtype CUDA renders use) and bfloat16 (coarser still: a
+pessimistic stand-in for moving goldens across devices and dtypes),
 and prints the worst max abs diff, PSNR and SSIM over the frames for each pair.
 """
 
@@ -43,6 +43,7 @@ def main():
                                                                                 for x in range(7)})
     reference = render(config, indices, batch_size=1, dtype="float32")
     pairs = {"float32 batch 1 vs batch 8": render(config, indices, batch_size=8, dtype="float32"),
+             "float32 vs float16": render(config, indices, batch_size=1, dtype="float16"),
              "float32 vs bfloat16": render(config, indices, batch_size=1, dtype="bfloat16")}
     print(f"{config.name}: frames {indices}")
     for label, other in pairs.items():

@@ -66,3 +66,22 @@ def test_a_short_training_run_is_deterministic(tmp_path):
         a, b = load_file(tmp_path / "a" / part), load_file(tmp_path / "b" / part)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
     assert Path(tmp_path / "a" / "model_index.json").read_text() == Path(tmp_path / "b" / "model_index.json").read_text()
+
+
+def test_float16_renders_end_to_end_and_stay_close_to_float32(tmp_path):
+    """The dtype users get on CUDA, exercised on the CPU: weights, embeddings and latents all in half."""
+    from morph.config import validate
+    from morph.job import run_job
+    from morph.metrics import compare
+    from morph.video import read_png
+
+    frames = {}
+    for dtype in ("float16", "float32"):
+        config = validate({"name": dtype, "model": "toy", "prompts": ["a red circle", "a blue square"], "frames": 3,
+                           "num_inference_steps": 10, "guidance_scale": 5.0, "dtype": dtype,
+                           "output": str(tmp_path / dtype)})
+        manifest = run_job(config, quiet=True)
+        assert manifest["dtype"] == dtype
+        frames[dtype] = [torch.from_numpy(read_png(config.output_dir / "frames" / f"{i:05d}.png")) for i in range(3)]
+    for half, full in zip(frames["float16"], frames["float32"]):
+        assert compare(half, full)["psnr"] > 35
