@@ -49,6 +49,7 @@ class FrameCheck:
     figures: dict
     passed: bool
     image: np.ndarray  # the new render, kept for --update and the report
+    reference: np.ndarray  # the golden it was compared with
 
 
 @dataclass
@@ -168,30 +169,26 @@ def check_golden(config: JobConfig, directory: Path, preset: str | None = None, 
     for i, image, _ in job.frames(indices):
         reference = read_png(directory / by_index[i]["file"])
         if reference.shape != image.shape:
-            figures = {"max_abs_diff": 255, "mean_abs_diff": math.nan, "psnr": 0.0, "ssim": 0.0}
+            figures = {"max_abs_diff": 255, "mean_abs_diff": 255.0, "psnr": 0.0, "ssim": 0.0}  # size changed
         else:
             figures = compare(torch.from_numpy(reference), torch.from_numpy(image))
-        checks.append(FrameCheck(i, by_index[i]["t"], figures, tolerance.passes(figures), image))
+        checks.append(FrameCheck(i, by_index[i]["t"], figures, tolerance.passes(figures), image, reference))
     result = CheckResult(checks, tolerance, env, _model_record(job), notes)
-    result.report_dir = _write_report(result, directory, report_dir or config.output_dir / "golden-report", golden)
+    result.report_dir = _write_report(result, directory, report_dir or config.output_dir / "golden-report")
     return result
 
 
-def _write_report(result: CheckResult, directory: Path, report_dir: Path, golden: dict) -> Path:
+def _write_report(result: CheckResult, directory: Path, report_dir: Path) -> Path:
     """report.json, and golden | new | amplified difference side by side for every failing frame."""
     report_dir.mkdir(parents=True, exist_ok=True)
     for stale in report_dir.glob("*.png"):
         stale.unlink()
-    by_index = {f["index"]: f for f in golden["frames"]}
     for check in result.frames:
-        if check.passed:
+        if check.passed or check.reference.shape != check.image.shape:
             continue
-        reference = read_png(directory / by_index[check.index]["file"])
-        if reference.shape != check.image.shape:
-            continue
-        heat = heat_map(torch.from_numpy(reference), torch.from_numpy(check.image)).numpy()
-        write_png(report_dir / f"{check.index:05d}_golden_new_diff.png", np.concatenate([reference, check.image, heat],
-                                                                                         axis=1))
+        heat = heat_map(torch.from_numpy(check.reference), torch.from_numpy(check.image)).numpy()
+        write_png(report_dir / f"{check.index:05d}_golden_new_diff.png",
+                  np.concatenate([check.reference, check.image, heat], axis=1))
     report = {
         "passed": result.passed,
         "tolerance": vars(result.tolerance),
