@@ -43,7 +43,7 @@ def render_captions(pipe, captions: list[str], seeds: list[int], steps: int, gui
 def ground_truth_accuracy() -> dict:
     """The measure applied to drawn scenes of every caption: it should be right every time."""
     right_colour = right_shape = total = 0
-    for i, (colour, shape, size) in enumerate(held_out_captions()):
+    for colour, shape, size in held_out_captions():
         low, high = SIZES[size or "large"]
         image = draw(shape, colour, 0.5, 0.5, (low + high) / 2).permute(1, 2, 0)
         m = measure(image)
