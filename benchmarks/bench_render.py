@@ -1,10 +1,18 @@
-"""Throughput and memory of `morph run` on the built-in tiny model (CPU unless --device says otherwise).
+"""Throughput of morph's render loop against the bare model underneath it.
 
-    python benchmarks/bench_render.py [--frames 40] [--device cpu]
+    python benchmarks/bench_render.py [--frames 40]     # CPU: built-in tiny model, 256 x 256, 10 steps
+    python benchmarks/bench_render.py --sd15-shaped      # CUDA: Stable-Diffusion-1.5-shaped random weights
 
-(a) a naive loop calling the diffusers pipeline once per frame with prompt_embeds;
-(b) morph's job runner (render + PNG + MP4) at batch sizes 1, 4, 8, 16;
-(c) peak resident memory of whole runs at N=40 and N=400 frames (256 x 256), each in a fresh process.
+CPU: (a) one pipeline call per frame; (b) at batch 1, 4, 8, 16, the bare pipeline calls on the same
+conditionings (no files written) against morph's whole render loop (PNGs + MP4), and their ratio,
+the overhead (target <= 1.05); (c) peak resident memory of whole runs at N=40 and N=400 frames.
+
+--sd15-shaped: builds a diffusers folder with SD 1.5's exact shapes (UNet 860 M, VAE 84 M, CLIP
+ViT-L text encoder 123 M parameters) and random float16 weights once (--cache), so every FLOP and
+byte is the real model's, then renders 512 x 512, 25 steps, PNDM, guidance 7.5 and prints side by
+side: the notebook loop, morph eager at batch 1 / 8 / auto, morph with compile: true, the bare
+model (UNet x 25 with CFG + VAE decode, nothing else) eager and compiled, morph / ceiling, and the
+peak GPU memory of each run.
 """
 
 import argparse
@@ -13,28 +21,61 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+import torch
 
 from morph.config import validate
 
-
-def job_config(frames, batch_size, device, out, size=64, steps=10):
-    return validate({"name": "bench", "model": "tiny", "prompts": ["a photo of a cat", "a drawing of a dog in kyoto"],
-                     "frames": frames, "height": size, "width": size, "num_inference_steps": steps,
-                     "batch_size": batch_size, "device": device, "output": out})
+PROMPTS = ["a photo of a cat", "a drawing of a dog in kyoto"]
 
 
-def naive_loop(config):
+def job_config(frames, batch_size, device, out, model="tiny", size=64, steps=10, **extra):
+    return validate({"name": "bench", "model": model, "prompts": PROMPTS, "frames": frames, "height": size,
+                     "width": size, "num_inference_steps": steps, "batch_size": batch_size, "device": device,
+                     "output": out, **extra})
+
+
+def synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def pipeline_calls(config, per_call):
+    """Frames/s of plain pipeline calls, `per_call` frames each, on morph's conditionings; nothing written."""
     from morph.job import prepare_job
 
     job = prepare_job(config, quiet=True)
-    pipe, s = job.loaded.pipe, job.settings
-    conds = job.path.conditionings(list(range(len(job.path))))
+    pipe, s, r = job.loaded.pipe, job.settings, job.renderer
+    n = len(job.path)
+    conds = job.path.conditionings(list(range(n))).to(pipe.device, pipe.unet.dtype)
+    call = lambda c: pipe(prompt_embeds=c, negative_prompt_embeds=r.negative.expand(len(c), -1, -1),  # noqa: E731
+                          latents=r.latent.expand(len(c), -1, -1, -1), height=s.height, width=s.width,
+                          num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
+                          output_type="np")
+    call(conds[:per_call])  # warm-up: first-call allocations and kernel selection
+    synchronize(pipe.device)
     started = time.perf_counter()
-    for i in range(len(job.path)):
-        pipe(prompt_embeds=conds[i:i + 1].to(pipe.device), negative_prompt_embeds=job.negative[None].to(pipe.device),
-             latents=job.latent.to(pipe.device), height=s.height, width=s.width,
-             num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, output_type="np")
-    return len(job.path) / (time.perf_counter() - started)
+    for i in range(0, n, per_call):
+        call(conds[i:i + per_call])
+    synchronize(pipe.device)
+    return n / (time.perf_counter() - started)
+
+
+def morph_run(config):
+    """morph's whole render loop: (frames/s, frames/s after the first batch, peak GPU memory in GiB or None)."""
+    from morph.job import run_job
+
+    cuda = torch.device(config.device).type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    manifest = run_job(config, quiet=True)
+    t = manifest["timings"]
+    rest = manifest["rendered"] - manifest["batch_size"]
+    steady = rest / (t["render_s"] - t["first_batch_s"]) if rest > 0 else None
+    peak = torch.cuda.max_memory_allocated() / 1024**3 if cuda else None
+    return manifest["timings"]["frames_per_s"], steady, peak, manifest
 
 
 def peak_memory_mib(frames, device):
@@ -42,7 +83,7 @@ def peak_memory_mib(frames, device):
 
     At 256 px, holding 400 frames would take 75 MiB more than holding 40: a leak would show.
     """
-    code = ("import json, resource, sys; from morph.job import run_job; "
+    code = ("import resource, sys; from morph.job import run_job; "
             "sys.path.insert(0, 'benchmarks'); from bench_render import job_config; "
             f"run_job(job_config({frames}, 8, {device!r}, sys.argv[1], size=256, steps=2), quiet=True); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
@@ -51,27 +92,138 @@ def peak_memory_mib(frames, device):
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    from morph.job import run_job
-
-    figures = {"frames": args.frames, "device": args.device}
+def cpu_benchmark(args):
+    figures = {"device": "cpu", "frames": args.frames, "size": 256}
     with tempfile.TemporaryDirectory() as out:
-        naive = naive_loop(job_config(args.frames, 1, args.device, out))
+        naive = pipeline_calls(job_config(args.frames, 1, "cpu", out, size=256), 1)
         figures["naive_frames_per_s"] = round(naive, 2)
-        print(f"(a) naive loop, one pipeline call per frame: {naive:.2f} frames/s")
+        print(f"(a) one pipeline call per frame: {naive:.2f} frames/s")
         for batch in (1, 4, 8, 16):
-            manifest = run_job(job_config(args.frames, batch, args.device, out), quiet=True)
-            fps = manifest["timings"]["frames_per_s"]
-            figures[f"morph_batch_{batch}_frames_per_s"] = fps
-            print(f"(b) morph run, batch_size {batch:2d}: {fps:.2f} frames/s  (b/a = {fps / naive:.2f})")
+            config = job_config(args.frames, batch, "cpu", out, size=256)
+            bare = pipeline_calls(config, batch)
+            ours = morph_run(config)[0]
+            figures[f"batch_{batch}"] = {"bare_frames_per_s": round(bare, 2), "morph_frames_per_s": ours,
+                                         "overhead": round(bare / ours, 3)}
+            print(f"(b) batch {batch:2d}: bare pipeline calls {bare:6.2f} frames/s, morph run {ours:6.2f} frames/s, "
+                  f"morph time / bare time = {bare / ours:.3f}")
     for n in (40, 400):
-        mib = peak_memory_mib(n, args.device)
+        mib = peak_memory_mib(n, "cpu")
         figures[f"peak_rss_mib_N{n}"] = round(mib, 1)
         print(f"(c) peak memory of a whole run at 256 x 256, N={n}: {mib:.0f} MiB")
+    return figures
+
+
+def build_sd15_shaped(folder: Path, device: str) -> Path:
+    """A diffusers folder with SD 1.5's shapes and random float16 weights (built on `device`, saved once)."""
+    if (folder / "model_index.json").exists():
+        return folder
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from morph.tiny import build_tokenizer
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)  # otherwise SD 1.5's defaults
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
+                            sample_size=512)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+            max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768, bos_token_id=0, eos_token_id=1,
+            pad_token_id=1))
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                              steps_offset=1, set_alpha_to_one=False)
+    pipe = StableDiffusionPipeline(vae=vae.half(), text_encoder=text_encoder.half(), tokenizer=build_tokenizer(),
+                                   unet=unet.half(), scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    partial = folder.with_name(folder.name + ".partial")
+    pipe.save_pretrained(partial)
+    partial.rename(folder)  # a folder that exists is complete
+    return folder
+
+
+def bare_model(model_folder, device, batch, size, steps, guidance, compiled):
+    """Frames/s of the UNet x steps with CFG + VAE decode on one batch, nothing else: the ceiling."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(model_folder, dtype=torch.float16, safety_checker=None).to(device)
+    unet, vae = pipe.unet, pipe.vae
+    if compiled:
+        unet.to(memory_format=torch.channels_last)
+        vae.to(memory_format=torch.channels_last)
+        unet, decode = torch.compile(unet, dynamic=False), torch.compile(vae.decoder, dynamic=False)
+    else:
+        decode = vae.decoder
+    emb = torch.randn(2 * batch, 77, unet.config.cross_attention_dim, device=device, dtype=torch.float16)
+    shape = (batch, 4, size // 8, size // 8)
+
+    def one_batch():
+        scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        scheduler.set_timesteps(steps, device=device)
+        x = torch.randn(shape, device=device, dtype=torch.float16) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            noise = unet(scheduler.scale_model_input(torch.cat([x, x]), t), t, encoder_hidden_states=emb).sample
+            uncond, cond = noise.chunk(2)
+            x = scheduler.step(uncond + guidance * (cond - uncond), t, x).prev_sample
+        return decode(vae.post_quant_conv(x / vae.config.scaling_factor))
+
+    with torch.inference_mode():
+        one_batch()  # warm-up (and compilation)
+        synchronize(device)
+        started = time.perf_counter()
+        repeats = 3
+        for _ in range(repeats):
+            one_batch()
+        synchronize(device)
+    return repeats * batch / (time.perf_counter() - started)
+
+
+def gpu_benchmark(args):
+    device = args.device or "cuda"
+    folder = str(build_sd15_shaped(Path(args.cache).expanduser(), device))
+    size, steps = args.size, args.steps
+    name = torch.cuda.get_device_name() if torch.device(device).type == "cuda" else "cpu"
+    figures = {"device": name, "size": size, "num_inference_steps": steps, "model": "SD-1.5-shaped, random fp16"}
+    print(f"{name}: SD-1.5-shaped model, {size} x {size}, {steps} steps, PNDM, guidance 7.5")
+    rows = []
+    with tempfile.TemporaryDirectory() as out:
+        common = dict(model=folder, size=size, steps=steps, guidance_scale=7.5)
+        short, long = args.frames // 3 or 1, args.frames
+        rows.append(("notebook loop, one pipeline call per frame", pipeline_calls(
+            job_config(short, 1, device, out, **common), 1), None, None))
+        for label, frames, batch, extra in (("morph eager, batch 1", short, 1, {}),
+                                            ("morph eager, batch 8", long, 8, {}),
+                                            ("morph eager, batch auto", long, "auto", {}),
+                                            ("morph compile: true, batch 8", long, 8, {"compile": True})):
+            fps, steady, peak, manifest = morph_run(job_config(frames, batch, device, out, **common, **extra))
+            rows.append((f"{label} (ran at {manifest['batch_size']})", fps, steady, peak))
+        eager = bare_model(folder, device, 8, size, steps, 7.5, compiled=False)
+        compiled = bare_model(folder, device, 8, size, steps, 7.5, compiled=True)
+    rows += [("bare model, batch 8, eager (ceiling)", eager, None, None),
+             ("bare model, batch 8, channels_last + compiled (ceiling)", compiled, None, None)]
+    print(f"{'what ran':<58} {'frames/s':>9} {'after 1st batch':>16} {'peak GiB':>9}")
+    for label, fps, steady, peak in rows:
+        print(f"{label:<58} {fps:>9.2f} {steady or float('nan'):>16.2f} {peak or float('nan'):>9.1f}")
+        figures[label] = {"frames_per_s": round(fps, 3), "after_first_batch": steady and round(steady, 3),
+                          "peak_gib": peak and round(peak, 2)}
+    eager_morph, compiled_morph = rows[2][2] or rows[2][1], rows[4][2] or rows[4][1]
+    print(f"morph eager / eager ceiling: {eager_morph / eager:.2f}; "
+          f"morph compiled / compiled ceiling: {compiled_morph / compiled:.2f}")
+    return figures
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sd15-shaped", action="store_true", help="the GPU benchmark with SD 1.5's shapes")
+    parser.add_argument("--frames", type=int, help="frames per run (default 40 on the CPU, 64 with --sd15-shaped)")
+    parser.add_argument("--device", help="--sd15-shaped: the device (default cuda; cpu only to try the script)")
+    parser.add_argument("--cache", default="~/.cache/morph/sd15-shaped", help="where the SD-1.5-shaped folder is kept")
+    parser.add_argument("--size", type=int, default=512, help="--sd15-shaped: image size")
+    parser.add_argument("--steps", type=int, default=25, help="--sd15-shaped: denoising steps")
+    args = parser.parse_args()
+    args.frames = args.frames or (64 if args.sd15_shaped else 40)
+    figures = gpu_benchmark(args) if args.sd15_shaped else cpu_benchmark(args)
     print(json.dumps(figures))
 
 

@@ -17,6 +17,24 @@ class _UserError(click.ClickException):
     exit_code = 2
 
 
+class _BatchSize(click.ParamType):
+    name = "batch_size"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        if value.isdigit() and int(value) >= 1:
+            return int(value)
+        self.fail(f"{value!r} is not a whole number >= 1 or auto", param, ctx)
+
+
+BATCH_SIZE = _BatchSize()
+MODEL_OPTION = click.option("--model", metavar="M",
+                            help="Model to use instead of the config's: hub id, folder, tiny or toy.")
+DEVICE_OPTION = click.option("--device", metavar="D", help="Device instead of the config's: auto, cpu, cuda, "
+                                                            "cuda:N or mps.")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"morph: warning: {message}", err=True)
 
@@ -43,16 +61,19 @@ def cli():
 @cli.command(epilog="Example: morph run configs/cat_kitten.yaml --model tiny --frames 0,17,100-120")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "output", metavar="DIR", help="Output folder (default: outputs/<name>).")
-@click.option("--model", metavar="M", help="Model to use instead of the config's: hub id, folder, tiny or toy.")
+@MODEL_OPTION
 @click.option("--frames", metavar="SPEC", help="Render only these frames, e.g. 0,17,100-120 (PNGs, no video).")
-@click.option("--batch-size", type=click.IntRange(min=1), metavar="N", help="Frames per UNet batch.")
-@click.option("--device", metavar="D", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--batch-size", type=BATCH_SIZE, metavar="N|auto", help="Frames per UNet batch, or auto.")
+@DEVICE_OPTION
+@click.option("--compile", "compile_", is_flag=True, default=None,
+              help="torch.compile the UNet and VAE decoder: a slow first batch, faster after.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(config, output, model, frames, batch_size, device, quiet):
+def run(config, output, model, frames, batch_size, device, compile_, quiet):
     """Render the job described by CONFIG (a YAML file)."""
     from .job import run_job
 
-    job = _call(load_config, config, output=output, model=model, batch_size=batch_size, device=device)
+    job = _call(load_config, config, output=output, model=model, batch_size=batch_size, device=device,
+                compile=compile_)
     manifest = _call(run_job, job, frames=frames, quiet=quiet)
     if manifest["nsfw_flagged"]:
         click.echo(f"morph: warning: the safety checker blacked out frames {manifest['nsfw_flagged']}", err=True)
@@ -88,15 +109,17 @@ def golden():
 @click.option("--frames", metavar="SPEC", help="Frames to keep, e.g. 0,17,100-120 (default: about 16, first and last).")
 @click.option("--every", type=click.IntRange(min=1), metavar="K", help="Keep every K-th frame (and the last).")
 @click.option("--dir", "directory", metavar="DIR", help="Golden folder (default: golden/<name>/ next to CONFIG).")
+@MODEL_OPTION
+@DEVICE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress output from the libraries.")
-def golden_save(config, frames, every, directory, quiet):
+def golden_save(config, frames, every, directory, model, device, quiet):
     """Render chosen frames of CONFIG and store them as lossless goldens."""
     from .golden import golden_dir, pick_frames, save_golden
     from .job import frame_count
 
     if frames and every:
         raise click.UsageError("give --frames or --every, not both")
-    job = _call(load_config, config)
+    job = _call(load_config, config, model=model, device=device)
     target = golden_dir(job, directory)
     indices = _call(pick_frames, frame_count(job), frames, every)
     saved = _call(save_golden, job, indices, target, quiet=quiet)
@@ -111,14 +134,16 @@ def golden_save(config, frames, every, directory, quiet):
 @click.option("--report", metavar="DIR", help="Report folder (default: <output>/golden-report).")
 @click.option("--force", is_flag=True, help="Compare even if the config differs from the goldens' config.")
 @click.option("--update", is_flag=True, help="Show the comparison, then accept the new renders as goldens.")
+@MODEL_OPTION
+@DEVICE_OPTION
 @click.option("--quiet", is_flag=True, help="No progress output from the libraries.")
-def golden_check(config, directory, tolerance, report, force, update, quiet):
+def golden_check(config, directory, tolerance, report, force, update, model, device, quiet):
     """Re-render the golden frames of CONFIG and compare. Exit 0: all pass; 1: a frame regressed; 2: usage error."""
     from pathlib import Path
 
     from .golden import check_golden, format_table, golden_dir, update_golden
 
-    job = _call(load_config, config)
+    job = _call(load_config, config, model=model, device=device)
     target = golden_dir(job, directory)
     result = _call(check_golden, job, target, preset=tolerance, force=force or update,
                    report_dir=Path(report) if report else None, quiet=quiet)

@@ -61,12 +61,13 @@ class JobConfig:
     guidance_scale: float = 7.5
     negative_prompt: str = ""
     scheduler: str | None = None  # diffusers scheduler class name; None: the model's own
-    batch_size: int = 4
+    batch_size: int | str = "auto"  # frames per UNet call, or auto (CUDA: what fits in memory; elsewhere 4)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto (float16 on CUDA, float32 elsewhere) | float32 | float16 | bfloat16
     fps: int = 20
     output: str | None = None  # None: outputs/<name>
     safety_checker: bool = False  # run the model's NSFW checker (it blacks out flagged frames)
+    compile: bool = False  # torch.compile the UNet and VAE decoder (a slow first batch, faster after)
     define: dict[str, str] = field(default_factory=dict)  # names usable in prompt expressions
     base: str | None = None  # the sentence an `edit` job edits
     edit: EditConfig | None = None
@@ -108,7 +109,7 @@ class JobConfig:
 
     def pixel_keys(self) -> dict:
         """The keys that decide the pixels, beyond the environment (device, dtype) the manifest records."""
-        skip = {"name", "output", "batch_size", "golden", "source", "fps", "device", "dtype"}
+        skip = {"name", "output", "batch_size", "golden", "source", "fps", "device", "dtype", "compile"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def pixel_hash(self) -> str:
@@ -292,12 +293,13 @@ def validate(raw, default_name: str = "job") -> JobConfig:
         guidance_scale=_float(raw, "guidance_scale", 7.5, 0.0),
         negative_prompt=_str(raw, "negative_prompt", ""),
         scheduler=_str(raw, "scheduler", None),
-        batch_size=_int(raw, "batch_size", 4, 1, "expected a whole number >= 1"),
+        batch_size=_batch_size(raw),
         device=device,
         dtype=_str(raw, "dtype", "auto", DTYPES),
         fps=_int(raw, "fps", 20, 1, "expected a whole number of frames per second >= 1"),
         output=_str(raw, "output", None),
         safety_checker=_bool(raw, "safety_checker", False),
+        compile=_bool(raw, "compile", False),
         define=define,
         base=raw.get("base"),
         edit=edit,
@@ -307,6 +309,12 @@ def validate(raw, default_name: str = "job") -> JobConfig:
     for where, source in config.prompt_sources():
         config.prompt_terms(source, where)
     return config
+
+
+def _batch_size(raw: dict) -> int | str:
+    if raw.get("batch_size", "auto") == "auto":
+        return "auto"
+    return _int(raw, "batch_size", "auto", 1, "expected a whole number >= 1 or auto")
 
 
 def _bool(raw: dict, key: str, default: bool) -> bool:

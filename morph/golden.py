@@ -11,7 +11,8 @@ import torch
 
 from .config import JobConfig, parse_frame_spec
 from .errors import MorphError
-from .job import environment, frame_count, prepare_job
+from .job import frame_count, prepare_job
+from .manifest import environment
 from .metrics import compare, heat_map
 from .video import read_png, write_png
 
@@ -101,7 +102,7 @@ def save_golden(config: JobConfig, indices: list[int], directory: Path, quiet: b
         "name": config.name,
         "config_hash": config.pixel_hash(),
         "config": config.pixel_keys(),
-        "batch_size": config.batch_size,
+        "batch_size": job.renderer.batch_size,
         "model": _model_record(job),
         **environment(job.loaded.pipe),
         "frames": frames,

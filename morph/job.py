@@ -4,44 +4,46 @@ The only module that knows every stage; `run_job` reads as the numbered script i
 """
 
 import json
-import platform
 import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import __version__
+from .acceleration import auto_batch_size, channels_last, compile_pipeline
 from .config import JobConfig, parse_frame_spec
-from .encode import PromptEncoder, embedding_shape
+from .encode import PromptEncoder
+from .manifest import manifest
 from .path import GridPath, WalkPath, linspace, segment_steps
 from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
-from .render import RenderSettings, render_frames, shared_latent, to_uint8
+from .render import BatchRenderer, HostCopy, RenderSettings, render_batch, shared_latent
 from .video import VideoWriter, write_png
+from .writer import FrameWriter
 
 
 @dataclass
 class PreparedJob:
-    """A job ready to render any of its frames: model loaded, prompts encoded, path built."""
+    """A job ready to render any of its frames: model loaded, prompts encoded, path built, batch size known."""
 
     config: JobConfig
     loaded: LoadedModel
     path: WalkPath | GridPath
-    negative: torch.Tensor  # [L, D]
-    latent: torch.Tensor  # [1, C, H/8, W/8]
     settings: RenderSettings
+    renderer: BatchRenderer
     timings: dict = field(default_factory=dict)
 
+    def batches(self, indices: list[int]):
+        """Yield (frame indices, images [B, H, W, 3] uint8 on the device, NSFW flags), batched."""
+        return self.renderer.batches(indices)
+
     def frames(self, indices: list[int]):
-        """Yield (index, uint8 image [H, W, 3], NSFW flag) for the chosen frames, batched."""
-        for i, image, flagged in render_frames(self.loaded.pipe, self.path.conditionings, indices, self.negative,
-                                               self.latent, self.settings, self.config.batch_size):
-            yield i, to_uint8(image), flagged
+        """Yield (index, uint8 image [H, W, 3] on the host, NSFW flag) for the chosen frames."""
+        for chunk, images, flags in self.batches(indices):
+            yield from zip(chunk, HostCopy(images).wait(), flags)
 
 
 def frame_count(config: JobConfig) -> int:
@@ -75,7 +77,7 @@ def _build_path(config: JobConfig, encoder: PromptEncoder) -> WalkPath | GridPat
 
 
 def prepare_job(config: JobConfig, quiet: bool = False) -> PreparedJob:
-    """Steps 1-4 of a job: everything before the first frame is rendered."""
+    """Steps 1-5 of a job: everything before the first frame is rendered."""
     timings = {}
     # 1. Check inputs that need torch (devices); the config itself was validated on load
     device = resolve_device(config.device)
@@ -83,10 +85,11 @@ def prepare_job(config: JobConfig, quiet: bool = False) -> PreparedJob:
     if quiet:
         quiet_libraries()
 
-    # 2. Load the model
+    # 2. Load the model, in the memory layout that is fastest on its device
     started = time.perf_counter()
     loaded = load_model(config.model, device, dtype, config.scheduler, config.safety_checker)
     pipe = loaded.pipe
+    channels_last(pipe)
     timings["load_s"] = time.perf_counter() - started
 
     # 3. Encode the prompts, each distinct text once, into full [L, D] tensors
@@ -101,7 +104,18 @@ def prepare_job(config: JobConfig, quiet: bool = False) -> PreparedJob:
     width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     settings = RenderSettings(height, width, config.num_inference_steps, config.guidance_scale, config.seed)
     latent = shared_latent(pipe, config.seed, height, width)
-    return PreparedJob(config, loaded, path, negative, latent, settings, timings)
+
+    # 5. The batch size (auto: probe renders, before compiling so that they compile nothing), then compile
+    batch_size = config.batch_size
+    if batch_size == "auto":
+        probe = replace(settings, num_inference_steps=1)
+        batch_size = auto_batch_size(device, lambda b: render_batch(pipe, path.conditionings([0] * b), negative,
+                                                                    latent, probe), height, width)
+    if config.compile:
+        compile_pipeline(pipe)
+    renderer = BatchRenderer(pipe, path.conditionings, negative, latent, settings, batch_size,
+                             fixed_shape=config.compile)
+    return PreparedJob(config, loaded, path, settings, renderer, timings)
 
 
 def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -> dict:
@@ -116,7 +130,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
     job = prepare_job(config, quiet=quiet)
     settings = job.settings
 
-    # 5. Render, streaming every frame to its PNG (and, for a full walk, to the MP4) as it is decoded
+    # 6. Render; a background thread writes every frame to its PNG (and, for a full walk, the MP4)
+    #    while the next batch renders
     out = config.output_dir
     folder = out / ("cells" if config.grid else "frames")
     full = len(selection) == count
@@ -129,28 +144,34 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
     flagged, records = [], []
     render_started = time.perf_counter()
     with writer as video, tqdm(total=len(selection), unit="frame", disable=quiet) as bar:
-        for i, image, nsfw in job.frames(selection):
-            record = job.path.describe(i)
-            write_png(folder / record["file"], image)
+
+        def write(i, image):
+            write_png(folder / job.path.describe(i)["file"], image)
             if video:
                 video.write(image)
-            flagged += [i] if nsfw else []
-            records.append(record)
             bar.update(1)
+
+        with FrameWriter(write) as frame_writer:
+            for chunk, images, nsfw in job.batches(selection):
+                frame_writer.put(chunk, HostCopy(images))
+                if not records:  # with compile: true, the first batch carries the compilation
+                    job.timings["first_batch_s"] = time.perf_counter() - render_started
+                records += [job.path.describe(i) for i in chunk]
+                flagged += [i for i, f in zip(chunk, nsfw) if f]
     render_s = time.perf_counter() - render_started
 
-    # 6. Grids: the labelled contact sheet of all cells
+    # 7. Grids: the labelled contact sheet of all cells
     sheet = None
     if config.grid and full:
         sheet = out / "grid.png"
         _contact_sheet(config, job.path, folder).save(sheet)
 
-    # 7. Write the manifest
-    manifest = _manifest(job, records, selection, flagged, video, sheet, folder)
-    manifest["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
-                               frames_per_s=round(len(selection) / render_s, 3) if render_s else None)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
+    # 8. Write the manifest
+    written = manifest(job, records, len(selection), flagged, video, sheet, folder)
+    written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
+                              frames_per_s=round(len(selection) / render_s, 3) if render_s else None)
+    (out / "manifest.json").write_text(json.dumps(written, indent=2))
+    return written
 
 
 def _contact_sheet(config: JobConfig, path: GridPath, folder: Path):
@@ -161,55 +182,3 @@ def _contact_sheet(config: JobConfig, path: GridPath, folder: Path):
     files = [[folder / path.describe(i * len(path.column_k) + j)["file"] for j in range(len(path.column_k))]
              for i in range(len(path.row_t))]
     return contact_sheet(files, title, row_labels, column_labels)
-
-
-def _prompt_terms(config: JobConfig) -> list[dict]:
-    """Every prompt entry with the weighted texts it resolved to, for the manifest."""
-    return [{"key": where, "source": source, "terms": config.prompt_terms(source, where)}
-            for where, source in config.prompt_sources()]
-
-
-def environment(pipe) -> dict:
-    """Where and with what the frames were rendered: decides whether two renders can match exactly."""
-    import diffusers
-    import transformers
-
-    return {
-        "device": str(pipe.device),
-        "device_name": torch.cuda.get_device_name(pipe.device) if pipe.device.type == "cuda" else platform.processor()
-        or platform.machine(),
-        "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-        "versions": {"morph": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                     "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-                     "numpy": np.__version__, "cuda": torch.version.cuda},
-    }
-
-
-def _manifest(job: PreparedJob, records, selection, flagged, video, sheet, folder) -> dict:
-    config, pipe = job.config, job.loaded.pipe
-    attention = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
-    return {
-        "name": config.name,
-        "kind": config.kind,
-        "config": config.to_dict(),
-        "config_hash": config.pixel_hash(),
-        "model": {"name": job.loaded.model, "location": job.loaded.location, "revision": job.loaded.revision},
-        "seed": config.seed,
-        **environment(pipe),
-        "scheduler": type(pipe.scheduler).__name__,
-        "attention": sorted(attention),
-        "height": job.settings.height,
-        "width": job.settings.width,
-        "embedding_shape": list(embedding_shape(pipe.tokenizer, pipe.text_encoder)),
-        "prompts": _prompt_terms(config),
-        "frame_count": len(job.path),
-        "rendered": len(selection),
-        "frames_dir": str(folder),
-        "frames": records,
-        "nsfw_flagged": flagged,
-        "video": str(video.path) if video else None,
-        "video_frames": video.frames if video else None,
-        "fps": config.fps,
-        "grid": str(sheet) if sheet else None,
-        "timings": {k: round(v, 3) for k, v in job.timings.items()},
-    }

@@ -1,10 +1,13 @@
 """Frames from conditionings: one shared starting latent, batches through the diffusers pipeline."""
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .errors import MorphError
 
 
 @dataclass(frozen=True)
@@ -25,15 +28,19 @@ def shared_latent(pipe, seed: int, height: int, width: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
 
 
+def on_device(pipe, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in the pipeline's device and dtype; done once per job for the tensors every batch shares."""
+    return tensor.to(pipe.device, pipe.unet.dtype)
+
+
 def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torch.Tensor,
-                 settings: RenderSettings) -> tuple[np.ndarray, list[bool]]:
-    """Images [B, H, W, 3] float32 in 0..1 for conditionings [B, L, D], and the NSFW flag of each."""
+                 settings: RenderSettings) -> tuple[torch.Tensor, list[bool]]:
+    """Images [B, H, W, 3] uint8, still on the pipeline's device, for conditionings [B, L, D]; and NSFW flags."""
     batch = conds.shape[0]
-    device, dtype = pipe.device, pipe.unet.dtype
     output = pipe(
-        prompt_embeds=conds.to(device, dtype),
-        negative_prompt_embeds=negative.expand(batch, -1, -1).to(device, dtype),
-        latents=latent.expand(batch, -1, -1, -1).to(device, dtype),
+        prompt_embeds=on_device(pipe, conds),
+        negative_prompt_embeds=on_device(pipe, negative).expand(batch, -1, -1),
+        latents=on_device(pipe, latent).expand(batch, -1, -1, -1),
         # One generator per frame, all on the same seed: schedulers that add noise while sampling
         # give every frame the same noise, whatever batch the frame falls in.
         generator=[torch.Generator("cpu").manual_seed(settings.seed) for _ in range(batch)],
@@ -41,22 +48,80 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
         width=settings.width,
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale,
-        output_type="np",
+        output_type="pt",  # stays on the device: the host copy is 1 byte a channel, off the render loop
     )
     flags = output.nsfw_content_detected or [False] * batch
-    return np.asarray(output.images, dtype=np.float32), [bool(f) for f in flags]
+    return to_uint8(output.images.permute(0, 2, 3, 1)), [bool(f) for f in flags]
 
 
-def render_frames(pipe, conditionings_for: Callable[[list[int]], torch.Tensor], indices: list[int],
-                  negative: torch.Tensor, latent: torch.Tensor, settings: RenderSettings,
-                  batch_size: int) -> Iterator[tuple[int, np.ndarray, bool]]:
-    """Yield (frame index, image [H, W, 3] float32, NSFW flag) in order, `batch_size` frames per pipeline call."""
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
-        images, flags = render_batch(pipe, conditionings_for(chunk), negative, latent, settings)
-        yield from zip(chunk, images, flags)
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """[..., 3] float in 0..1 -> uint8, rounded in float32 exactly as diffusers' numpy_to_pil does."""
+    return (image.float().clamp(0.0, 1.0) * 255).round().to(torch.uint8)
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """[H, W, 3] float in 0..1 -> uint8, rounded as diffusers' numpy_to_pil does."""
-    return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+class BatchRenderer:
+    """Renders frames `batch_size` at a time; a CUDA out-of-memory error halves the batch and retries it.
+
+    With `fixed_shape` (torch.compile), a short last batch is padded to the full batch size by
+    repeating its last frame, so the compiled graphs never see a new shape.
+    """
+
+    def __init__(self, pipe, conditionings_for: Callable[[list[int]], torch.Tensor], negative: torch.Tensor,
+                 latent: torch.Tensor, settings: RenderSettings, batch_size: int, fixed_shape: bool = False):
+        self.pipe, self.conditionings_for, self.settings = pipe, conditionings_for, settings
+        self.negative, self.latent = on_device(pipe, negative), on_device(pipe, latent)
+        self.batch_size, self.fixed_shape = batch_size, fixed_shape
+        self.backoffs: list[str] = []  # what the out-of-memory back-off did, for the manifest
+
+    def batches(self, indices: list[int]) -> Iterator[tuple[list[int], torch.Tensor, list[bool]]]:
+        """Yield (frame indices, images [B, H, W, 3] uint8 on the device, NSFW flags) in order."""
+        start = 0
+        while start < len(indices):
+            chunk = indices[start:start + self.batch_size]
+            try:
+                images, flags = self._render(chunk)
+            except torch.OutOfMemoryError:
+                images = None  # leave the except block first, so the failed batch's tensors can be freed
+            if images is None:
+                self._back_off()
+                continue
+            yield chunk, images, flags
+            start += len(chunk)
+
+    def _render(self, chunk: list[int]) -> tuple[torch.Tensor, list[bool]]:
+        padding = self.batch_size - len(chunk) if self.fixed_shape else 0
+        conds = self.conditionings_for(chunk + [chunk[-1]] * padding)
+        images, flags = render_batch(self.pipe, conds, self.negative, self.latent, self.settings)
+        return images[:len(chunk)], flags[:len(chunk)]
+
+    def _back_off(self) -> None:
+        if self.batch_size == 1:
+            raise MorphError(f"out of GPU memory rendering a single {self.settings.width} x {self.settings.height} "
+                             "frame; use a smaller height/width, dtype float16, or a GPU with more memory")
+        if self.pipe.device.type == "cuda":
+            torch.cuda.empty_cache()
+        smaller = self.batch_size // 2
+        message = f"out of GPU memory at batch_size {self.batch_size}; continuing with {smaller}"
+        if not self.backoffs:  # say it once; the manifest keeps every step
+            warnings.warn(message + " (set batch_size lower to skip the retry)", stacklevel=2)
+        self.backoffs.append(message)
+        self.batch_size = smaller
+
+
+class HostCopy:
+    """A device -> host copy of a uint8 batch, started at once and waited for by whoever needs the pixels."""
+
+    def __init__(self, images: torch.Tensor):
+        if images.device.type == "cuda":
+            self._host = torch.empty(images.shape, dtype=images.dtype, pin_memory=True)
+            self._host.copy_(images, non_blocking=True)
+            self._done = torch.cuda.Event()
+            self._done.record()
+        else:
+            self._host, self._done = images.cpu(), None
+
+    def wait(self) -> np.ndarray:
+        """The pixels [B, H, W, 3] uint8, once the copy has finished."""
+        if self._done is not None:
+            self._done.synchronize()
+        return self._host.numpy()

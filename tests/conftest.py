@@ -22,6 +22,7 @@ def write_config(tmp_path):
             "width": 64,
             "num_inference_steps": 3,
             "batch_size": 4,
+            "device": "cpu",  # the tests assert CPU float32 results; tests/test_gpu.py covers CUDA
             "output": str(tmp_path / "out" / name),
         }
         raw.update(overrides)

@@ -53,6 +53,15 @@ def test_files_that_are_not_mappings_exit_2(tmp_path, text):
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
 
 
+def test_batch_size_and_compile_options(write_config):
+    auto = invoke("run", write_config(frames=2), "--batch-size", "auto", "--quiet")
+    assert auto.exit_code == 0, auto.output
+    for bad in ("0", "many"):
+        result = invoke("run", write_config(frames=2), "--batch-size", bad)
+        assert result.exit_code == 2 and "is not a whole number >= 1 or auto" in result.output
+    assert "--compile" in invoke("run", "--help").output
+
+
 def test_bad_frame_selection_exits_2(write_config):
     result = invoke("run", write_config(frames=4), "--frames", "2-9")
     assert result.exit_code == 2 and "out of range; this job has frames 0-3" in result.output

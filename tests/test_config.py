@@ -9,7 +9,7 @@ from morph.errors import MorphError
 def test_defaults_and_resolved_values(write_config):
     config = load_config(write_config(name="demo", batch_size=None, output=None))
     assert config.name == "demo"
-    assert config.interpolation == "slerp" and config.fps == 20 and config.batch_size == 4
+    assert config.interpolation == "slerp" and config.fps == 20 and config.batch_size == "auto"
     assert config.safety_checker is False and config.scheduler is None
     assert str(config.output_dir) == "outputs/demo"
     assert config.kind == "walk"

@@ -135,9 +135,23 @@ def test_assert_matches_golden(saved):
 
 
 @pytest.mark.parametrize("name", ["tiny_demo", "toy_demo"])
-def test_the_projects_own_goldens_still_match(name):
+def test_the_projects_own_goldens_still_match(name, tmp_path):
     """configs/golden/<name> holds goldens made with `morph golden save configs/<name>.yaml`."""
     config = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
     assert load_config(config).name == name
     assert (config.parent / "golden" / name / "golden.json").exists()
-    assert_matches_golden(config)
+    assert_matches_golden(config, output=str(tmp_path))  # the report goes to tmp_path, not into the repo
+    assert (tmp_path / "golden-report" / "report.json").exists()
+
+
+def test_model_and_device_options_make_goldens_for_a_hub_config_offline(write_config, tmp_path):
+    config = write_config(name="hub", model="stable-diffusion-v1-5/stable-diffusion-v1-5", device="auto")
+    saved = invoke("golden", "save", config, "--model", "tiny", "--device", "cpu", "--frames", "0,5", "--quiet")
+    assert saved.exit_code == 0, saved.output
+    golden = json.loads((tmp_path / "golden" / "hub" / "golden.json").read_text())
+    assert golden["model"]["name"] == "tiny" and golden["device"] == "cpu"
+    checked = invoke("golden", "check", config, "--model", "tiny", "--device", "cpu", "--tolerance", "exact",
+                     "--quiet")
+    assert checked.exit_code == 0 and checked.output.count("identical") == 2, checked.output
+    # without --model the config names the hub model: a different pixel-deciding key, caught before loading
+    assert "model:" in invoke("golden", "check", config, "--quiet").output

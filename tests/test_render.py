@@ -1,54 +1,73 @@
-"""Batching and the shared latent, checked with a fake pipeline that records what it is given."""
+"""Batching, the shared latent, padding and the out-of-memory back-off, checked with a fake pipeline."""
 
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
-from morph.render import RenderSettings, render_frames, shared_latent, to_uint8
+from morph.errors import MorphError
+from morph.render import BatchRenderer, HostCopy, RenderSettings, shared_latent, to_uint8
 
 
 class FakePipe:
-    """Stands in for StableDiffusionPipeline: records each call, returns the batch's mean embedding as pixels."""
+    """Stands in for StableDiffusionPipeline: records each call, returns the batch's mean embedding as pixels.
+
+    With `max_batch`, a call with more frames raises torch's out-of-memory error, as CUDA would.
+    """
 
     vae_scale_factor = 8
 
-    def __init__(self, dtype=torch.float32):
+    def __init__(self, dtype=torch.float32, max_batch=None):
         self.unet = SimpleNamespace(config=SimpleNamespace(in_channels=4), dtype=dtype)
         self.device = torch.device("cpu")
+        self.max_batch = max_batch
         self.calls = []
 
     def __call__(self, **kwargs):
-        self.calls.append(kwargs)
         batch = kwargs["prompt_embeds"].shape[0]
+        if self.max_batch is not None and batch > self.max_batch:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (fake, batch {batch})")
+        self.calls.append(kwargs)
         value = kwargs["prompt_embeds"].float().mean(dim=(1, 2)).view(-1, 1, 1, 1)
-        images = value.expand(batch, kwargs["height"], kwargs["width"], 3).numpy()
+        images = value.expand(batch, 3, kwargs["height"], kwargs["width"])  # output_type="pt": [B, 3, H, W]
         return SimpleNamespace(images=images, nsfw_content_detected=None)
 
 
 SETTINGS = RenderSettings(height=16, width=24, num_inference_steps=2, guidance_scale=7.5, seed=3)
 
 
-def _render(pipe, n_frames, batch_size):
+def _render(pipe, n_frames, batch_size, fixed_shape=False):
     conds = torch.arange(n_frames, dtype=torch.float32).view(-1, 1, 1).expand(-1, 5, 6) / n_frames
     latent = shared_latent(pipe, SETTINGS.seed, SETTINGS.height, SETTINGS.width)
-    negative = torch.zeros(5, 6)
-    frames = list(render_frames(pipe, lambda idx: conds[idx], list(range(n_frames)), negative, latent, SETTINGS,
-                                batch_size))
-    return frames, latent
+    renderer = BatchRenderer(pipe, lambda idx: conds[idx], torch.zeros(5, 6), latent, SETTINGS, batch_size,
+                             fixed_shape=fixed_shape)
+    frames = [(i, image, flag) for chunk, images, flags in renderer.batches(list(range(n_frames)))
+              for i, image, flag in zip(chunk, HostCopy(images).wait(), flags)]
+    return frames, latent, renderer
 
 
 def test_frames_come_in_batches_and_in_order():
     pipe = FakePipe()
-    frames, _ = _render(pipe, n_frames=10, batch_size=4)
+    frames, _, _ = _render(pipe, n_frames=10, batch_size=4)
     assert [c["prompt_embeds"].shape[0] for c in pipe.calls] == [4, 4, 2]
     assert [i for i, _, _ in frames] == list(range(10))
-    assert [round(float(image[0, 0, 0]) * 10) for _, image, _ in frames] == list(range(10))
+    assert [round(float(image[0, 0, 0]) / 255 * 10) for _, image, _ in frames] == list(range(10))
+    assert frames[0][1].dtype == np.uint8 and frames[0][1].shape == (16, 24, 3)
+
+
+def test_fixed_shape_pads_the_last_batch_and_drops_the_padding():
+    pipe = FakePipe()
+    frames, _, _ = _render(pipe, n_frames=10, batch_size=4, fixed_shape=True)
+    assert [c["prompt_embeds"].shape[0] for c in pipe.calls] == [4, 4, 4]
+    last = pipe.calls[-1]["prompt_embeds"]
+    assert torch.equal(last[2], last[3]) and torch.equal(last[1], last[3])  # frame 9 repeated
+    assert [i for i, _, _ in frames] == list(range(10))
 
 
 def test_every_frame_gets_the_same_starting_latent_and_seed():
     pipe = FakePipe()
-    _, latent = _render(pipe, n_frames=7, batch_size=3)
+    _, latent, _ = _render(pipe, n_frames=7, batch_size=3)
     assert latent.shape == (1, 4, 2, 3)
     for call in pipe.calls:
         assert all(torch.equal(frame_latent, latent[0]) for frame_latent in call["latents"])
@@ -56,7 +75,7 @@ def test_every_frame_gets_the_same_starting_latent_and_seed():
         assert {g.initial_seed() for g in call["generator"]} == {SETTINGS.seed}
         assert call["negative_prompt_embeds"].shape == call["prompt_embeds"].shape
         assert call["num_inference_steps"] == 2 and call["guidance_scale"] == 7.5
-        assert call["output_type"] == "np"
+        assert call["output_type"] == "pt"
 
 
 def test_shared_latent_depends_only_on_the_seed():
@@ -74,6 +93,26 @@ def test_inputs_are_cast_to_the_pipeline_dtype():
         assert call[key].dtype == torch.float16, key
 
 
+def test_out_of_memory_halves_the_batch_once_and_gives_the_frames_of_the_smaller_batch():
+    small = FakePipe()
+    expected, _, _ = _render(small, n_frames=9, batch_size=2)
+    pipe = FakePipe(max_batch=3)
+    with pytest.warns(UserWarning, match="out of GPU memory at batch_size 8; continuing with 4") as warned:
+        frames, _, renderer = _render(pipe, n_frames=9, batch_size=8)
+    assert len(warned) == 1  # said once, although it backed off twice
+    assert renderer.batch_size == 2 and len(renderer.backoffs) == 2
+    assert [c["prompt_embeds"].shape[0] for c in pipe.calls] == [2, 2, 2, 2, 1]
+    assert [i for i, _, _ in frames] == list(range(9))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(frames, expected, strict=True))
+
+
+def test_out_of_memory_at_batch_1_is_one_clear_line():
+    with pytest.raises(MorphError, match="out of GPU memory rendering a single 24 x 16 frame"), \
+            pytest.warns(UserWarning, match="continuing with 1"):
+        _render(FakePipe(max_batch=0), n_frames=2, batch_size=2)
+
+
 def test_to_uint8_rounds_and_clips():
-    image = np.array([[[0.0, 0.5, 1.2]]], dtype=np.float32)
+    image = torch.tensor([[[0.0, 0.5, 1.2]]])
     assert to_uint8(image).tolist() == [[[0, 128, 255]]]
+    assert to_uint8(torch.tensor([0.5], dtype=torch.float16)).tolist() == [128]

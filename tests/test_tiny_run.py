@@ -21,7 +21,7 @@ def full_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     config = validate({"name": "walk", "model": "tiny", "prompts": ["a photo of a cat", "a drawing of a dog in kyoto"],
                        "frames": 6, "seed": 7, "height": 64, "width": 64, "num_inference_steps": 3,
-                       "batch_size": 4, "output": str(out)})
+                       "batch_size": 4, "device": "cpu", "output": str(out)})
     return config, run_job(config, quiet=True)
 
 
@@ -69,26 +69,28 @@ def test_batch_size_does_not_change_the_pixels(full_run):
     config, _ = full_run
     job = prepare_job(config, quiet=True)
     conds = job.path.conditionings(list(range(6)))
-    pipe = job.loaded.pipe
-    one = np.concatenate([render_batch(pipe, conds[i:i + 1], job.negative, job.latent, job.settings)[0]
-                          for i in range(6)])
-    eight = render_batch(pipe, torch.cat([conds, conds[:2]]), job.negative, job.latent, job.settings)[0][:6]
-    assert np.abs(one - eight).max() <= 1 / 255
+    pipe, negative, latent = job.loaded.pipe, job.renderer.negative, job.renderer.latent
+    one = torch.cat([render_batch(pipe, conds[i:i + 1], negative, latent, job.settings)[0] for i in range(6)])
+    eight = render_batch(pipe, torch.cat([conds, conds[:2]]), negative, latent, job.settings)[0][:6]
+    assert (one.int() - eight.int()).abs().max() <= 1
 
 
 def test_prompt_embeds_give_the_same_image_as_the_prompt_text(full_run):
     config, _ = full_run
     job = prepare_job(config, quiet=True)
     pipe = job.loaded.pipe
-    ours = render_batch(pipe, job.path.conditionings([0]), job.negative, job.latent, job.settings)[0]
-    theirs = pipe(prompt="a photo of a cat", negative_prompt="", latents=job.latent, height=64, width=64,
+    ours = render_batch(pipe, job.path.conditionings([0]), job.renderer.negative, job.renderer.latent,
+                        job.settings)[0]
+    theirs = pipe(prompt="a photo of a cat", negative_prompt="", latents=job.renderer.latent, height=64, width=64,
                   num_inference_steps=3, guidance_scale=config.guidance_scale, output_type="np").images
-    assert np.abs(ours - theirs).max() < 1e-5
+    # our uint8 rounding on the device equals diffusers' own numpy -> PIL rounding of its float output
+    assert np.array_equal(ours.numpy(), (theirs * 255).round().astype(np.uint8))
 
 
 def test_strongly_different_conditionings_give_different_frames(full_run):
     config, _ = full_run
     job = prepare_job(config, quiet=True)
-    conds = torch.stack([job.negative * 0, job.negative * 0 + 3.0])
-    images = render_batch(job.loaded.pipe, conds, job.negative, job.latent, job.settings)[0]
-    assert np.abs(images[0] - images[1]).mean() > 1e-3
+    negative = job.renderer.negative
+    conds = torch.stack([negative * 0, negative * 0 + 3.0])
+    images = render_batch(job.loaded.pipe, conds, negative, job.renderer.latent, job.settings)[0].float()
+    assert (images[0] - images[1]).abs().mean() > 0.25

@@ -16,7 +16,7 @@ import torch
 
 from ..encode import PromptEncoder
 from ..pipeline import load_model
-from ..render import RenderSettings, render_batch, shared_latent, to_uint8
+from ..render import RenderSettings, render_batch, shared_latent
 from .scenes import COLOURS, SHAPES, SIZES, caption, draw, measure
 
 HELD_OUT_SEED = 10_000  # training draws from seed 0's generator; these latents come from other seeds
@@ -36,7 +36,7 @@ def render_captions(pipe, captions: list[str], seeds: list[int], steps: int, gui
     for text, seed in zip(captions, seeds):
         latent = shared_latent(pipe, seed, 64, 64)
         image, _ = render_batch(pipe, encoder.text(text)[None], negative, latent, settings)
-        images.append(to_uint8(image[0]))
+        images.append(image[0].cpu().numpy())
     return images
 
 

@@ -1,0 +1,67 @@
+"""What a run records about itself: the environment that decides whether renders match, and the manifest."""
+
+import platform
+
+import numpy as np
+import torch
+
+from . import __version__
+from .encode import embedding_shape
+
+
+def environment(pipe) -> dict:
+    """Where and with what the frames were rendered: decides whether two renders can match exactly."""
+    import diffusers
+    import transformers
+
+    return {
+        "device": str(pipe.device),
+        "device_name": torch.cuda.get_device_name(pipe.device) if pipe.device.type == "cuda" else platform.processor()
+        or platform.machine(),
+        "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+        "versions": {"morph": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                     "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+                     "numpy": np.__version__, "cuda": torch.version.cuda},
+    }
+
+
+def _prompt_terms(config) -> list[dict]:
+    """Every prompt entry with the weighted texts it resolved to."""
+    return [{"key": where, "source": source, "terms": config.prompt_terms(source, where)}
+            for where, source in config.prompt_sources()]
+
+
+def manifest(job, records: list[dict], rendered: int, flagged: list[int], video, sheet, folder) -> dict:
+    """The manifest of a run of the PreparedJob `job`: config, model, environment, frames and outputs."""
+    config, pipe, renderer = job.config, job.loaded.pipe, job.renderer
+    attention = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
+    return {
+        "name": config.name,
+        "kind": config.kind,
+        "config": config.to_dict(),
+        "config_hash": config.pixel_hash(),
+        "model": {"name": job.loaded.model, "location": job.loaded.location, "revision": job.loaded.revision},
+        "seed": config.seed,
+        **environment(pipe),
+        "scheduler": type(pipe.scheduler).__name__,
+        "attention": sorted(attention),
+        "memory_format": "channels_last" if pipe.unet.conv_in.weight.is_contiguous(
+            memory_format=torch.channels_last) else "contiguous",
+        "compiled": config.compile,
+        "batch_size": renderer.batch_size,
+        "batch_size_backoffs": renderer.backoffs,
+        "height": job.settings.height,
+        "width": job.settings.width,
+        "embedding_shape": list(embedding_shape(pipe.tokenizer, pipe.text_encoder)),
+        "prompts": _prompt_terms(config),
+        "frame_count": len(job.path),
+        "rendered": rendered,
+        "frames_dir": str(folder),
+        "frames": records,
+        "nsfw_flagged": flagged,
+        "video": str(video.path) if video else None,
+        "video_frames": video.frames if video else None,
+        "fps": config.fps,
+        "grid": str(sheet) if sheet else None,
+        "timings": {k: round(v, 3) for k, v in job.timings.items()},
+    }
