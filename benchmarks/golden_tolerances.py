@@ -11,17 +11,16 @@ and prints the worst max abs diff, PSNR and SSIM over the frames for each pair.
 
 import argparse
 import math
-from dataclasses import replace
 
 import torch
 
 from morph.config import load_config, parse_frame_spec
-from morph.job import frame_count, prepare_job
+from morph.job import prepare_job
 from morph.metrics import compare
 
 
 def render(config, indices, **overrides):
-    job = prepare_job(replace(config, **overrides), quiet=True)
+    job = prepare_job(config.model_copy(update=overrides), quiet=True)
     return {i: torch.from_numpy(image) for i, image, _ in job.frames(indices)}
 
 
@@ -38,7 +37,7 @@ def main():
     parser.add_argument("--frames", default=None)
     args = parser.parse_args()
     config = load_config(args.config, device="cpu")
-    count = frame_count(config)
+    count = config.frame_count()
     indices = parse_frame_spec(args.frames, count) if args.frames else sorted({round(x * (count - 1) / 6)
                                                                                 for x in range(7)})
     reference = render(config, indices, batch_size=1, dtype="float32")

@@ -115,13 +115,12 @@ def golden():
 def golden_save(config, frames, every, directory, model, device, quiet):
     """Render chosen frames of CONFIG and store them as lossless goldens."""
     from .golden import golden_dir, pick_frames, save_golden
-    from .job import frame_count
 
     if frames and every:
         raise click.UsageError("give --frames or --every, not both")
     job = _call(load_config, config, model=model, device=device)
     target = golden_dir(job, directory)
-    indices = _call(pick_frames, frame_count(job), frames, every)
+    indices = _call(pick_frames, job.frame_count(), frames, every)
     saved = _call(save_golden, job, indices, target, quiet=quiet)
     click.echo(f"saved {len(saved['frames'])} golden frames ({saved['device']} {saved['dtype']}) to {target}")
 

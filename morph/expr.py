@@ -5,10 +5,15 @@ reduces to a weighted sum of prompt texts: ``{"a photo of a cat": 1.0, "tabby": 
 caller encodes each text once and adds the tensors with those weights.
 """
 
+import math
 import re
 from dataclasses import dataclass
 
 from .errors import MorphError
+
+MAX_LENGTH = 10_000  # characters in one expression
+MAX_DEPTH = 50  # nested parentheses and signs: (((cat))), - - cat
+MAX_WEIGHT = 1000.0  # |weight| of a prompt; beyond it half-precision conditionings overflow to inf
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -40,18 +45,27 @@ class _Value:
         return self.number is None
 
 
+_SPACE = re.compile(r"\s*")
+
+
+def excerpt(source: str, column: int, width: int = 60) -> str:
+    """The expression for an error message: whole when short, else the part around `column` (1-based)."""
+    if len(source) <= width:
+        return repr(source)
+    start = max(0, min(column - 1 - width // 2, len(source) - width))
+    return f"{'...' if start else ''}{source[start:start + width]!r}{'...' if start + width < len(source) else ''}"
+
+
 def _tokenize(source: str, where: str) -> list[_Token]:
-    tokens, pos = [], 0
+    """Tokens of `source` in one pass (linear in its length)."""
+    tokens, pos = [], _SPACE.match(source).end()
     while pos < len(source):
-        if source[pos:].strip() == "":
-            break
         match = _TOKEN.match(source, pos)
         if match is None:
-            column = pos + 1 + (len(source[pos:]) - len(source[pos:].lstrip()))
-            raise MorphError(f"{where}: unexpected {source[column - 1]!r} at column {column} in {source!r}")
+            raise MorphError(f"{where}: unexpected {source[pos]!r} at column {pos + 1} in {excerpt(source, pos + 1)}")
         kind = match.lastgroup
         tokens.append(_Token(kind, match.group(kind), match.start(kind) + 1))
-        pos = match.end()
+        pos = _SPACE.match(source, match.end()).end()
     tokens.append(_Token("end", "", len(source) + 1))
     return tokens
 
@@ -71,13 +85,23 @@ class _Parser:
     """Recursive descent: expr := term (+|- term)*; term := unary (*|/ unary)*; unary := -unary | atom."""
 
     def __init__(self, source: str, names: dict[str, str], where: str, bare_names_are_text: bool = False):
+        if len(source) > MAX_LENGTH:
+            raise MorphError(f"{where}: an expression of {len(source)} characters is too long (at most {MAX_LENGTH}); "
+                             f"define: names for long prompts")
         self.source, self.names, self.where = source, names, where
         self.bare_names_are_text = bare_names_are_text
         self.tokens = _tokenize(source, where)
         self.i = 0
+        self.depth = 0
 
     def fail(self, token: _Token, why: str, hint: str = "") -> MorphError:
-        return MorphError(f"{self.where}: {why} at column {token.column} in {self.source!r}{hint}")
+        return MorphError(f"{self.where}: {why} at column {token.column} in {excerpt(self.source, token.column)}{hint}")
+
+    def nest(self, token: _Token) -> None:
+        """Count one level of parentheses or signs; recursion stays far from Python's limit."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(token, f"the expression nests deeper than {MAX_DEPTH} levels")
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -94,6 +118,10 @@ class _Parser:
             raise self.fail(token, f"unexpected {token.text!r}")
         if not value.is_prompt:
             raise self.fail(self.tokens[0], "the expression is a plain number, not a prompt")
+        for text, weight in value.terms:
+            if not abs(weight) <= MAX_WEIGHT:
+                raise self.fail(self.tokens[0], f"the weight of {text[:40]!r} comes to {weight:.6g}, beyond "
+                                                f"+-{MAX_WEIGHT:g} (a picture of nothing but overflow)")
         return value
 
     def expr(self) -> _Value:
@@ -131,7 +159,9 @@ class _Parser:
         token = self.peek()
         if token.kind == "op" and token.text in ("-", "+"):
             self.take()
+            self.nest(token)
             inner = self.unary()
+            self.depth -= 1
             k = -1.0 if token.text == "-" else 1.0
             return _scale(inner, k) if inner.is_prompt else _Value(number=k * inner.number)
         return self.atom()
@@ -139,7 +169,10 @@ class _Parser:
     def atom(self) -> _Value:
         token = self.take()
         if token.kind == "number":
-            return _Value(number=float(token.text))
+            number = float(token.text)
+            if not math.isfinite(number) or number > 1e15:
+                raise self.fail(token, f"the number {token.text[:20]}... is too large")
+            return _Value(number=number)
         if token.kind == "string":
             return _Value(terms=((token.text[1:-1], 1.0),))
         if token.kind == "name":
@@ -151,10 +184,12 @@ class _Parser:
                                 "; put literal prompt text in quotes")
             return _Value(terms=((self.names[token.text], 1.0),))
         if token.text == "(":
+            self.nest(token)
             value = self.expr()
             closing = self.take()
             if closing.text != ")":
                 raise self.fail(closing, "expected ')'")
+            self.depth -= 1
             return value
         raise self.fail(token, "expected a name, a quoted prompt, a number or '('" if token.kind != "end"
                         else "the expression ends too early")
@@ -173,14 +208,18 @@ def parse_prompt_expression(source: str, names: dict[str, str], where: str,
 def parse_number(source: str | int | float, where: str) -> float:
     """A number written in YAML as 0.5, -3/7 or (1 - 2/7): same grammar, no prompts."""
     if isinstance(source, (int, float)) and not isinstance(source, bool):
-        return float(source)
-    if not isinstance(source, str):
+        number = float(source)
+    elif isinstance(source, str):
+        parser = _Parser(source, {}, where)
+        value = parser.expr()
+        token = parser.peek()
+        if token.kind != "end":
+            raise parser.fail(token, f"unexpected {token.text!r}")
+        if value.is_prompt:
+            raise MorphError(f"{where}: {excerpt(source, 1)} is a prompt, not a number")
+        number = value.number
+    else:
         raise MorphError(f"{where}: {source!r} is not a number; write e.g. 0.5 or -3/7")
-    parser = _Parser(source, {}, where)
-    value = parser.expr()
-    token = parser.peek()
-    if token.kind != "end":
-        raise parser.fail(token, f"unexpected {token.text!r}")
-    if value.is_prompt:
-        raise MorphError(f"{where}: {source!r} is a prompt, not a number")
-    return value.number
+    if not abs(number) <= MAX_WEIGHT:
+        raise MorphError(f"{where}: {source!r} is not a number between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
+    return number

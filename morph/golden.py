@@ -11,7 +11,7 @@ import torch
 
 from .config import JobConfig, parse_frame_spec
 from .errors import MorphError
-from .job import frame_count, prepare_job
+from .job import prepare_job
 from .manifest import environment
 from .metrics import compare, heat_map
 from .video import read_png, write_png
@@ -157,11 +157,12 @@ def check_golden(config: JobConfig, directory: Path, preset: str | None = None, 
     if changes and not force:
         raise MorphError(f"the config differs from the one the goldens were made with ({'; '.join(changes)}); "
                          "re-save the goldens, or pass --force to compare anyway")
-    count = frame_count(config)
+    count = config.frame_count()
     indices = [f["index"] for f in golden["frames"]]
     if max(indices) >= count:
         raise MorphError(f"the goldens include frame {max(indices)}, but this job has only {count} frames")
-    job = prepare_job(replace(config, batch_size=golden.get("batch_size", config.batch_size)), quiet=quiet)
+    job = prepare_job(config.model_copy(update={"batch_size": golden.get("batch_size", config.batch_size)}),
+                      quiet=quiet)
     env = environment(job.loaded.pipe)
     tolerance, notes = choose_tolerance(golden, env, config, preset)
     notes = [f"config changed (forced): {c}" for c in changes] + notes

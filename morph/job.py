@@ -15,10 +15,10 @@ import torch
 from tqdm import tqdm
 
 from .acceleration import auto_batch_size, channels_last, compile_pipeline
-from .config import JobConfig, parse_frame_spec
+from .config import JobConfig, parse_frame_spec, segment_steps
 from .encode import PromptEncoder
-from .manifest import manifest
-from .path import GridPath, WalkPath, linspace, segment_steps
+from .manifest import FrameLog, manifest
+from .path import GridPath, WalkPath, linspace
 from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
 from .render import BatchRenderer, HostCopy, RenderSettings, render_batch, shared_latent
 from .video import VideoWriter, write_png
@@ -37,26 +37,18 @@ class PreparedJob:
     timings: dict = field(default_factory=dict)
 
     def batches(self, indices: list[int]):
-        """Yield (frame indices, images [B, H, W, 3] uint8 on the device, NSFW flags), batched."""
+        """Yield (frame indices, their render.Batch), batched."""
         return self.renderer.batches(indices)
 
     def frames(self, indices: list[int]):
         """Yield (index, uint8 image [H, W, 3] on the host, NSFW flag) for the chosen frames."""
-        for chunk, images, flags in self.batches(indices):
-            yield from zip(chunk, HostCopy(images).wait(), flags)
-
-
-def frame_count(config: JobConfig) -> int:
-    """How many frames (walks, edits) or cells (grids) the job has, known before any model loads."""
-    if config.grid:
-        return config.grid.rows.steps * config.grid.columns.steps
-    n_keyframes = len(config.edit.prompts if config.edit else config.prompts)
-    return sum(segment_steps(config.frames, n_keyframes)) + 1
+        for chunk, batch in self.batches(indices):
+            yield from zip(chunk, HostCopy(batch.images).wait(), batch.nsfw)
 
 
 def _keyframes(config: JobConfig, encoder: PromptEncoder) -> torch.Tensor:
     """Keyframe tensors [K, L, D] of a walk or a one-word edit."""
-    if config.edit:
+    if config.kind == "edit":
         edit = config.edit
         return torch.stack([
             encoder.edit(config.base, edit.word, config.prompt_terms(p, f"edit.prompts[{i}]"), edit.occurrence,
@@ -66,7 +58,7 @@ def _keyframes(config: JobConfig, encoder: PromptEncoder) -> torch.Tensor:
 
 
 def _build_path(config: JobConfig, encoder: PromptEncoder) -> WalkPath | GridPath:
-    if config.grid:
+    if config.kind == "grid":
         rows, columns = config.grid.rows, config.grid.columns
         start, end, add = (encoder.terms(config.prompt_terms(source, where))
                            for where, source in config.prompt_sources())
@@ -123,7 +115,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
 
     `frames` ('0,17,100-120') renders only those frames: their PNGs and the manifest, no video.
     """
-    count = frame_count(config)
+    count = config.frame_count()
     selection = parse_frame_spec(frames, count) if frames else list(range(count))
     quiet = quiet or not sys.stderr.isatty()
     started = time.perf_counter()
@@ -133,15 +125,16 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
     # 6. Render; a background thread writes every frame to its PNG (and, for a full walk, the MP4)
     #    while the next batch renders
     out = config.output_dir
-    folder = out / ("cells" if config.grid else "frames")
+    grid = config.kind == "grid"
+    folder = out / ("cells" if grid else "frames")
     full = len(selection) == count
     if full and folder.exists():
         shutil.rmtree(folder)  # a full run replaces the previous run's frames, so none are stale
     folder.mkdir(parents=True, exist_ok=True)
-    make_video = full and not config.grid
+    make_video = full and not grid
     writer = VideoWriter(out / f"{config.name}.mp4", settings.width, settings.height, config.fps) if make_video \
         else nullcontext()
-    flagged, records = [], []
+    log = FrameLog()
     render_started = time.perf_counter()
     with writer as video, tqdm(total=len(selection), unit="frame", disable=quiet) as bar:
 
@@ -152,22 +145,21 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
             bar.update(1)
 
         with FrameWriter(write) as frame_writer:
-            for chunk, images, nsfw in job.batches(selection):
-                frame_writer.put(chunk, HostCopy(images))
-                if not records:  # with compile: true, the first batch carries the compilation
+            for chunk, batch in job.batches(selection):
+                frame_writer.put(chunk, HostCopy(batch.images))
+                if not log.records:  # with compile: true, the first batch carries the compilation
                     job.timings["first_batch_s"] = time.perf_counter() - render_started
-                records += [job.path.describe(i) for i in chunk]
-                flagged += [i for i, f in zip(chunk, nsfw) if f]
+                log.add(job.path, chunk, batch)
     render_s = time.perf_counter() - render_started
 
     # 7. Grids: the labelled contact sheet of all cells
     sheet = None
-    if config.grid and full:
+    if grid and full:
         sheet = out / "grid.png"
         _contact_sheet(config, job.path, folder).save(sheet)
 
     # 8. Write the manifest
-    written = manifest(job, records, len(selection), flagged, video, sheet, folder)
+    written = manifest(job, log, len(selection), video, sheet, folder)
     written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
                               frames_per_s=round(len(selection) / render_s, 3) if render_s else None)
     (out / "manifest.json").write_text(json.dumps(written, indent=2))

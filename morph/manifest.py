@@ -1,6 +1,7 @@
 """What a run records about itself: the environment that decides whether renders match, and the manifest."""
 
 import platform
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,13 +26,28 @@ def environment(pipe) -> dict:
     }
 
 
+@dataclass
+class FrameLog:
+    """What the manifest says frame by frame, gathered as the batches come."""
+
+    records: list[dict] = field(default_factory=list)  # each frame's place on the path and its file
+    nsfw: list[int] = field(default_factory=list)  # blacked out by the safety checker
+    redecoded: list[int] = field(default_factory=list)  # decoded again in float32 after a NaN/inf/black decode
+    broken: list[int] = field(default_factory=list)  # still NaN/inf/black: bad latents
+
+    def add(self, path, chunk: list[int], batch) -> None:
+        self.records += [path.describe(i) for i in chunk]
+        for name in ("nsfw", "redecoded", "broken"):
+            getattr(self, name).extend(i for i, flag in zip(chunk, getattr(batch, name)) if flag)
+
+
 def _prompt_terms(config) -> list[dict]:
     """Every prompt entry with the weighted texts it resolved to."""
     return [{"key": where, "source": source, "terms": config.prompt_terms(source, where)}
             for where, source in config.prompt_sources()]
 
 
-def manifest(job, records: list[dict], rendered: int, flagged: list[int], video, sheet, folder) -> dict:
+def manifest(job, log: FrameLog, rendered: int, video, sheet, folder) -> dict:
     """The manifest of a run of the PreparedJob `job`: config, model, environment, frames and outputs."""
     config, pipe, renderer = job.config, job.loaded.pipe, job.renderer
     attention = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
@@ -57,8 +73,10 @@ def manifest(job, records: list[dict], rendered: int, flagged: list[int], video,
         "frame_count": len(job.path),
         "rendered": rendered,
         "frames_dir": str(folder),
-        "frames": records,
-        "nsfw_flagged": flagged,
+        "frames": log.records,
+        "nsfw_flagged": log.nsfw,
+        "redecoded_float32": log.redecoded,
+        "broken_frames": log.broken,
         "video": str(video.path) if video else None,
         "video_frames": video.frames if video else None,
         "fps": config.fps,

@@ -14,24 +14,38 @@ def lerp(a, b, t):
     return _pin_endpoints(out, a, b, t)
 
 
-def slerp(a, b, t, eps=1e-6):
-    """Spherical interpolation per token row of [B, L, D] at t [B]: direction on the great circle, length linear.
+def slerp(a, b, t, eps=1e-6, tiny=1e-30):
+    """Spherical interpolation per token row of [B, L, D] at t [B]: direction on a great circle, length linear.
 
-    Rows that are (nearly) parallel, or zero, fall back to lerp, which is then the same path.
+    Nearly parallel rows, and rows shorter than `tiny`, follow lerp (then the same path, within
+    float error). Exactly opposite rows have no single great circle: they turn through the plane
+    of a and the coordinate axis least aligned with a, so the path is deterministic.
     """
     a64, b64, t64 = a.double(), b.double(), t.double().view(-1, 1, 1)
     norm_a, norm_b = a64.norm(dim=-1, keepdim=True), b64.norm(dim=-1, keepdim=True)
-    unit_a = a64 / norm_a.clamp_min(1e-30)
-    unit_b = b64 / norm_b.clamp_min(1e-30)
-    omega = torch.acos((unit_a * unit_b).sum(-1, keepdim=True).clamp(-1.0, 1.0))
+    short = (norm_a < tiny) | (norm_b < tiny)
+    unit_a = a64 / torch.where(short, torch.ones_like(norm_a), norm_a)
+    unit_b = b64 / torch.where(short, torch.ones_like(norm_b), norm_b)
+    cos = (unit_a * unit_b).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.acos(cos)
     sin_omega = torch.sin(omega)
-    degenerate = (sin_omega < eps) | (norm_a == 0) | (norm_b == 0)
-    safe_sin = torch.where(degenerate, torch.ones_like(sin_omega), sin_omega)
-    direction = (torch.sin((1 - t64) * omega) * unit_a + torch.sin(t64 * omega) * unit_b) / safe_sin
+    flat = sin_omega < eps
+    opposite = flat & (cos < 0) & ~short
+    safe_sin = torch.where(flat, torch.ones_like(sin_omega), sin_omega)
+    general = (torch.sin((1 - t64) * omega) * unit_a + torch.sin(t64 * omega) * unit_b) / safe_sin
+    half_turn = torch.cos(torch.pi * t64) * unit_a + torch.sin(torch.pi * t64) * _perpendicular(unit_a)
+    direction = torch.where(opposite, half_turn, general)
     spherical = direction * ((1 - t64) * norm_a + t64 * norm_b)
     linear = a64 + t64 * (b64 - a64)
-    out = torch.where(degenerate, linear, spherical).to(a.dtype)
+    out = torch.where((flat & ~opposite) | short, linear, spherical).to(a.dtype)
     return _pin_endpoints(out, a, b, t)
+
+
+def _perpendicular(unit):
+    """Unit vectors [..., D] orthogonal to unit [..., D]: the least aligned coordinate axis, made orthogonal."""
+    axis = torch.nn.functional.one_hot(unit.abs().argmin(dim=-1), unit.shape[-1]).to(unit.dtype)
+    ortho = axis - (axis * unit).sum(-1, keepdim=True) * unit
+    return ortho / ortho.norm(dim=-1, keepdim=True)
 
 
 def _pin_endpoints(out, a, b, t):

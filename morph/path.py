@@ -9,15 +9,6 @@ import torch
 from .ops import INTERPOLATE, add_scaled
 
 
-def segment_steps(frames, n_keyframes):
-    """Steps per segment: a list is taken as is; a total F shares F - 1 steps as evenly as possible."""
-    if isinstance(frames, list):
-        return list(frames)
-    segments = n_keyframes - 1
-    base, extra = divmod(frames - 1, segments)
-    return [base + (1 if i < extra else 0) for i in range(segments)]
-
-
 def frame_schedule(steps):
     """Segment index [F] (long) and t within it [F] (float64) for every frame; keyframes land on frames."""
     segment = [0]

@@ -33,11 +33,37 @@ def on_device(pipe, tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(pipe.device, pipe.unet.dtype)
 
 
+@dataclass
+class Batch:
+    """What one pipeline call gave: images [B, H, W, 3] uint8 on the device, and per frame what happened."""
+
+    images: torch.Tensor
+    nsfw: list[bool]  # blacked out by the model's safety checker
+    redecoded: list[bool]  # the first decode was NaN/inf or all black; decoded again in float32
+    broken: list[bool]  # still NaN/inf or all black after that: the latents themselves are bad
+
+
+def decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Latents [B, C, h, w] -> images [B, 3, H, W] in -1..1, as the stock pipeline decodes them."""
+    return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+
+
+def broken_frames(images: torch.Tensor) -> torch.Tensor:
+    """Which images [B, 3, H, W] (-1..1) hold a NaN or inf, or are black throughout: bool [B]."""
+    flat = images.flatten(1)
+    return ~torch.isfinite(flat).all(dim=1) | (flat <= -1).all(dim=1)
+
+
+@torch.no_grad()
 def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torch.Tensor,
-                 settings: RenderSettings) -> tuple[torch.Tensor, list[bool]]:
-    """Images [B, H, W, 3] uint8, still on the pipeline's device, for conditionings [B, L, D]; and NSFW flags."""
+                 settings: RenderSettings, float32_vae: Callable[[], object] | None = None) -> Batch:
+    """Render conditionings [B, L, D] through the stock pipeline, then decode, check and convert the images.
+
+    A half-precision VAE can overflow to NaN or black: such frames are decoded again by
+    `float32_vae()` (built only when needed).
+    """
     batch = conds.shape[0]
-    output = pipe(
+    latents = pipe(
         prompt_embeds=on_device(pipe, conds),
         negative_prompt_embeds=on_device(pipe, negative).expand(batch, -1, -1),
         latents=on_device(pipe, latent).expand(batch, -1, -1, -1),
@@ -48,10 +74,18 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
         width=settings.width,
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale,
-        output_type="pt",  # stays on the device: the host copy is 1 byte a channel, off the render loop
-    )
-    flags = output.nsfw_content_detected or [False] * batch
-    return to_uint8(output.images.permute(0, 2, 3, 1)), [bool(f) for f in flags]
+        output_type="latent",  # decoded below, so that a bad decode can be redone in float32
+    ).images
+    images = decode(pipe.vae, latents)
+    bad = broken_frames(images)
+    redecoded = bad.clone()
+    if bad.any() and float32_vae is not None and pipe.vae.dtype != torch.float32:
+        images[bad] = decode(float32_vae(), latents[bad].float()).to(images.dtype)
+        bad = broken_frames(images)
+    images, nsfw = pipe.run_safety_checker(images, pipe.device, images.dtype)
+    nsfw = [bool(f) for f in nsfw] if nsfw is not None else [False] * batch
+    images = pipe.image_processor.postprocess(images, output_type="pt", do_denormalize=[not f for f in nsfw])
+    return Batch(to_uint8(images.permute(0, 2, 3, 1)), nsfw, redecoded.tolist(), bad.tolist())
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -72,27 +106,39 @@ class BatchRenderer:
         self.negative, self.latent = on_device(pipe, negative), on_device(pipe, latent)
         self.batch_size, self.fixed_shape = batch_size, fixed_shape
         self.backoffs: list[str] = []  # what the out-of-memory back-off did, for the manifest
+        self._vae32 = None
 
-    def batches(self, indices: list[int]) -> Iterator[tuple[list[int], torch.Tensor, list[bool]]]:
-        """Yield (frame indices, images [B, H, W, 3] uint8 on the device, NSFW flags) in order."""
+    def batches(self, indices: list[int]) -> Iterator[tuple[list[int], Batch]]:
+        """Yield (frame indices, their Batch) in order."""
         start = 0
         while start < len(indices):
             chunk = indices[start:start + self.batch_size]
             try:
-                images, flags = self._render(chunk)
+                batch = self._render(chunk)
             except torch.OutOfMemoryError:
-                images = None  # leave the except block first, so the failed batch's tensors can be freed
-            if images is None:
+                batch = None  # leave the except block first, so the failed batch's tensors can be freed
+            if batch is None:
                 self._back_off()
                 continue
-            yield chunk, images, flags
+            yield chunk, batch
             start += len(chunk)
 
-    def _render(self, chunk: list[int]) -> tuple[torch.Tensor, list[bool]]:
+    def _render(self, chunk: list[int]) -> Batch:
         padding = self.batch_size - len(chunk) if self.fixed_shape else 0
         conds = self.conditionings_for(chunk + [chunk[-1]] * padding)
-        images, flags = render_batch(self.pipe, conds, self.negative, self.latent, self.settings)
-        return images[:len(chunk)], flags[:len(chunk)]
+        batch = render_batch(self.pipe, conds, self.negative, self.latent, self.settings, self._float32_vae)
+        n = len(chunk)
+        return Batch(batch.images[:n], batch.nsfw[:n], batch.redecoded[:n], batch.broken[:n])
+
+    def _float32_vae(self):
+        """A float32 copy of the pipeline's VAE, made the first time a half-precision decode fails."""
+        if self._vae32 is None:
+            vae = self.pipe.vae
+            # a compiled decoder keeps its weights under _orig_mod.
+            weights = {k.replace("_orig_mod.", ""): v.float() for k, v in vae.state_dict().items()}
+            self._vae32 = type(vae).from_config(vae.config).to(vae.device).eval()
+            self._vae32.load_state_dict(weights)
+        return self._vae32
 
     def _back_off(self) -> None:
         if self.batch_size == 1:

@@ -26,7 +26,7 @@ WORDS = (
 ).split()
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible map from bytes to printable characters."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
         list(range(ord("®"), ord("ÿ") + 1))
@@ -42,7 +42,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def build_tokenizer() -> CLIPTokenizer:
     """A CLIP BPE tokenizer with a byte alphabet and whole-word merges for WORDS."""
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = list(bytes_to_unicode().values())
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for symbol in alphabet + [c + "</w>" for c in alphabet]:
         vocab[symbol] = len(vocab)

@@ -82,3 +82,22 @@ def test_add_scaled():
     base, direction = rand(2, 3, 4, seed=11), rand(3, 4, seed=12)
     out = add_scaled(base, direction, torch.tensor([-0.5, 2.0]))
     assert torch.allclose(out[0], base[0] - 0.5 * direction) and torch.allclose(out[1], base[1] + 2 * direction)
+
+
+def test_slerp_of_opposite_rows_keeps_the_length_rule_on_a_deterministic_circle():
+    a = torch.tensor([[[3.0, 0.0, 0.0]]])
+    b = torch.tensor([[[-1.0, 0.0, 0.0]]])
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    out = slerp(a.expand(4, -1, -1), b.expand(4, -1, -1), t)
+    assert torch.allclose(out.norm(dim=-1).flatten(), torch.tensor([3.0, 2.5, 2.0, 1.0]))  # length linear
+    assert torch.allclose(out[2, 0], torch.tensor([0.0, 2.0, 0.0]), atol=1e-6)  # a quarter turn at t = 1/2
+    assert torch.equal(out[0], a[0]) and torch.equal(out[3], b[0])
+    assert torch.equal(out, slerp(a.expand(4, -1, -1), b.expand(4, -1, -1), t))  # same circle every time
+
+
+@pytest.mark.parametrize("norm", [1e-31, 1e-40, 0.0])
+def test_slerp_from_a_row_with_a_tiny_norm_is_the_lerp_path(norm):
+    a = torch.tensor([[[norm, 0.0]]], dtype=torch.float64)
+    b = torch.tensor([[[0.0, 2.0]]], dtype=torch.float64)
+    t = torch.tensor([0.5])
+    assert torch.allclose(slerp(a, b, t), lerp(a, b, t), rtol=0, atol=1e-12)

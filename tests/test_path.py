@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from morph.path import WalkPath, frame_schedule, segment_steps
+from morph.config import segment_steps
+from morph.path import WalkPath, frame_schedule
 
 
 @pytest.mark.parametrize("frames, keyframes, expected", [

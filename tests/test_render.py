@@ -6,20 +6,35 @@ import numpy as np
 import pytest
 import torch
 
+from diffusers.image_processor import VaeImageProcessor
+
 from morph.errors import MorphError
 from morph.render import BatchRenderer, HostCopy, RenderSettings, shared_latent, to_uint8
 
 
+class FakeVae:
+    """Decodes latents [B, 4, h, w] to images [B, 3, 8h, 8w] in -1..1 whose pixels are the latents' mean."""
+
+    config = SimpleNamespace(scaling_factor=1.0)
+    dtype = torch.float32
+
+    def decode(self, latents, return_dict):
+        value = latents.float().mean(dim=1, keepdim=True).repeat_interleave(8, 2).repeat_interleave(8, 3)
+        return (value.expand(-1, 3, -1, -1) * 2 - 1,)
+
+
 class FakePipe:
-    """Stands in for StableDiffusionPipeline: records each call, returns the batch's mean embedding as pixels.
+    """Stands in for StableDiffusionPipeline: records each call; the latents are the batch's mean embedding.
 
     With `max_batch`, a call with more frames raises torch's out-of-memory error, as CUDA would.
     """
 
     vae_scale_factor = 8
+    image_processor = VaeImageProcessor()
 
     def __init__(self, dtype=torch.float32, max_batch=None):
         self.unet = SimpleNamespace(config=SimpleNamespace(in_channels=4), dtype=dtype)
+        self.vae = FakeVae()
         self.device = torch.device("cpu")
         self.max_batch = max_batch
         self.calls = []
@@ -29,9 +44,13 @@ class FakePipe:
         if self.max_batch is not None and batch > self.max_batch:
             raise torch.OutOfMemoryError(f"CUDA out of memory (fake, batch {batch})")
         self.calls.append(kwargs)
+        assert kwargs["output_type"] == "latent"
         value = kwargs["prompt_embeds"].float().mean(dim=(1, 2)).view(-1, 1, 1, 1)
-        images = value.expand(batch, 3, kwargs["height"], kwargs["width"])  # output_type="pt": [B, 3, H, W]
-        return SimpleNamespace(images=images, nsfw_content_detected=None)
+        latents = value.expand(batch, 4, kwargs["height"] // 8, kwargs["width"] // 8)
+        return SimpleNamespace(images=latents, nsfw_content_detected=None)
+
+    def run_safety_checker(self, images, device, dtype):
+        return images, None
 
 
 SETTINGS = RenderSettings(height=16, width=24, num_inference_steps=2, guidance_scale=7.5, seed=3)
@@ -42,8 +61,8 @@ def _render(pipe, n_frames, batch_size, fixed_shape=False):
     latent = shared_latent(pipe, SETTINGS.seed, SETTINGS.height, SETTINGS.width)
     renderer = BatchRenderer(pipe, lambda idx: conds[idx], torch.zeros(5, 6), latent, SETTINGS, batch_size,
                              fixed_shape=fixed_shape)
-    frames = [(i, image, flag) for chunk, images, flags in renderer.batches(list(range(n_frames)))
-              for i, image, flag in zip(chunk, HostCopy(images).wait(), flags)]
+    frames = [(i, image, flag) for chunk, batch in renderer.batches(list(range(n_frames)))
+              for i, image, flag in zip(chunk, HostCopy(batch.images).wait(), batch.nsfw)]
     return frames, latent, renderer
 
 
@@ -75,7 +94,7 @@ def test_every_frame_gets_the_same_starting_latent_and_seed():
         assert {g.initial_seed() for g in call["generator"]} == {SETTINGS.seed}
         assert call["negative_prompt_embeds"].shape == call["prompt_embeds"].shape
         assert call["num_inference_steps"] == 2 and call["guidance_scale"] == 7.5
-        assert call["output_type"] == "pt"
+        assert call["output_type"] == "latent"
 
 
 def test_shared_latent_depends_only_on_the_seed():

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-from dataclasses import replace
 
 import imageio_ffmpeg
 import numpy as np
@@ -55,7 +54,7 @@ def test_video_has_one_frame_per_render_at_20_fps_h264_yuv420p(full_run):
 
 def test_a_frame_rendered_alone_matches_the_full_run(full_run, tmp_path):
     config, _ = full_run
-    alone = replace(config, output=str(tmp_path / "alone"))
+    alone = config.model_copy(update={"output": str(tmp_path / "alone")})
     manifest = run_job(alone, frames="3,5", quiet=True)
     assert manifest["video"] is None and manifest["rendered"] == 2
     assert sorted(p.name for p in (alone.output_dir / "frames").iterdir()) == ["00003.png", "00005.png"]
@@ -70,8 +69,8 @@ def test_batch_size_does_not_change_the_pixels(full_run):
     job = prepare_job(config, quiet=True)
     conds = job.path.conditionings(list(range(6)))
     pipe, negative, latent = job.loaded.pipe, job.renderer.negative, job.renderer.latent
-    one = torch.cat([render_batch(pipe, conds[i:i + 1], negative, latent, job.settings)[0] for i in range(6)])
-    eight = render_batch(pipe, torch.cat([conds, conds[:2]]), negative, latent, job.settings)[0][:6]
+    one = torch.cat([render_batch(pipe, conds[i:i + 1], negative, latent, job.settings).images for i in range(6)])
+    eight = render_batch(pipe, torch.cat([conds, conds[:2]]), negative, latent, job.settings).images[:6]
     assert (one.int() - eight.int()).abs().max() <= 1
 
 
@@ -80,7 +79,7 @@ def test_prompt_embeds_give_the_same_image_as_the_prompt_text(full_run):
     job = prepare_job(config, quiet=True)
     pipe = job.loaded.pipe
     ours = render_batch(pipe, job.path.conditionings([0]), job.renderer.negative, job.renderer.latent,
-                        job.settings)[0]
+                        job.settings).images
     theirs = pipe(prompt="a photo of a cat", negative_prompt="", latents=job.renderer.latent, height=64, width=64,
                   num_inference_steps=3, guidance_scale=config.guidance_scale, output_type="np").images
     # our uint8 rounding on the device equals diffusers' own numpy -> PIL rounding of its float output
@@ -92,5 +91,5 @@ def test_strongly_different_conditionings_give_different_frames(full_run):
     job = prepare_job(config, quiet=True)
     negative = job.renderer.negative
     conds = torch.stack([negative * 0, negative * 0 + 3.0])
-    images = render_batch(job.loaded.pipe, conds, negative, job.renderer.latent, job.settings)[0].float()
+    images = render_batch(job.loaded.pipe, conds, negative, job.renderer.latent, job.settings).images.float()
     assert (images[0] - images[1]).abs().mean() > 0.25

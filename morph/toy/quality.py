@@ -35,8 +35,7 @@ def render_captions(pipe, captions: list[str], seeds: list[int], steps: int, gui
     images = []
     for text, seed in zip(captions, seeds):
         latent = shared_latent(pipe, seed, 64, 64)
-        image, _ = render_batch(pipe, encoder.text(text)[None], negative, latent, settings)
-        images.append(image[0].cpu().numpy())
+        images.append(render_batch(pipe, encoder.text(text)[None], negative, latent, settings).images[0].cpu().numpy())
     return images
 
 
