@@ -45,7 +45,7 @@ def pipeline_calls(config, per_call):
     """Frames/s of plain pipeline calls, `per_call` frames each, on morph's conditionings; nothing written."""
     from morph.job import prepare_job
 
-    job = prepare_job(config, quiet=True)
+    job = prepare_job(config)
     pipe, s, r = job.loaded.pipe, job.settings, job.renderer
     n = len(job.path)
     conds = job.path.conditionings(list(range(n))).to(pipe.device, pipe.unet.dtype)

@@ -20,7 +20,7 @@ from morph.metrics import compare
 
 
 def render(config, indices, **overrides):
-    job = prepare_job(config.model_copy(update=overrides), quiet=True)
+    job = prepare_job(config.model_copy(update=overrides))
     return {i: torch.from_numpy(image) for i, image, _ in job.frames(indices)}
 
 

@@ -1,8 +1,11 @@
 """The command line: parse, call the library, turn MorphError into one line and exit code 2.
 
-torch and diffusers are imported inside the commands, so `morph --help` stays fast.
+torch and diffusers are imported inside the commands, after the config has been checked, so
+`morph --help` and every config mistake answer at once. A fault while writing (disk full, no
+permission) is one line too, with exit code 1.
 """
 
+import os
 import sys
 import warnings
 
@@ -15,6 +18,10 @@ from .errors import MorphError
 
 class _UserError(click.ClickException):
     exit_code = 2
+
+
+class _Fault(click.ClickException):
+    exit_code = 1
 
 
 class _BatchSize(click.ParamType):
@@ -39,12 +46,30 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"morph: warning: {message}", err=True)
 
 
-def _call(fn, *args, **kwargs):
+def _quiet(verbose: bool) -> None:
+    """Unless --verbose: only morph's own warnings, no library loading bars or advice a user cannot act on."""
     warnings.showwarning = _show_warning
+    if verbose:
+        return
+    for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):  # read when the libraries are imported
+        os.environ.setdefault(name, "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"morph(\.|$)")
+
+
+def _call(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except MorphError as e:
         raise _UserError(str(e)) from None
+    except OSError as e:  # a fault of the machine, not a mistake in the job
+        where = f"{e.filename}: " if e.filename else ""
+        raise _Fault(f"{where}{e.strerror or e}") from None
+
+
+VERBOSE_OPTION = click.option("--verbose", is_flag=True,
+                              help="Show the libraries' own warnings, loading bars and info messages.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
@@ -68,25 +93,36 @@ def cli():
 @click.option("--compile", "compile_", is_flag=True, default=None,
               help="torch.compile the UNet and VAE decoder: a slow first batch, faster after.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(config, output, model, frames, batch_size, device, compile_, quiet):
+@VERBOSE_OPTION
+def run(config, output, model, frames, batch_size, device, compile_, quiet, verbose):
     """Render the job described by CONFIG (a YAML file)."""
-    from .job import run_job
-
+    _quiet(verbose)
     job = _call(load_config, config, output=output, model=model, batch_size=batch_size, device=device,
                 compile=compile_)
-    manifest = _call(run_job, job, frames=frames, quiet=quiet)
+    from .job import run_job  # torch and diffusers: only once the config is known to be good
+
+    manifest = _call(run_job, job, frames=frames, quiet=quiet, verbose=verbose)
     if manifest["nsfw_flagged"]:
         click.echo(f"morph: warning: the safety checker blacked out frames {manifest['nsfw_flagged']}", err=True)
+    if manifest["redecoded_float32"]:
+        click.echo(f"morph: note: frames {manifest['redecoded_float32']} overflowed in the half-precision VAE "
+                   "and were decoded again in float32", err=True)
+    if manifest["broken_frames"]:
+        click.echo(f"morph: warning: frames {manifest['broken_frames']} are NaN or black even in float32: their "
+                   "latents are bad (try dtype: float32, another scheduler or fewer steps)", err=True)
     made = manifest["video"] or manifest["grid"] or manifest["frames_dir"]
     click.echo(f"{manifest['rendered']} frames in {manifest['timings']['total_s']:.1f} s "
                f"({manifest['timings']['frames_per_s']} frames/s) -> {made}")
 
 
-@cli.command()
+@cli.command(epilog='Example: morph tokens "a drawing of a cat"')
 @click.argument("sentence")
-@click.option("--model", default="tiny", show_default=True, metavar="M", help="Whose tokenizer to use.")
-def tokens(sentence, model):
+@click.option("--model", metavar="M", help="Whose tokenizer: a cached hub id, a folder, tiny or toy "
+                                            "(default: Stable Diffusion 1.x's CLIP tokenizer, shipped with morph).")
+@VERBOSE_OPTION
+def tokens(sentence, model, verbose):
     """Show the token slots of SENTENCE: index (BOS = 0), token, and the word it belongs to."""
+    _quiet(verbose)
     from .encode import slot_table
     from .pipeline import load_tokenizer
 
@@ -111,17 +147,18 @@ def golden():
 @click.option("--dir", "directory", metavar="DIR", help="Golden folder (default: golden/<name>/ next to CONFIG).")
 @MODEL_OPTION
 @DEVICE_OPTION
-@click.option("--quiet", is_flag=True, help="No progress output from the libraries.")
-def golden_save(config, frames, every, directory, model, device, quiet):
+@VERBOSE_OPTION
+def golden_save(config, frames, every, directory, model, device, verbose):
     """Render chosen frames of CONFIG and store them as lossless goldens."""
-    from .golden import golden_dir, pick_frames, save_golden
-
     if frames and every:
         raise click.UsageError("give --frames or --every, not both")
+    _quiet(verbose)
     job = _call(load_config, config, model=model, device=device)
+    from .golden import golden_dir, pick_frames, save_golden
+
     target = golden_dir(job, directory)
     indices = _call(pick_frames, job.frame_count(), frames, every)
-    saved = _call(save_golden, job, indices, target, quiet=quiet)
+    saved = _call(save_golden, job, indices, target, verbose=verbose)
     click.echo(f"saved {len(saved['frames'])} golden frames ({saved['device']} {saved['dtype']}) to {target}")
 
 
@@ -135,17 +172,18 @@ def golden_save(config, frames, every, directory, model, device, quiet):
 @click.option("--update", is_flag=True, help="Show the comparison, then accept the new renders as goldens.")
 @MODEL_OPTION
 @DEVICE_OPTION
-@click.option("--quiet", is_flag=True, help="No progress output from the libraries.")
-def golden_check(config, directory, tolerance, report, force, update, model, device, quiet):
+@VERBOSE_OPTION
+def golden_check(config, directory, tolerance, report, force, update, model, device, verbose):
     """Re-render the golden frames of CONFIG and compare. Exit 0: all pass; 1: a frame regressed; 2: usage error."""
     from pathlib import Path
 
+    _quiet(verbose)
+    job = _call(load_config, config, model=model, device=device)
     from .golden import check_golden, format_table, golden_dir, update_golden
 
-    job = _call(load_config, config, model=model, device=device)
     target = golden_dir(job, directory)
     result = _call(check_golden, job, target, preset=tolerance, force=force or update,
-                   report_dir=Path(report) if report else None, quiet=quiet)
+                   report_dir=Path(report) if report else None, verbose=verbose)
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(format_table(result))

@@ -87,9 +87,9 @@ def _sha256(image: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
-def save_golden(config: JobConfig, indices: list[int], directory: Path, quiet: bool = True) -> dict:
+def save_golden(config: JobConfig, indices: list[int], directory: Path, verbose: bool = False) -> dict:
     """Render `indices` and store them as lossless PNGs with golden.json."""
-    job = prepare_job(config, quiet=quiet)
+    job = prepare_job(config, verbose=verbose)
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.png"):
         stale.unlink()
@@ -150,7 +150,7 @@ def choose_tolerance(golden: dict, env: dict, config: JobConfig, preset: str | N
 
 
 def check_golden(config: JobConfig, directory: Path, preset: str | None = None, force: bool = False,
-                 report_dir: Path | None = None, quiet: bool = True) -> CheckResult:
+                 report_dir: Path | None = None, verbose: bool = False) -> CheckResult:
     """Re-render only the golden frames and judge each against its golden PNG."""
     golden = load_golden(directory)
     changes = config_changes(golden, config)
@@ -162,7 +162,7 @@ def check_golden(config: JobConfig, directory: Path, preset: str | None = None, 
     if max(indices) >= count:
         raise MorphError(f"the goldens include frame {max(indices)}, but this job has only {count} frames")
     job = prepare_job(config.model_copy(update={"batch_size": golden.get("batch_size", config.batch_size)}),
-                      quiet=quiet)
+                      verbose=verbose)
     env = environment(job.loaded.pipe)
     tolerance, notes = choose_tolerance(golden, env, config, preset)
     notes = [f"config changed (forced): {c}" for c in changes] + notes

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from .acceleration import auto_batch_size, channels_last, compile_pipeline
 from .config import JobConfig, parse_frame_spec, segment_steps
 from .encode import PromptEncoder
+from .files import check_output, write_atomic
 from .manifest import FrameLog, manifest
 from .path import GridPath, WalkPath, linspace
 from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
@@ -68,13 +69,13 @@ def _build_path(config: JobConfig, encoder: PromptEncoder) -> WalkPath | GridPat
     return WalkPath(keyframes, segment_steps(config.frames, len(keyframes)), config.interpolation)
 
 
-def prepare_job(config: JobConfig, quiet: bool = False) -> PreparedJob:
+def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     """Steps 1-5 of a job: everything before the first frame is rendered."""
     timings = {}
     # 1. Check inputs that need torch (devices); the config itself was validated on load
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    if quiet:
+    if not verbose:
         quiet_libraries()
 
     # 2. Load the model, in the memory layout that is fastest on its device
@@ -110,24 +111,27 @@ def prepare_job(config: JobConfig, quiet: bool = False) -> PreparedJob:
     return PreparedJob(config, loaded, path, settings, renderer, timings)
 
 
-def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -> dict:
+def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, verbose: bool = False) -> dict:
     """Render a job to its output folder and return the manifest it wrote.
 
     `frames` ('0,17,100-120') renders only those frames: their PNGs and the manifest, no video.
+    `quiet`: no progress bar; `verbose`: the libraries' own warnings and loading bars too.
     """
+    # 0. Before any model loads: the frame selection and the output folder
     count = config.frame_count()
     selection = parse_frame_spec(frames, count) if frames else list(range(count))
+    full = len(selection) == count
+    out, grid = config.output_dir, config.kind == "grid"
+    folder = out / ("cells" if grid else "frames")
+    check_output(out, folder.name, ["manifest.json", "grid.png" if grid else f"{config.name}.mp4"], len(selection),
+                 (config.height or 512) * (config.width or 512))
     quiet = quiet or not sys.stderr.isatty()
     started = time.perf_counter()
-    job = prepare_job(config, quiet=quiet)
+    job = prepare_job(config, verbose=verbose)
     settings = job.settings
 
     # 6. Render; a background thread writes every frame to its PNG (and, for a full walk, the MP4)
     #    while the next batch renders
-    out = config.output_dir
-    grid = config.kind == "grid"
-    folder = out / ("cells" if grid else "frames")
-    full = len(selection) == count
     if full and folder.exists():
         shutil.rmtree(folder)  # a full run replaces the previous run's frames, so none are stale
     folder.mkdir(parents=True, exist_ok=True)
@@ -156,13 +160,15 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False) -
     sheet = None
     if grid and full:
         sheet = out / "grid.png"
-        _contact_sheet(config, job.path, folder).save(sheet)
+        image = _contact_sheet(config, job.path, folder)
+        write_atomic(sheet, lambda path: image.save(path, format="PNG"))
 
     # 8. Write the manifest
     written = manifest(job, log, len(selection), video, sheet, folder)
     written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
                               frames_per_s=round(len(selection) / render_s, 3) if render_s else None)
-    (out / "manifest.json").write_text(json.dumps(written, indent=2))
+    # strict JSON (no NaN or Infinity), and never half a file
+    write_atomic(out / "manifest.json", lambda path: path.write_text(json.dumps(written, indent=2, allow_nan=False)))
     return written
 
 

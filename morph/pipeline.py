@@ -54,11 +54,14 @@ def scheduler_class(name: str):
 
 
 def quiet_libraries() -> None:
-    """Silence the libraries' own progress bars and info logging (morph shows its own)."""
+    """Silence the libraries' own progress bars, advice and info logging (morph shows its own)."""
+    for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):  # read when the libraries are imported
+        os.environ.setdefault(name, "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import transformers
 
     transformers.logging.set_verbosity_error()  # before diffusers imports it and it warns
+    transformers.logging.disable_progress_bar()
     import diffusers
 
     diffusers.utils.logging.set_verbosity_error()
@@ -142,12 +145,38 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
     return LoadedModel(pipe=pipe, model=model, location=location, revision=revision)
 
 
-def load_tokenizer(model: str):
-    """Only the tokenizer of `model` (for `morph tokens`): no weights are loaded."""
+def _tokenizer_on_disk(location: str) -> bool:
+    names = ("tokenizer/vocab.json", "tokenizer/tokenizer.json")  # the slow and the fast tokenizer's file
+    if Path(location).is_dir() or _looks_like_folder(location):
+        return any((Path(location) / name).is_file() for name in names)
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(location, name), str) for name in names)
+
+
+def load_tokenizer(model: str | None):
+    """Only the tokenizer of `model` (for `morph tokens`; None: SD 1.x's, shipped): no weights, no network."""
+    if model is None:
+        from .clip_bpe import sd15_tokenizer
+
+        return sd15_tokenizer()
     if model == "tiny":
         from .tiny import build_tokenizer
 
         return build_tokenizer()
     from transformers import CLIPTokenizer
 
-    return _from_pretrained(CLIPTokenizer.from_pretrained, _location(model), subfolder="tokenizer")
+    # only what is on disk: a hub id that is not cached is one line at once, not minutes of retries,
+    # and never a tokenizer built from nothing (transformers returns one when the files are missing)
+    location = _location(model)
+    if not _tokenizer_on_disk(location):
+        if Path(location).is_dir() or _looks_like_folder(location):
+            raise MorphError(f"model: {model!r} is not a diffusers folder with a tokenizer/ subfolder; "
+                             "leave out --model for Stable Diffusion 1.x's tokenizer")
+        raise MorphError(f"model: {model!r} has no tokenizer in the Hugging Face cache; download it with "
+                         f"`hf download {model}`, or leave out --model for Stable Diffusion 1.x's tokenizer")
+    tokenizer = _from_pretrained(CLIPTokenizer.from_pretrained, location, subfolder="tokenizer", local_files_only=True)
+    if not 1 <= tokenizer.model_max_length <= 100_000:
+        raise MorphError(f"model: {model!r} has a tokenizer without a usable model_max_length "
+                         f"({tokenizer.model_max_length}); is it a Stable Diffusion model?")
+    return tokenizer

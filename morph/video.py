@@ -6,10 +6,12 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 
+from .files import partial_name, write_atomic
+
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    """Write a uint8 [H, W, 3] image losslessly."""
-    iio.imwrite(path, image, extension=".png")
+    """Write a uint8 [H, W, 3] image losslessly; it appears under `path` only once complete."""
+    write_atomic(path, lambda partial: iio.imwrite(partial, image, extension=".png"))
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -19,13 +21,15 @@ def read_png(path: Path) -> np.ndarray:
 class VideoWriter:
     """Feeds frames to ffmpeg as they come: H.264 High, yuv420p, +faststart, constant `fps`.
 
-    No frame is ever blended, duplicated or dropped: frame k of the file is render k.
+    No frame is ever blended, duplicated or dropped: frame k of the file is render k. The file is
+    written under a temporary name and appears under `path` only when it was closed without error.
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: int):
         self.path = path
+        self._partial = partial_name(path)
         self._writer = imageio_ffmpeg.write_frames(
-            str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
+            str(self._partial), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
             macro_block_size=1, ffmpeg_log_level="error",
             output_params=["-profile:v", "high", "-crf", "16", "-preset", "medium", "-movflags", "+faststart"],
         )
@@ -38,9 +42,16 @@ class VideoWriter:
 
     def close(self) -> None:
         self._writer.close()
+        self._partial.replace(self.path)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:  # the run failed: no video that claims to be whole
+            try:
+                self._writer.close()
+            finally:
+                self._partial.unlink(missing_ok=True)

@@ -91,10 +91,35 @@ def test_python_dash_m_morph_is_the_same_cli():
 
 
 def test_tokens_lists_slots_with_their_words():
-    result = invoke("tokens", "a drawing of a kitty")
+    result = invoke("tokens", "a drawing of a kitty", "--model", "tiny")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split() == ["0", "<|startoftext|>"]
     assert lines[2].split() == ["2", "drawing</w>", "drawing"]
     assert [line.split()[2] for line in lines[5:8]] == ["kitty"] * 3
     assert lines[-1] == "9-76: padding (<|endoftext|>)"
+
+
+def test_tokens_defaults_to_stable_diffusions_own_clip_tokenizer():
+    result = invoke("tokens", "a photo of an axolotl")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split()[2] for line in lines[5:9]] == ["axolotl"] * 4  # CLIP's BPE: ax, o, lot, l</w>
+    assert lines[9].split() == ["9", "<|endoftext|>"] and lines[-1] == "10-76: padding (<|endoftext|>)"
+
+
+def test_the_shipped_tokenizer_gives_clips_ids():
+    from morph.clip_bpe import sd15_tokenizer
+
+    # the ids every Stable Diffusion 1.x pipeline feeds its text encoder for this prompt
+    assert sd15_tokenizer()("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+@pytest.mark.parametrize("model, message", [
+    ("nobody/not-cached", "has no tokenizer in the Hugging Face cache"),
+    ("./no/such/folder", "is not a diffusers folder with a tokenizer/"),
+])
+def test_tokens_of_a_model_that_is_not_on_disk_is_one_line(model, message):
+    result = invoke("tokens", "a cat", "--model", model)
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -80,7 +80,7 @@ def test_an_edit_walk_changes_only_the_word_slots_in_every_frame(write_config, t
 
     config = load_config(write_config(prompts=None, base="a drawing of a cat", frames=5,
                                       edit={"word": "cat", "prompts": ["cat", "dog", "cat - 0.5 * dog"]}))
-    job = prepare_job(config, quiet=True)
+    job = prepare_job(config)
     frames = job.path.conditionings(list(range(5)))
     base = job.path.keyframes[0]
     assert torch.equal(frames[:, :5], base[:5].expand(5, -1, -1))
@@ -89,7 +89,7 @@ def test_an_edit_walk_changes_only_the_word_slots_in_every_frame(write_config, t
 
 
 def test_tokens_command_shows_multi_token_words():
-    result = CliRunner().invoke(cli, ["tokens", "kyoto street kitty"])
+    result = CliRunner().invoke(cli, ["tokens", "kyoto street kitty", "--model", "tiny"])
     assert result.exit_code == 0
     assert [line.split() for line in result.output.splitlines()[1:6]] == [
         ["1", "kyoto</w>", "kyoto"], ["2", "street</w>", "street"], ["3", "kit", "kitty"], ["4", "t", "kitty"],

@@ -22,7 +22,7 @@ def invoke(*args):
 def saved(write_config, tmp_path):
     """A config with goldens for frames 0, 3, 5 saved next to it."""
     config = write_config(name="gold", num_inference_steps=2)
-    result = invoke("golden", "save", config, "--frames", "0,3,5", "--quiet")
+    result = invoke("golden", "save", config, "--frames", "0,3,5")
     assert result.exit_code == 0, result.output
     return config, tmp_path / "golden" / "gold"
 
@@ -48,7 +48,7 @@ def test_save_then_check_is_bit_identical(saved):
     assert [f["index"] for f in golden["frames"]] == [0, 3, 5]
     assert golden["device"] == "cpu" and golden["dtype"] == "float32" and len(golden["frames"][0]["sha256"]) == 64
     assert golden["model"]["name"] == "tiny" and "torch" in golden["versions"]
-    result = invoke("golden", "check", config, "--tolerance", "exact", "--quiet")
+    result = invoke("golden", "check", config, "--tolerance", "exact")
     assert result.exit_code == 0, result.output
     assert result.output.count("identical") == 3
 
@@ -61,9 +61,9 @@ def test_save_then_check_is_bit_identical(saved):
 def test_a_changed_config_is_caught(saved, write_config, change, key):
     _, golden_dir = saved
     changed = write_config(name="gold", num_inference_steps=2, **change)
-    result = invoke("golden", "check", changed, "--quiet")
+    result = invoke("golden", "check", changed)
     assert result.exit_code == 2 and key in result.output and "--force" in result.output
-    forced = invoke("golden", "check", changed, "--force", "--quiet")
+    forced = invoke("golden", "check", changed, "--force")
     if "seed" in change:  # a new starting latent moves every frame
         assert forced.exit_code == 1 and "REGRESSED" in forced.output
 
@@ -71,8 +71,8 @@ def test_a_changed_config_is_caught(saved, write_config, change, key):
 def test_a_few_changed_pixel_values_pass_cross_device_but_not_exact(saved):
     config, golden_dir = saved
     alter(golden_dir, 3, (slice(10, 12), slice(10, 12)), 3)
-    assert invoke("golden", "check", config, "--tolerance", "cross-device", "--quiet").exit_code == 0
-    exact = invoke("golden", "check", config, "--tolerance", "exact", "--quiet")
+    assert invoke("golden", "check", config, "--tolerance", "cross-device").exit_code == 0
+    exact = invoke("golden", "check", config, "--tolerance", "exact")
     assert exact.exit_code == 1 and exact.output.count("REGRESSED") == 1
 
 
@@ -81,7 +81,7 @@ def test_a_heavily_altered_golden_fails_everywhere_and_the_report_marks_it(saved
     alter(golden_dir, 5, (slice(20, 44), slice(8, 32)), 120)
     for preset in PRESETS:
         report = tmp_path / f"report-{preset}"
-        result = invoke("golden", "check", config, "--tolerance", preset, "--report", report, "--quiet")
+        result = invoke("golden", "check", config, "--tolerance", preset, "--report", report)
         assert result.exit_code == 1, (preset, result.output)
     saved_report = json.loads((report / "report.json").read_text())
     assert [f["passed"] for f in saved_report["frames"]] == [True, True, False]
@@ -97,9 +97,9 @@ def test_a_heavily_altered_golden_fails_everywhere_and_the_report_marks_it(saved
 def test_update_accepts_the_new_renders(saved):
     config, golden_dir = saved
     alter(golden_dir, 0, (slice(0, 64), slice(0, 64)), 90)
-    result = invoke("golden", "check", config, "--update", "--quiet")
+    result = invoke("golden", "check", config, "--update")
     assert result.exit_code == 0 and "REGRESSED" in result.output and "updated the goldens" in result.output
-    assert invoke("golden", "check", config, "--tolerance", "exact", "--quiet").exit_code == 0
+    assert invoke("golden", "check", config, "--tolerance", "exact").exit_code == 0
 
 
 def test_goldens_from_another_environment_use_the_cross_device_tolerance(saved):
@@ -107,7 +107,7 @@ def test_goldens_from_another_environment_use_the_cross_device_tolerance(saved):
     meta = json.loads((golden_dir / "golden.json").read_text())
     meta.update(device="cuda:0", dtype="float16")
     (golden_dir / "golden.json").write_text(json.dumps(meta))
-    result = invoke("golden", "check", config, "--quiet")
+    result = invoke("golden", "check", config)
     assert result.exit_code == 0
     assert "goldens made on cuda:0 float16, this check runs on cpu float32" in result.output
     assert "tolerance cross-device" in result.output
@@ -117,12 +117,12 @@ def test_config_overrides_tighten_a_preset(saved, write_config):
     _, golden_dir = saved
     alter(golden_dir, 3, (slice(10, 12), slice(10, 12)), 3)
     strict = write_config(name="gold", num_inference_steps=2, golden={"tolerance": "cross-device", "max_abs_diff": 1})
-    result = invoke("golden", "check", strict, "--quiet")
+    result = invoke("golden", "check", strict)
     assert result.exit_code == 1 and "cross-device + config overrides" in result.output
 
 
 def test_missing_goldens_are_a_usage_error(write_config):
-    result = invoke("golden", "check", write_config(name="nothing"), "--quiet")
+    result = invoke("golden", "check", write_config(name="nothing"))
     assert result.exit_code == 2 and "golden.json missing" in result.output
 
 
@@ -146,12 +146,11 @@ def test_the_projects_own_goldens_still_match(name, tmp_path):
 
 def test_model_and_device_options_make_goldens_for_a_hub_config_offline(write_config, tmp_path):
     config = write_config(name="hub", model="stable-diffusion-v1-5/stable-diffusion-v1-5", device="auto")
-    saved = invoke("golden", "save", config, "--model", "tiny", "--device", "cpu", "--frames", "0,5", "--quiet")
+    saved = invoke("golden", "save", config, "--model", "tiny", "--device", "cpu", "--frames", "0,5")
     assert saved.exit_code == 0, saved.output
     golden = json.loads((tmp_path / "golden" / "hub" / "golden.json").read_text())
     assert golden["model"]["name"] == "tiny" and golden["device"] == "cpu"
-    checked = invoke("golden", "check", config, "--model", "tiny", "--device", "cpu", "--tolerance", "exact",
-                     "--quiet")
+    checked = invoke("golden", "check", config, "--model", "tiny", "--device", "cpu", "--tolerance", "exact")
     assert checked.exit_code == 0 and checked.output.count("identical") == 2, checked.output
     # without --model the config names the hub model: a different pixel-deciding key, caught before loading
-    assert "model:" in invoke("golden", "check", config, "--quiet").output
+    assert "model:" in invoke("golden", "check", config).output

@@ -25,7 +25,7 @@ def grid_config(write_config):
 
 
 def test_cells_are_row_bases_plus_k_times_the_added_prompt(grid_config):
-    job = prepare_job(grid_config, quiet=True)
+    job = prepare_job(grid_config)
     path = job.path
     assert len(path) == 8 and path.column_k.tolist() == pytest.approx([-0.5, 0.0, 0.5, 1.0])
     conds = path.conditionings(list(range(8)))

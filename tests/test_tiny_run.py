@@ -66,7 +66,7 @@ def test_a_frame_rendered_alone_matches_the_full_run(full_run, tmp_path):
 
 def test_batch_size_does_not_change_the_pixels(full_run):
     config, _ = full_run
-    job = prepare_job(config, quiet=True)
+    job = prepare_job(config)
     conds = job.path.conditionings(list(range(6)))
     pipe, negative, latent = job.loaded.pipe, job.renderer.negative, job.renderer.latent
     one = torch.cat([render_batch(pipe, conds[i:i + 1], negative, latent, job.settings).images for i in range(6)])
@@ -76,7 +76,7 @@ def test_batch_size_does_not_change_the_pixels(full_run):
 
 def test_prompt_embeds_give_the_same_image_as_the_prompt_text(full_run):
     config, _ = full_run
-    job = prepare_job(config, quiet=True)
+    job = prepare_job(config)
     pipe = job.loaded.pipe
     ours = render_batch(pipe, job.path.conditionings([0]), job.renderer.negative, job.renderer.latent,
                         job.settings).images
@@ -88,7 +88,7 @@ def test_prompt_embeds_give_the_same_image_as_the_prompt_text(full_run):
 
 def test_strongly_different_conditionings_give_different_frames(full_run):
     config, _ = full_run
-    job = prepare_job(config, quiet=True)
+    job = prepare_job(config)
     negative = job.renderer.negative
     conds = torch.stack([negative * 0, negative * 0 + 3.0])
     images = render_batch(job.loaded.pipe, conds, negative, job.renderer.latent, job.settings).images.float()

@@ -88,7 +88,7 @@ def test_overlapped_writing_gives_the_same_pngs_and_video_as_writing_in_the_rend
     # the same frames written one by one in the render loop, as morph did before the writer thread
     plain = tmp_path / "plain"
     plain.mkdir()
-    job = prepare_job(config.model_copy(update={"output": str(plain)}), quiet=True)
+    job = prepare_job(config.model_copy(update={"output": str(plain)}))
     with VideoWriter(plain / "plain.mp4", 64, 64, 20) as video:
         for i, image, _ in job.frames(list(range(7))):
             write_png(plain / f"{i:05d}.png", image)
