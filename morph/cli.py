@@ -55,7 +55,7 @@ def _quiet(verbose: bool) -> None:
         os.environ.setdefault(name, "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore")
-    warnings.filterwarnings("default", module=r"morph(\.|$)")
+    warnings.filterwarnings("always", module=r"morph(\.|$)")
 
 
 def _call(fn, *args, **kwargs):
@@ -196,6 +196,16 @@ def golden_check(config, directory, tolerance, report, force, update, model, dev
         return
     if failed:
         sys.exit(1)
+
+
+@cli.command(epilog="Example: morph schema > morph.schema.json")
+def schema():
+    """Print the JSON Schema of job configs (editors use it to complete and check configs as you type)."""
+    import json
+
+    from .config import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
 
 
 def main():

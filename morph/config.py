@@ -15,6 +15,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainValidator, PrivateAttr, Tag, TypeAdapter,
                       ValidationError, model_validator)
 
+from .config_errors import bad, one_line, short
 from .errors import MorphError
 from .expr import parse_number, parse_prompt_expression
 
@@ -47,7 +48,8 @@ def _number(value):
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 Size = Annotated[int, Field(ge=8, multiple_of=8)]  # pixels; the VAE works on 8 x 8 blocks
-BatchSize = Annotated[int | Literal["auto"], PlainValidator(_batch_size, json_schema_input_type=int | Literal["auto"])]
+BatchSize = Annotated[int | Literal["auto"], PlainValidator(
+    _batch_size, json_schema_input_type=Annotated[int, Field(ge=1, le=4096)] | Literal["auto"])]
 Frames = Annotated[int | list[int], PlainValidator(_frames, json_schema_input_type=int | list[Annotated[int, Field(
     ge=1)]])]
 Number = Annotated[float, PlainValidator(_number, json_schema_input_type=float | str)]
@@ -57,71 +59,111 @@ DefineName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 class Section(BaseModel):
     """Unknown keys are errors; no type coercion (YAML's `yes` is not true, '10' is not 10); numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True,
+                              use_attribute_docstrings=True)  # the docstring under a field describes it
 
 
 class EditSpec(Section):
-    word: Text  # the word of `base` whose token slots are edited
-    prompts: list[Text] = Field(min_length=2)  # what the slots walk through: words or expressions over `define`
-    occurrence: int | None = Field(None, ge=1)  # which occurrence of `word` (1-based) when it appears more than once
-    slots: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(None, min_length=1)  # explicit slots (BOS = 0)
+    word: Text
+    """The word of `base` whose token slots are edited."""
+    prompts: list[Text] = Field(min_length=2)
+    """What the word's slots walk through: words, or expressions over `define`."""
+    occurrence: int | None = Field(None, ge=1)
+    """Which occurrence of `word` (1-based), when it appears more than once."""
+    slots: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(None, min_length=1)
+    """Slot indices given by hand (BOS = 0), instead of finding the word's slots."""
 
 
 class GridRows(Section):
-    start: Text = Field(alias="from")  # the first prompt (expression)
-    end: Text = Field(alias="to")  # the last prompt
-    steps: int = Field(ge=1, le=1000)  # cells along this axis
+    start: Text = Field(alias="from")
+    """The first row's prompt (text or expression)."""
+    end: Text = Field(alias="to")
+    """The last row's prompt."""
+    steps: int = Field(ge=1, le=1000)
+    """Rows: cells along this axis."""
 
 
 class GridColumns(Section):
-    add: Text  # the prompt added k times to each row's base
-    start: Number = Field(alias="from")  # the first k: a number or a fraction such as -3/7
-    end: Number = Field(alias="to")  # the last k
+    add: Text
+    """The prompt added k times to each row's prompt tensor."""
+    start: Number = Field(alias="from")
+    """The first column's k: a number, or a fraction such as -3/7."""
+    end: Number = Field(alias="to")
+    """The last column's k."""
     steps: int = Field(ge=1, le=1000)
+    """Columns: cells along this axis."""
 
 
 class GridSpec(Section):
     rows: GridRows
+    """Rows walk from one prompt to another."""
     columns: GridColumns
+    """Columns add k times a third prompt."""
 
 
 class GoldenSpec(Section):
-    tolerance: Literal[TOLERANCES] | None = None  # preset; None: chosen from the environments compared
-    min_psnr: float | None = Field(None, ge=0)  # dB; per-key overrides of the preset's thresholds
+    tolerance: Literal[TOLERANCES] | None = None
+    """Preset for `morph golden check`; unset: same-device or cross-device by the environments compared."""
+    min_psnr: float | None = Field(None, ge=0)
+    """Override of the preset's lowest PSNR, in dB."""
     min_ssim: float | None = Field(None, ge=-1, le=1)
+    """Override of the preset's lowest SSIM."""
     max_abs_diff: int | None = Field(None, ge=0, le=255)
+    """Override of the preset's largest per-pixel difference (0..255)."""
 
 
 class Limits(Section):
-    """Caps that catch typos (frames: 10000000000) before they cost hours; raise them on purpose here."""
+    """Caps that catch typos (frames: 10000000000) before they cost hours; raise them here on purpose."""
 
-    max_frames: int = Field(100_000, ge=1)  # frames of a walk, cells of a grid
-    max_size: int = Field(4096, ge=8)  # pixels of height and of width
+    max_frames: int = Field(100_000, ge=1)
+    """Most frames of a walk or an edit, or cells of a grid."""
+    max_size: int = Field(4096, ge=8)
+    """Most pixels of height and of width."""
 
 
 class JobConfig(Section):
     """The keys every job kind has."""
 
-    name: str = Field("job", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)  # output folder and video
-    model: Text  # diffusers model id, local diffusers folder, "tiny" or "toy"
+    name: str = Field("job", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
+    """Names the output folder and the video; default: the config file's name."""
+    model: Text
+    """A diffusers model id, a local diffusers folder, toy or tiny."""
     interpolation: Literal["lerp", "slerp"] = "slerp"
-    seed: int = Field(0, ge=0, le=2**64 - 1)  # seeds the one starting latent every frame shares
-    height: Size | None = None  # None: the model's default size
+    """lerp, or slerp per token row (direction along the great circle, length linear)."""
+    seed: int = Field(0, ge=0, le=2**64 - 1)
+    """Seeds the one starting latent every frame shares."""
+    height: Size | None = None
+    """Pixels, a multiple of 8; default: the model's own size."""
     width: Size | None = None
-    num_inference_steps: int = Field(50, ge=1, le=1000)  # denoising steps per frame
-    guidance_scale: float = Field(7.5, ge=0, le=100)  # classifier-free guidance
+    """Pixels, a multiple of 8; default: the model's own size."""
+    num_inference_steps: int = Field(50, ge=1, le=1000)
+    """Denoising steps per frame."""
+    guidance_scale: float = Field(7.5, ge=0, le=100)
+    """Classifier-free guidance."""
     negative_prompt: str = Field("", max_length=MAX_TEXT)
-    scheduler: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")  # diffusers class name; None: model's
-    batch_size: BatchSize = "auto"  # frames per UNet call; auto: CUDA what fits in memory, elsewhere 4
+    """Encoded once, used for every frame."""
+    scheduler: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    """A diffusers scheduler class name such as DDIMScheduler; default: the model's own."""
+    batch_size: BatchSize = "auto"
+    """Frames per UNet call, or auto: on CUDA the largest batch that fits, elsewhere 4."""
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: float16 on CUDA, float32 elsewhere
-    fps: int = Field(20, ge=1, le=240)  # frames per second of the MP4
-    output: str | None = Field(None, min_length=1)  # None: outputs/<name>
-    safety_checker: bool = False  # run the model's NSFW checker (it blacks out flagged frames)
-    compile: bool = False  # torch.compile the UNet and VAE decoder (a slow first batch, faster after)
-    define: dict[DefineName, Text] = {}  # names usable in prompt expressions
+    """auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """auto: float16 on CUDA, float32 elsewhere."""
+    fps: int = Field(20, ge=1, le=240)
+    """Frames per second of the MP4."""
+    output: str | None = Field(None, min_length=1)
+    """Output folder; default: outputs/<name>."""
+    safety_checker: bool = False
+    """Run the model's NSFW checker; it blacks out flagged frames, and morph lists them."""
+    compile: bool = False
+    """torch.compile the UNet and VAE decoder: a slow first batch, faster after."""
+    define: dict[DefineName, Text] = Field({}, json_schema_extra={"additionalProperties": False})
+    """Names for prompts, usable in expressions: {cat: "a photo of a cat"}."""
     golden: GoldenSpec = GoldenSpec()
+    """Tolerance for `morph golden check`."""
     limits: Limits = Limits()
+    """Caps on frames and sizes."""
     _source: str | None = PrivateAttr(None)  # the config file's path (set by load_config)
 
     kind: ClassVar[str] = "job"
@@ -165,7 +207,7 @@ class JobConfig(Section):
         for key in ("height", "width"):
             value = getattr(self, key)
             if value is not None and value > self.limits.max_size:
-                raise _bad(key, value, f"expected at most {self.limits.max_size} pixels "
+                raise bad(key, value, f"expected at most {self.limits.max_size} pixels "
                                        "(raise limits.max_size to go beyond)")
         count = self.frame_count()
         if count > self.limits.max_frames:
@@ -188,7 +230,8 @@ def segment_steps(frames: int | list[int], n_keyframes: int) -> list[int]:
 class _Keyframed(JobConfig):
     """Walks and edits: keyframes joined by segments of frames."""
 
-    frames: Frames = 100  # total frames, or steps per segment ([100, 300] -> 401 frames)
+    frames: Frames = 100
+    """Total frames, or the steps of each segment ([100, 300] -> 401 frames)."""
 
     def keyframe_sources(self) -> list[str]:
         raise NotImplementedError
@@ -202,16 +245,17 @@ class _Keyframed(JobConfig):
         """frames against the number of keyframes, before the total is ever computed from it."""
         if not isinstance(raw, dict):
             return raw
-        keyframes = raw.get("prompts") if "prompts" in raw else (raw.get("edit") or {}).get("prompts")
+        edit = raw.get("edit")
+        keyframes = raw.get("prompts") if "prompts" in raw else edit.get("prompts") if isinstance(edit, dict) else None
         if not isinstance(keyframes, list) or len(keyframes) < 2:
             return raw  # the field checks say what is wrong
         segments = len(keyframes) - 1
         value = raw.get("frames", 100)
         if isinstance(value, list) and len(value) != segments:
-            raise _bad("frames", value, f"a list gives the steps of each segment: {segments} whole number(s) >= 1 "
+            raise bad("frames", value, f"a list gives the steps of each segment: {segments} whole number(s) >= 1 "
                                         f"for {len(keyframes)} keyframes")
         if isinstance(value, int) and not isinstance(value, bool) and value < max(2, segments + 1):
-            raise _bad("frames", value, f"expected a whole number >= {max(2, segments + 1)} "
+            raise bad("frames", value, f"expected a whole number >= {max(2, segments + 1)} "
                                         f"(every one of the {len(keyframes)} keyframes lands on a frame)")
         return raw
 
@@ -219,7 +263,8 @@ class _Keyframed(JobConfig):
 class WalkJob(_Keyframed):
     """A walk through two or more keyframe prompts."""
 
-    prompts: list[Text] = Field(min_length=2)  # keyframes in order (texts, or expressions over `define`)
+    prompts: list[Text] = Field(min_length=2)
+    """Keyframes in order (texts, or expressions over `define`)."""
     kind: ClassVar[str] = "walk"
 
     def keyframe_sources(self) -> list[str]:
@@ -232,8 +277,10 @@ class WalkJob(_Keyframed):
 class EditJob(_Keyframed):
     """A one-word edit: only the token slots of `edit.word` in `base` walk through `edit.prompts`."""
 
-    base: Text  # the sentence whose word is edited
+    base: Text
+    """The sentence whose word is edited."""
     edit: EditSpec
+    """Which word, and what its slots walk through."""
     kind: ClassVar[str] = "edit"
 
     def keyframe_sources(self) -> list[str]:
@@ -251,6 +298,7 @@ class GridJob(JobConfig):
     """Rows walked between two prompts, columns adding k times a third."""
 
     grid: GridSpec
+    """Rows and columns of the grid."""
     kind: ClassVar[str] = "grid"
 
     def frame_count(self) -> int:
@@ -279,94 +327,6 @@ def json_schema() -> dict:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "morph job", **schema}
 
 
-# --- errors: pydantic's findings as morph's one line ------------------------------------------------
-
-_EXPECTED = {
-    "int_type": "expected a whole number", "int_from_float": "expected a whole number",
-    "float_type": "expected a number", "finite_number": "expected a finite number",
-    "bool_type": "expected true or false", "string_type": "expected a string (quote it)",
-    "list_type": "expected a list", "dict_type": "expected a mapping", "model_type": "expected a mapping",
-    "string_too_short": "expected a non-empty string",
-}
-_PATTERN_HINTS = {
-    "name": "use letters, digits, '.', '_' and '-' (it names files)",
-    "device": "expected auto, cpu, cuda, cuda:N or mps",
-    "scheduler": "expected a diffusers scheduler class name such as DDIMScheduler",
-    "define": "names are letters, digits and _, not starting with a digit",
-}
-_LIST_WHAT = {"prompts": "prompts (the keyframes)", "edit.prompts": "prompts (the values the word walks through)"}
-_MISSING_HINTS = {
-    "model": "give a diffusers model id, a local diffusers folder, 'tiny' or 'toy'",
-    "base": "an edit job needs the sentence whose word it edits",
-    "edit.word": "name the word of base whose slots are edited",
-}
-
-
-def _short(value, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 20]}...{text[-12:]} ({len(text)} characters)"
-
-
-def _bad(key: str, value, allowed: str) -> MorphError:
-    return MorphError(f"{key}: {_short(value)} is not allowed; {allowed}")
-
-
-def _key(loc: tuple) -> str:
-    """('golden', 'min_psnr') -> 'golden.min_psnr'; ('prompts', 1) -> 'prompts[1]'."""
-    key = ""
-    for part in loc:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return key
-
-
-def _section_at(cls, loc: tuple):
-    """The model class at a location of nested sections (for the list of allowed keys)."""
-    for part in loc:
-        field = next((f for name, f in cls.model_fields.items() if part in (name, f.alias)), None)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, Section)):
-            return None
-        cls = field.annotation
-    return cls
-
-
-def _allowed_keys(cls) -> str:
-    return ", ".join(sorted(f.alias or name for name, f in cls.model_fields.items()))
-
-
-def _one_line(error: dict, cls) -> MorphError:
-    loc, kind, value, ctx = error["loc"][1:], error["type"], error.get("input"), error.get("ctx") or {}
-    key = _key(loc)
-    if kind == "extra_forbidden":
-        section = _section_at(cls, loc[:-1])
-        where = f"{_key(loc[:-1])}: " if loc[:-1] else ""
-        allowed = f"; allowed keys: {_allowed_keys(section)}" if section else ""
-        return MorphError(f"{where}unknown key {loc[-1]!r}{allowed}")
-    if kind == "missing":
-        return MorphError(f"{key}: missing; {_MISSING_HINTS.get(key, 'this key is required')}")
-    number = "a whole number" if isinstance(value, int) else "a number"
-    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        sign = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}[kind]
-        bound = next(iter(ctx.values()))
-        return _bad(key, value, f"expected {number} {sign} {bound}")
-    if kind == "multiple_of":
-        return _bad(key, value, f"expected a multiple of {ctx['multiple_of']} (the VAE works on 8x8 pixel blocks)")
-    if kind == "literal_error":
-        choices = re.findall(r"'(.*?)'", ctx["expected"])
-        return _bad(key, value, f"expected one of: {', '.join(choices)}")
-    if kind == "string_pattern_mismatch":
-        return _bad(key, value, _PATTERN_HINTS.get(str(loc[0]), "see `morph schema`"))
-    if kind == "too_short" and isinstance(value, list):
-        what = _LIST_WHAT.get(key, "entries")
-        return _bad(key, value, f"expected a list of {ctx['min_length']} or more {what}")
-    if kind in ("list_type",) and key in _LIST_WHAT:
-        return _bad(key, value, f"expected a list of 2 or more {_LIST_WHAT[key]}")
-    if kind == "value_error":
-        return _bad(key, value, str(ctx.get("error", error["msg"])))
-    if kind == "string_too_long":
-        return _bad(key, value, f"expected at most {ctx['max_length']} characters")
-    return _bad(key, value, _EXPECTED.get(kind, error["msg"][0].lower() + error["msg"][1:]))
-
-
 def validate(raw, default_name: str = "job") -> JobConfig:
     """Turn a parsed YAML mapping into a job config, or raise MorphError naming the bad key."""
     if not isinstance(raw, dict):
@@ -374,7 +334,7 @@ def validate(raw, default_name: str = "job") -> JobConfig:
         raise MorphError(f"the config is {kind}, not a YAML mapping of keys such as model: and prompts:")
     bad_keys = [k for k in raw if not isinstance(k, str)]
     if bad_keys:
-        raise MorphError(f"{_short(bad_keys[0])}: keys are names such as model: and prompts:, not numbers or lists")
+        raise MorphError(f"{short(bad_keys[0])}: keys are names such as model: and prompts:, not numbers or lists")
     modes = [k for k in JOB_KINDS if k in raw]
     if len(modes) != 1:
         raise MorphError("a job has exactly one of prompts: (a walk), edit: (a one-word edit) or grid:; "
@@ -387,7 +347,7 @@ def validate(raw, default_name: str = "job") -> JobConfig:
     try:
         return JOB_SCHEMA.validate_python(raw)
     except ValidationError as e:
-        raise _one_line(e.errors(include_url=False)[0], JOB_KINDS[modes[0]]) from None
+        raise one_line(e.errors(include_url=False)[0], JOB_KINDS[modes[0]]) from None
     except RecursionError:
         raise MorphError("the config nests too deeply to be a job config") from None
 
@@ -435,7 +395,7 @@ def parse_frame_spec(spec: str, count: int, where: str = "--frames") -> list[int
     for part in spec.split(","):
         match = re.fullmatch(r"\s*(\d{1,9})\s*(?:-\s*(\d{1,9})\s*)?", part)
         if not match:
-            raise MorphError(f"{where}: {_short(spec)} is not a frame list; write e.g. 0,17,100-120")
+            raise MorphError(f"{where}: {short(spec)} is not a frame list; write e.g. 0,17,100-120")
         first, last = int(match[1]), int(match[2] or match[1])
         if first > last or last >= count:
             raise MorphError(f"{where}: {part.strip()!r} is out of range; this job has frames 0-{count - 1}")

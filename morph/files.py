@@ -27,8 +27,10 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(partial)
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as e:
         partial.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            e.filename = str(path)  # the user knows the final name, not the temporary one
         raise
 
 

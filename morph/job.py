@@ -17,6 +17,7 @@ from tqdm import tqdm
 from .acceleration import auto_batch_size, channels_last, compile_pipeline
 from .config import JobConfig, parse_frame_spec, segment_steps
 from .encode import PromptEncoder
+from .errors import MorphError
 from .files import check_output, write_atomic
 from .manifest import FrameLog, manifest
 from .path import GridPath, WalkPath, linspace
@@ -69,6 +70,15 @@ def _build_path(config: JobConfig, encoder: PromptEncoder) -> WalkPath | GridPat
     return WalkPath(keyframes, segment_steps(config.frames, len(keyframes)), config.interpolation)
 
 
+def _refuse_non_finite(config: JobConfig, path, negative: torch.Tensor) -> None:
+    """A NaN or inf in a conditioning would render black or garbage frames: stop before rendering any."""
+    named = list(zip((where for where, _ in config.prompt_sources()), path.sources())) + [("negative_prompt", negative)]
+    for where, tensor in named:
+        if not torch.isfinite(tensor).all():
+            raise MorphError(f"{where}: its encoded tensor holds NaN or inf ({tensor.dtype} overflowed); "
+                             "use smaller weights, or dtype: float32")
+
+
 def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     """Steps 1-5 of a job: everything before the first frame is rendered."""
     timings = {}
@@ -90,6 +100,7 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
     path = _build_path(config, encoder)
     negative = encoder.text(config.negative_prompt)
+    _refuse_non_finite(config, path, negative)
     timings["encode_s"] = time.perf_counter() - started
 
     # 4. One starting latent, shared by every frame

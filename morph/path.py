@@ -43,6 +43,10 @@ class WalkPath:
     def __len__(self):
         return len(self.t)
 
+    def sources(self):
+        """The tensors every frame is computed from: the keyframes, [L, D] each."""
+        return list(self.keyframes)
+
     def conditionings(self, indices):
         """Conditionings [B, L, D] for frame indices [B]."""
         index = torch.as_tensor(indices, dtype=torch.long)
@@ -62,6 +66,10 @@ class GridPath:
 
     def __len__(self):
         return len(self.row_t) * len(self.column_k)
+
+    def sources(self):
+        """The tensors every cell is computed from: start, end and add, [L, D] each."""
+        return [self.start, self.end, self.add]
 
     def cell(self, i):
         return divmod(i, len(self.column_k))

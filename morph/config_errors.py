@@ -1,0 +1,94 @@
+"""pydantic's findings about a config, said as morph's one line: `key.path: value is not allowed; expected ...`."""
+
+import re
+
+from .errors import MorphError
+
+_EXPECTED = {
+    "int_type": "expected a whole number", "int_from_float": "expected a whole number",
+    "float_type": "expected a number", "finite_number": "expected a finite number",
+    "bool_type": "expected true or false", "string_type": "expected a string (quote it)",
+    "list_type": "expected a list", "dict_type": "expected a mapping", "model_type": "expected a mapping",
+    "string_too_short": "expected a non-empty string",
+}
+_PATTERN_HINTS = {
+    "name": "use letters, digits, '.', '_' and '-' (it names files)",
+    "device": "expected auto, cpu, cuda, cuda:N or mps",
+    "scheduler": "expected a diffusers scheduler class name such as DDIMScheduler",
+    "define": "names are letters, digits and _, not starting with a digit",
+}
+_LIST_WHAT = {"prompts": "prompts (the keyframes)", "edit.prompts": "prompts (the values the word walks through)"}
+_MISSING_HINTS = {
+    "model": "give a diffusers model id, a local diffusers folder, 'tiny' or 'toy'",
+    "base": "an edit job needs the sentence whose word it edits",
+    "edit.word": "name the word of base whose slots are edited",
+}
+
+
+def short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}...{text[-12:]} ({len(text)} characters)"
+
+
+def bad(key: str, value, allowed: str) -> MorphError:
+    return MorphError(f"{key}: {short(value)} is not allowed; {allowed}")
+
+
+def _key(loc: tuple) -> str:
+    """('golden', 'min_psnr') -> 'golden.min_psnr'; ('prompts', 1) -> 'prompts[1]'."""
+    key = ""
+    for part in loc:
+        if part == "[key]":  # pydantic's mark for "the key of a mapping", already named by the part before
+            continue
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
+def _section_at(cls, loc: tuple):
+    """The model class at a location of nested sections (for the list of allowed keys)."""
+    for part in loc:
+        field = next((f for name, f in cls.model_fields.items() if part in (name, f.alias)), None)
+        if field is None or not hasattr(field.annotation, "model_fields"):
+            return None
+        cls = field.annotation
+    return cls
+
+
+def _allowed_keys(cls) -> str:
+    return ", ".join(sorted(f.alias or name for name, f in cls.model_fields.items()))
+
+
+def one_line(error: dict, cls) -> MorphError:
+    loc, kind, value, ctx = error["loc"][1:], error["type"], error.get("input"), error.get("ctx") or {}
+    key = _key(loc)
+    if kind == "extra_forbidden":
+        section = _section_at(cls, loc[:-1])
+        where = f"{_key(loc[:-1])}: " if loc[:-1] else ""
+        allowed = f"; allowed keys: {_allowed_keys(section)}" if section else ""
+        return MorphError(f"{where}unknown key {loc[-1]!r}{allowed}")
+    if kind == "missing":
+        return MorphError(f"{key}: missing; {_MISSING_HINTS.get(key, 'this key is required')}")
+    number = "a whole number" if isinstance(value, int) else "a number"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        sign = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()))
+        return bad(key, value, f"expected {number} {sign} {bound}")
+    if kind == "multiple_of":
+        return bad(key, value, f"expected a multiple of {ctx['multiple_of']} (the VAE works on 8x8 pixel blocks)")
+    if kind == "literal_error":
+        choices = re.findall(r"'(.*?)'", ctx["expected"])
+        return bad(key, value, f"expected one of: {', '.join(choices)}")
+    if kind == "string_pattern_mismatch":
+        return bad(key, value, _PATTERN_HINTS.get(str(loc[0]), "see `morph schema`"))
+    if kind == "too_short" and isinstance(value, list):
+        what = _LIST_WHAT.get(key, "entries")
+        return bad(key, value, f"expected a list of {ctx['min_length']} or more {what}")
+    if kind in ("list_type",) and key in _LIST_WHAT:
+        return bad(key, value, f"expected a list of 2 or more {_LIST_WHAT[key]}")
+    if kind == "value_error":
+        return bad(key, value, str(ctx.get("error", error["msg"])))
+    if kind == "string_too_long":
+        return bad(key, value, f"expected at most {ctx['max_length']} characters")
+    return bad(key, value, _EXPECTED.get(kind, error["msg"][0].lower() + error["msg"][1:]))
+
+

@@ -1,0 +1,183 @@
+"""Bad input and faults: the corpus of hostile configs, output locations, disk faults, the JSON Schema.
+
+Every case in tests/corpus/ starts with `# exit N: fragment`: `morph run` on it must exit N with
+one line containing the fragment, no traceback, and (for exit 2) without loading a model.
+"""
+
+import errno
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import morph.files
+import morph.job
+import morph.video
+from morph.cli import cli
+from morph.config import json_schema
+
+CORPUS = Path(__file__).parent / "corpus"
+CONFIGS = Path(__file__).parents[1] / "configs"
+HEADER = re.compile(r"# exit (\d): (.+)")
+
+
+def generated_cases():
+    """Cases too large to keep as files: (name, YAML text, exit code, fragment)."""
+    walk = "model: tiny\ndefine: {cat: a cat}\nprompts: [cat, %s]\n"
+    return [
+        ("nested_parentheses", walk % f"'{'(' * 250}cat{')' * 250}'", 2, "nests deeper than 50 levels"),
+        ("leading_minus_signs", walk % f"'{'-' * 990}cat'", 2, "nests deeper than 50 levels"),
+        ("nested_products", walk % f"'{'2*(' * 400}cat{')' * 400}'", 2, "nests deeper than 50 levels"),
+        ("weight_with_300_digits", walk % f"'1{'0' * 300} * cat'", 2, "is too large"),
+        ("division_by_a_tiny_number", walk % f"'cat / 0.{'0' * 300}1'", 2, "comes to 1e+301, beyond +-1000"),
+        ("weight_beyond_1000", walk % "'1001 * cat'", 2, "comes to 1001, beyond +-1000"),
+        ("expression_of_200000_terms", walk % f"'{' + '.join(['cat'] * 200_000)}'", 2,
+         "(1199999 characters) is not allowed; expected at most 10000 characters"),
+        ("error_after_300000_spaces", walk % f"'cat{' ' * 300_000}+ ?'", 2,
+         "(300008 characters) is not allowed; expected at most 10000 characters"),
+        ("error_after_9000_spaces", walk % f"'cat{' ' * 9000}+ ?'", 2, "unexpected '?' at column 9006"),
+        ("deep_yaml", "model: tiny\nprompts: " + "[" * 5000 + "]" * 5000 + "\n", 2, "nests too deeply"),
+    ]
+
+
+def corpus_cases():
+    for path in sorted(CORPUS.glob("*.yaml")):
+        match = HEADER.match(path.read_text().splitlines()[0])
+        yield pytest.param(path.read_text(), int(match[1]), match[2], id=path.stem)
+    for name, text, code, fragment in generated_cases():
+        yield pytest.param(text, code, fragment, id=name)
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded for a config that should have been refused")
+
+    monkeypatch.setattr(morph.job, "load_model", refuse)
+
+
+@pytest.mark.parametrize("text, code, fragment", list(corpus_cases()))
+def test_bad_config_exits_with_one_clear_line(text, code, fragment, tmp_path, no_model_loads):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == code, result.output[:500]
+    assert len(lines) == 1 and fragment in lines[0], lines[0][:500]
+    assert len(lines[0]) < 400 and "Traceback" not in result.output
+
+
+def test_a_config_that_is_not_utf8(tmp_path, no_model_loads):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("model: tiny\nprompts: [chat, 'château']\n".encode("latin-1"))
+    result = CliRunner().invoke(cli, ["run", str(path)])
+    assert result.exit_code == 2 and "not UTF-8 text (byte 0xe2 on line 2); save the file as UTF-8" in result.output
+
+
+def test_a_config_mistake_answers_before_torch_is_imported(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: tiny\nprompts: [cat, kitten]\nguidance_scale: .nan\n")
+    code = ("import sys; from click.testing import CliRunner; from morph.cli import cli; "
+            f"r = CliRunner().invoke(cli, ['run', {str(path)!r}]); assert r.exit_code == 2, r.output; "
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules; print('ok')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.stdout.strip() == "ok", run.stderr
+
+
+# --- output locations, checked before any model loads -------------------------------------------
+
+def run_into(write_config, tmp_path, out, **config):
+    return CliRunner().invoke(cli, ["run", str(write_config(frames=3, **config)), "--out", str(out), "--quiet"])
+
+
+def test_out_naming_an_existing_file(write_config, tmp_path, no_model_loads):
+    (tmp_path / "taken").write_text("x")
+    result = run_into(write_config, tmp_path, tmp_path / "taken")
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output
+
+
+def test_a_file_where_the_frames_folder_goes(write_config, tmp_path, no_model_loads):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "frames").write_text("x")
+    result = run_into(write_config, tmp_path, tmp_path / "out")
+    assert result.exit_code == 2 and "is a file where the frames folder goes" in result.output
+
+
+def test_a_folder_where_the_video_goes(write_config, tmp_path, no_model_loads):
+    (tmp_path / "out" / "job.mp4").mkdir(parents=True)
+    result = run_into(write_config, tmp_path, tmp_path / "out")
+    assert result.exit_code == 2 and "is a folder where the file job.mp4 goes" in result.output
+
+
+def test_an_output_folder_that_cannot_be_written(write_config, tmp_path, monkeypatch, no_model_loads):
+    def read_only(folder):
+        raise OSError(errno.EROFS, "Read-only file system", str(folder))
+
+    monkeypatch.setattr(morph.files, "_probe_write", read_only)
+    result = run_into(write_config, tmp_path, tmp_path / "out")
+    assert result.exit_code == 2 and "cannot write in" in result.output and "Read-only file system" in result.output
+
+
+def test_short_disk_space_is_a_warning_not_a_refusal(write_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(morph.files.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+    result = run_into(write_config, tmp_path, tmp_path / "out")
+    assert result.exit_code == 0 and "may need about" in result.output
+
+
+# --- faults while writing: exit 1, one line, nothing partial under a final name ------------------
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "No space left on device"),
+                                         (errno.EACCES, "Permission denied")])
+def test_a_write_fault_stops_with_one_line_and_leaves_no_partial_file(write_config, tmp_path, monkeypatch, code,
+                                                                       words):
+    real_imwrite, written = morph.video.iio.imwrite, []
+
+    def failing_imwrite(path, image, **kwargs):
+        if len(written) == 2:  # the third frame: half a file, then the fault
+            Path(path).write_bytes(b"\x89PNG half")
+            raise OSError(code, words, str(path))
+        written.append(path)
+        return real_imwrite(path, image, **kwargs)
+
+    monkeypatch.setattr(morph.video.iio, "imwrite", failing_imwrite)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(write_config(frames=6, batch_size=2)), "--out", str(out),
+                                      "--quiet"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and words in lines[0] and "00002.png" in lines[0]
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["00000.png", "00001.png"]  # whole ones only
+
+
+# --- the JSON Schema ------------------------------------------------------------------------------
+
+def test_the_committed_schema_is_the_current_one():
+    assert json.loads((CONFIGS / "morph.schema.json").read_text()) == json_schema()
+    result = CliRunner().invoke(cli, ["schema"])
+    assert result.exit_code == 0 and json.loads(result.output) == json_schema()
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_follows_the_schema_and_names_it_for_editors(path):
+    text = path.read_text()
+    assert text.startswith("# yaml-language-server: $schema=morph.schema.json\n")
+    jsonschema.validate(yaml.safe_load(text), json_schema())
+
+
+# JSON has no NaN or inf, so the .nan and .inf cases are for morph's own loader alone
+SCHEMA_ERRORS = ["seed_overflow", "seed_negative", "unknown_key",
+                 "nested_unknown_key", "yes_is_not_true", "string_number", "float_steps", "two_kinds", "no_kind",
+                 "missing_model", "bad_device", "bad_batch", "bad_name", "bad_define_name", "empty_prompt",
+                 "scheduler_injection", "edit_slots_bad"]
+
+
+@pytest.mark.parametrize("name", SCHEMA_ERRORS)
+def test_the_schema_rejects_the_corpus_cases_that_are_schema_errors(name):
+    raw = yaml.safe_load((CORPUS / f"{name}.yaml").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(raw, json_schema())
