@@ -123,3 +123,23 @@ def test_tokens_of_a_model_that_is_not_on_disk_is_one_line(model, message):
     result = invoke("tokens", "a cat", "--model", model)
     assert result.exit_code == 2 and message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def _morph(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "morph", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_the_libraries_noise_is_hidden_unless_verbose(write_config, tmp_path):
+    """No torchvision or accelerate advice, no loading bars: stderr holds morph's own lines only."""
+    config = write_config(frames=2, model="toy", height=None, width=None)
+    run = _morph("run", config, "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "" and run.stdout.startswith("2 frames in")
+    tokens = _morph("tokens", "a red circle", "--model", "toy")
+    assert tokens.returncode == 0 and tokens.stderr == ""
+    verbose = _morph("run", config, "--quiet", "--verbose")
+    assert verbose.returncode == 0
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:  # transformers says it misses torchvision; --verbose lets it
+        assert "torchvision" in verbose.stderr
