@@ -92,16 +92,26 @@ def cli():
 @DEVICE_OPTION
 @click.option("--compile", "compile_", is_flag=True, default=None,
               help="torch.compile the UNet and VAE decoder: a slow first batch, faster after.")
+@click.option("--fresh", is_flag=True, help="Render every frame again, ignoring the frames already stored.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @VERBOSE_OPTION
-def run(config, output, model, frames, batch_size, device, compile_, quiet, verbose):
-    """Render the job described by CONFIG (a YAML file)."""
+def run(config, output, model, frames, batch_size, device, compile_, fresh, quiet, verbose):
+    """Render the job described by CONFIG (a YAML file); frames already rendered are reused."""
     _quiet(verbose)
     job = _call(load_config, config, output=output, model=model, batch_size=batch_size, device=device,
                 compile=compile_)
     from .job import run_job  # torch and diffusers: only once the config is known to be good
 
-    manifest = _call(run_job, job, frames=frames, quiet=quiet, verbose=verbose)
+    try:
+        manifest = _call(run_job, job, frames=frames, quiet=quiet, verbose=verbose, fresh=fresh)
+    except KeyboardInterrupt:
+        again = " ".join(["morph", *map(_shell_word, sys.argv[1:])]) if sys.argv[1:2] == ["run"] else \
+            f"morph run {config}"
+        click.echo(f"\ninterrupted: every finished frame is kept in {job.output_dir}/.store; "
+                   f"`{again}` renders only the rest", err=True)
+        sys.exit(130)
+    if "rank" in manifest:  # a torchrun rank other than 0: rank 0 reports
+        return
     if manifest["nsfw_flagged"]:
         click.echo(f"morph: warning: the safety checker blacked out frames {manifest['nsfw_flagged']}", err=True)
     if manifest["redecoded_float32"]:
@@ -111,8 +121,29 @@ def run(config, output, model, frames, batch_size, device, compile_, quiet, verb
         click.echo(f"morph: warning: frames {manifest['broken_frames']} are NaN or black even in float32: their "
                    "latents are bad (try dtype: float32, another scheduler or fewer steps)", err=True)
     made = manifest["video"] or manifest["grid"] or manifest["frames_dir"]
-    click.echo(f"{manifest['rendered']} frames in {manifest['timings']['total_s']:.1f} s "
-               f"({manifest['timings']['frames_per_s']} frames/s) -> {made}")
+    speed = f", {manifest['timings']['frames_per_s']} frames/s" if manifest["rendered"] else ""
+    reused = f", {manifest['reused']} reused from the store" if manifest["reused"] else ""
+    click.echo(f"{manifest['rendered']} frames rendered{reused} in {manifest['timings']['total_s']:.1f} s{speed} "
+               f"-> {made}")
+
+
+def _shell_word(word: str) -> str:
+    import shlex
+
+    return shlex.quote(word)
+
+
+@cli.command(epilog="Example: morph status outputs/cat_kitten")
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+def status(output):
+    """Say how many frames of the job last started in OUTPUT are done, missing, and stale in its store."""
+    from pathlib import Path
+
+    from .store import status as store_status
+
+    s = _call(store_status, Path(output))
+    click.echo(f"{s['name']}: {s['done']} of {s['frames']} frames done, {s['missing']} missing; "
+               f"{s['stale']} stored frames belong to other settings")
 
 
 @cli.command(epilog='Example: morph tokens "a drawing of a cat"')

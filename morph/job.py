@@ -4,7 +4,6 @@ The only module that knows every stage; `run_job` reads as the numbered script i
 """
 
 import json
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -22,9 +21,11 @@ from .files import check_output, write_atomic
 from .manifest import FrameLog, manifest
 from .path import GridPath, WalkPath, linspace
 from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
+from .produce import claimed, missing_after, plan_frames, produce, publish, video_from_store
 from .render import BatchRenderer, HostCopy, RenderSettings, render_batch, shared_latent
-from .video import VideoWriter, write_png
-from .writer import FrameWriter
+from .shard import this_process
+from .store import FrameStore
+from .video import VideoWriter
 
 
 @dataclass
@@ -38,13 +39,11 @@ class PreparedJob:
     renderer: BatchRenderer
     timings: dict = field(default_factory=dict)
 
-    def batches(self, indices: list[int]):
-        """Yield (frame indices, their render.Batch), batched."""
-        return self.renderer.batches(indices)
-
     def frames(self, indices: list[int]):
-        """Yield (index, uint8 image [H, W, 3] on the host, NSFW flag) for the chosen frames."""
-        for chunk, batch in self.batches(indices):
+        """Yield (index, uint8 image [H, W, 3] on the host, NSFW flag) for the chosen frames, batch_size at a time."""
+        size = self.renderer.batch_size
+        groups = [indices[i:i + size] for i in range(0, len(indices), size)]
+        for chunk, batch in self.renderer.batches(groups):
             yield from zip(chunk, HostCopy(batch.images).wait(), batch.nsfw)
 
 
@@ -122,13 +121,15 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     return PreparedJob(config, loaded, path, settings, renderer, timings)
 
 
-def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, verbose: bool = False) -> dict:
-    """Render a job to its output folder and return the manifest it wrote.
+def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, verbose: bool = False,
+            fresh: bool = False) -> dict:
+    """Render a job to its output folder and return the manifest it wrote (rank 0's, under torchrun).
 
+    Frames already in the output's frame store are reused (`fresh` renders them again).
     `frames` ('0,17,100-120') renders only those frames: their PNGs and the manifest, no video.
     `quiet`: no progress bar; `verbose`: the libraries' own warnings and loading bars too.
     """
-    # 0. Before any model loads: the frame selection and the output folder
+    # 0. Before any model loads: the frame selection, the output folder, this process's shard, the lock
     count = config.frame_count()
     selection = parse_frame_spec(frames, count) if frames else list(range(count))
     full = len(selection) == count
@@ -137,50 +138,55 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     check_output(out, folder.name, ["manifest.json", "grid.png" if grid else f"{config.name}.mp4"], len(selection),
                  (config.height or 512) * (config.width or 512))
     quiet = quiet or not sys.stderr.isatty()
-    started = time.perf_counter()
-    job = prepare_job(config, verbose=verbose)
-    settings = job.settings
+    shard, store = this_process(), FrameStore(out)
+    with claimed(out, shard):
+        started = time.perf_counter()
+        job = prepare_job(config, verbose=verbose)
+        settings = job.settings
 
-    # 6. Render; a background thread writes every frame to its PNG (and, for a full walk, the MP4)
-    #    while the next batch renders
-    if full and folder.exists():
-        shutil.rmtree(folder)  # a full run replaces the previous run's frames, so none are stale
-    folder.mkdir(parents=True, exist_ok=True)
-    make_video = full and not grid
-    writer = VideoWriter(out / f"{config.name}.mp4", settings.width, settings.height, config.fps) if make_video \
-        else nullcontext()
-    log = FrameLog()
-    render_started = time.perf_counter()
-    with writer as video, tqdm(total=len(selection), unit="frame", disable=quiet) as bar:
+        # 6. Plan: every frame's key; which aligned batches miss frames in the store
+        plan = plan_frames(job, selection, store, fresh)
+        if shard.leader:
+            store.save_plan({"name": config.name, "keys": plan.keys, "shape": plan.shape})
 
-        def write(i, image):
-            write_png(folder / job.path.describe(i)["file"], image)
-            if video:
-                video.write(image)
-            bar.update(1)
+        # 7. Render this rank's batches that miss frames; a background thread stores each frame (and, for
+        #    a full walk in one process, feeds the MP4 in order) while the next batch renders
+        make_video = full and not grid and shard.leader
+        video_path = out / f"{config.name}.mp4"
+        writer = VideoWriter(video_path, settings.width, settings.height, config.fps) if make_video else nullcontext()
+        log = FrameLog()
+        render_started = time.perf_counter()
+        with writer as video, tqdm(total=len(plan.missing), unit="frame", disable=quiet) as bar:
+            streaming = video if shard.world == 1 else None
+            rendered = produce(job, plan, store, shard, log, video=streaming,
+                               on_frame=lambda: bar.update(1))
+            render_s = time.perf_counter() - render_started
+            shard.barrier()  # every rank's frames are in the store
+            if not shard.leader:
+                return {"rank": shard.rank, "rendered": rendered}
+            lost = missing_after(plan, store, selection)
+            if lost:
+                raise MorphError(f"frames {lost[:10]} are missing after rendering (did a rank fail?); "
+                                 "run the same command again to render only those")
+            if video is not None and streaming is None:
+                video_from_store(plan, store, video)
 
-        with FrameWriter(write) as frame_writer:
-            for chunk, batch in job.batches(selection):
-                frame_writer.put(chunk, HostCopy(batch.images))
-                if not log.records:  # with compile: true, the first batch carries the compilation
-                    job.timings["first_batch_s"] = time.perf_counter() - render_started
-                log.add(job.path, chunk, batch)
-    render_s = time.perf_counter() - render_started
+        # 8. Publish the frames under their names (links into the store); grids: the contact sheet
+        publish(plan, store, selection, folder, lambda i: job.path.describe(i)["file"], full)
+        sheet = None
+        if grid and full:
+            sheet = out / "grid.png"
+            image = _contact_sheet(config, job.path, folder)
+            write_atomic(sheet, lambda path: image.save(path, format="PNG"))
 
-    # 7. Grids: the labelled contact sheet of all cells
-    sheet = None
-    if grid and full:
-        sheet = out / "grid.png"
-        image = _contact_sheet(config, job.path, folder)
-        write_atomic(sheet, lambda path: image.save(path, format="PNG"))
-
-    # 8. Write the manifest
-    written = manifest(job, log, len(selection), video, sheet, folder)
-    written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
-                              frames_per_s=round(len(selection) / render_s, 3) if render_s else None)
-    # strict JSON (no NaN or Infinity), and never half a file
-    write_atomic(out / "manifest.json", lambda path: path.write_text(json.dumps(written, indent=2, allow_nan=False)))
-    return written
+        # 9. Write the manifest: strict JSON (no NaN or Infinity), and never half a file
+        counts = {"selected": len(selection), "rendered": rendered, "reused": len(selection) - len(plan.missing)}
+        written = manifest(job, [job.path.describe(i) for i in selection], log, counts, video, sheet, folder)
+        written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
+                                  frames_per_s=round(rendered / render_s, 3) if rendered else None)
+        write_atomic(out / "manifest.json", lambda path: path.write_text(json.dumps(written, indent=2,
+                                                                                   allow_nan=False)))
+        return written
 
 
 def _contact_sheet(config: JobConfig, path: GridPath, folder: Path):

@@ -28,17 +28,16 @@ def environment(pipe) -> dict:
 
 @dataclass
 class FrameLog:
-    """What the manifest says frame by frame, gathered as the batches come."""
+    """What the manifest says about this run's renders, gathered as the batches come."""
 
-    records: list[dict] = field(default_factory=list)  # each frame's place on the path and its file
     nsfw: list[int] = field(default_factory=list)  # blacked out by the safety checker
     redecoded: list[int] = field(default_factory=list)  # decoded again in float32 after a NaN/inf/black decode
     broken: list[int] = field(default_factory=list)  # still NaN/inf/black: bad latents
 
-    def add(self, path, chunk: list[int], batch) -> None:
-        self.records += [path.describe(i) for i in chunk]
+    def add(self, chunk: list[int], batch, keep: list[bool]) -> None:
+        """Note the flags of a rendered batch's kept frames (the others were in the store already)."""
         for name in ("nsfw", "redecoded", "broken"):
-            getattr(self, name).extend(i for i, flag in zip(chunk, getattr(batch, name)) if flag)
+            getattr(self, name).extend(i for i, flag, k in zip(chunk, getattr(batch, name), keep) if flag and k)
 
 
 def _prompt_terms(config) -> list[dict]:
@@ -47,7 +46,7 @@ def _prompt_terms(config) -> list[dict]:
             for where, source in config.prompt_sources()]
 
 
-def manifest(job, log: FrameLog, rendered: int, video, sheet, folder) -> dict:
+def manifest(job, records: list[dict], log: FrameLog, counts: dict, video, sheet, folder) -> dict:
     """The manifest of a run of the PreparedJob `job`: config, model, environment, frames and outputs."""
     config, pipe, renderer = job.config, job.loaded.pipe, job.renderer
     attention = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
@@ -71,9 +70,9 @@ def manifest(job, log: FrameLog, rendered: int, video, sheet, folder) -> dict:
         "embedding_shape": list(embedding_shape(pipe.tokenizer, pipe.text_encoder)),
         "prompts": _prompt_terms(config),
         "frame_count": len(job.path),
-        "rendered": rendered,
+        **counts,
         "frames_dir": str(folder),
-        "frames": log.records,
+        "frames": records,
         "nsfw_flagged": log.nsfw,
         "redecoded_float32": log.redecoded,
         "broken_frames": log.broken,

@@ -1,6 +1,7 @@
 """Frames from conditionings: one shared starting latent, batches through the diffusers pipeline."""
 
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -108,20 +109,25 @@ class BatchRenderer:
         self.backoffs: list[str] = []  # what the out-of-memory back-off did, for the manifest
         self._vae32 = None
 
-    def batches(self, indices: list[int]) -> Iterator[tuple[list[int], Batch]]:
-        """Yield (frame indices, their Batch) in order."""
-        start = 0
-        while start < len(indices):
-            chunk = indices[start:start + self.batch_size]
+    def batches(self, groups: list[list[int]]) -> Iterator[tuple[list[int], Batch]]:
+        """Yield (frame indices, their Batch) for each group of frames, in order; an out-of-memory error
+        halves the batch size and splits the group that failed."""
+        pending = deque(groups)
+        while pending:
+            chunk = pending.popleft()
+            if len(chunk) > self.batch_size:
+                pending.extendleft(reversed([chunk[i:i + self.batch_size]
+                                             for i in range(0, len(chunk), self.batch_size)]))
+                continue
             try:
                 batch = self._render(chunk)
             except torch.OutOfMemoryError:
                 batch = None  # leave the except block first, so the failed batch's tensors can be freed
             if batch is None:
                 self._back_off()
+                pending.appendleft(chunk)
                 continue
             yield chunk, batch
-            start += len(chunk)
 
     def _render(self, chunk: list[int]) -> Batch:
         padding = self.batch_size - len(chunk) if self.fixed_shape else 0

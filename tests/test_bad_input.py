@@ -21,6 +21,7 @@ import morph.job
 import morph.video
 from morph.cli import cli
 from morph.config import json_schema
+from morph.video import read_png
 
 CORPUS = Path(__file__).parent / "corpus"
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -150,8 +151,12 @@ def test_a_write_fault_stops_with_one_line_and_leaves_no_partial_file(write_conf
     result = CliRunner().invoke(cli, ["run", str(write_config(frames=6, batch_size=2)), "--out", str(out),
                                       "--quiet"])
     lines = result.output.strip().splitlines()
-    assert result.exit_code == 1 and len(lines) == 1 and words in lines[0] and "00002.png" in lines[0]
-    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["00000.png", "00001.png"]  # whole ones only
+    assert result.exit_code == 1 and len(lines) == 1 and words in lines[0] and "/.store/" in lines[0]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in files if "partial" in p.name] and not list(out.glob("*.mp4"))
+    assert not (out / "manifest.json").exists()
+    stored = [p for p in files if p.suffix == ".png"]
+    assert len(stored) == 2 and all(read_png(p).shape == (64, 64, 3) for p in stored)  # whole frames only
 
 
 # --- the JSON Schema ------------------------------------------------------------------------------

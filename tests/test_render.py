@@ -61,7 +61,8 @@ def _render(pipe, n_frames, batch_size, fixed_shape=False):
     latent = shared_latent(pipe, SETTINGS.seed, SETTINGS.height, SETTINGS.width)
     renderer = BatchRenderer(pipe, lambda idx: conds[idx], torch.zeros(5, 6), latent, SETTINGS, batch_size,
                              fixed_shape=fixed_shape)
-    frames = [(i, image, flag) for chunk, batch in renderer.batches(list(range(n_frames)))
+    groups = [list(range(start, min(start + batch_size, n_frames))) for start in range(0, n_frames, batch_size)]
+    frames = [(i, image, flag) for chunk, batch in renderer.batches(groups)
               for i, image, flag in zip(chunk, HostCopy(batch.images).wait(), batch.nsfw)]
     return frames, latent, renderer
 

@@ -1,0 +1,147 @@
+"""From a prepared job to frames in the store: aligned batches, frames reused, the writer thread, the video.
+
+Frame i always renders in batch i // batch_size (the last batch holds the rest), whether the run is
+whole, resumed, a --frames selection or one rank's share: each frame's pixels are then the same
+in all of them. A batch with any frame missing from the store is rendered whole (the batch size
+moves pixels, the other frames' content does not) and only its missing frames are stored.
+"""
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MorphError
+from .render import HostCopy
+from .store import FrameStore, OutputLock, digest, folder_digest, frame_identity
+from .writer import FrameWriter
+
+
+def render_identity(job) -> dict:
+    """Everything shared by all frames that decides their pixels: model, scheduler, settings, environment."""
+    pipe, loaded, config = job.loaded.pipe, job.loaded, job.config
+    weights = folder_digest(Path(loaded.location)) if Path(loaded.location).is_dir() else loaded.revision
+    return {"model": loaded.model, "location": loaded.location, "weights": weights,
+            "scheduler": type(pipe.scheduler).__name__, "scheduler_config": dict(pipe.scheduler.config),
+            "num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
+            "height": job.settings.height, "width": job.settings.width, "seed": config.seed,
+            "negative_prompt": config.negative_prompt, "dtype": str(pipe.unet.dtype), "device": pipe.device.type,
+            "compiled": config.compile, "safety_checker": config.safety_checker}
+
+
+def aligned_groups(count: int, batch_size: int) -> list[list[int]]:
+    """The batches of a job of `count` frames: [0 .. B-1], [B .. 2B-1], ..., the rest."""
+    return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+
+
+@dataclass
+class FramePlan:
+    render: dict  # render_identity(job)
+    identities: list[dict]  # every frame's conditioning (store.frame_identity)
+    shape: tuple[int, int, int]
+    keys: list[str] = field(default_factory=list)  # every frame's store key, at the batch size it renders in
+    groups: list[list[int]] = field(default_factory=list)  # the aligned batches holding frames of the selection
+    missing: set[int] = field(default_factory=set)  # selected frames not in the store (all of them, with fresh)
+
+    def key(self, i: int, batch_size: int) -> str:
+        """Frame i's key when rendered in a batch of `batch_size` (after an out-of-memory back-off, a smaller one)."""
+        return digest({"render": self.render, "batch": batch_size, "frame": self.identities[i]})
+
+
+def plan_frames(job, selection: list[int], store: FrameStore, fresh: bool) -> FramePlan:
+    """Which aligned batches to look at, and which of their frames the store lacks."""
+    count, size, fixed = len(job.path), job.renderer.batch_size, job.renderer.fixed_shape
+    plan = FramePlan(render_identity(job), [frame_identity(job.config, job.path.describe(i)) for i in range(count)],
+                     (job.settings.height, job.settings.width, 3))
+    groups = aligned_groups(count, size)
+    plan.keys = [plan.key(i, size if fixed else len(group)) for group in groups for i in group]
+    wanted = set(selection)
+    plan.groups = [group for group in groups if wanted.intersection(group)]
+    plan.missing = {i for i in selection if fresh or not store.has(plan.keys[i], plan.shape)}
+    return plan
+
+
+class StoredFrames:
+    """Frames already in the store, read by the writer thread when their turn in the video comes."""
+
+    def __init__(self, store: FrameStore, keys: list[str]):
+        self.store, self.keys = store, keys
+
+    def wait(self) -> np.ndarray:
+        return np.stack([self.store.read(key) for key in self.keys])
+
+
+@contextmanager
+def claimed(output: Path, shard):
+    """Hold the output folder's lock for the whole run; the leader takes it, every rank learns the outcome."""
+    lock, refusal = OutputLock(output), None
+    if shard.leader:
+        try:
+            lock.__enter__()
+        except MorphError as e:
+            refusal = str(e)
+    refusal = shard.from_leader(refusal)
+    if refusal:
+        raise MorphError(refusal)
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def produce(job, plan: FramePlan, store: FrameStore, shard, log, video=None, on_frame=lambda: None) -> int:
+    """Render this rank's batches that miss frames; store the new frames; stream the video when one is asked.
+
+    Returns how many frames were rendered and stored; `on_frame()` is called after each. `video`
+    (single process only) receives every frame of the plan in order, stored ones read back.
+    """
+    rendered, started = 0, time.perf_counter()
+
+    def write(key, image):
+        if key is not None:  # newly rendered (None: read back from the store for the video)
+            store.put(key, image)
+            on_frame()
+        if video is not None:
+            video.write(image)
+
+    with FrameWriter(write) as writer:
+        for number, group in enumerate(plan.groups):
+            if not plan.missing.intersection(group) or not shard.owns(number):
+                if video is not None:
+                    writer.put([None] * len(group), StoredFrames(store, [plan.keys[i] for i in group]))
+                continue
+            for chunk, batch in job.renderer.batches([group]):
+                size = job.renderer.batch_size if job.renderer.fixed_shape else len(chunk)
+                new = [i in plan.missing for i in chunk]
+                writer.put([plan.key(i, size) if n else None for i, n in zip(chunk, new)], HostCopy(batch.images))
+                log.add(chunk, batch, keep=new)
+                rendered += sum(new)
+                # with compile: true, the first batch carries the compilation
+                job.timings.setdefault("first_batch_s", time.perf_counter() - started)
+    return rendered
+
+
+def missing_after(plan: FramePlan, store: FrameStore, selection: list[int]) -> list[int]:
+    """Frames of the selection still not in the store (after every rank has finished)."""
+    return [i for i in selection if not store.has(plan.keys[i], plan.shape)]
+
+
+def publish(plan: FramePlan, store: FrameStore, selection: list[int], folder: Path, name_of, full: bool) -> None:
+    """Put the selection's frames under their final names (links to the store); a full run also removes leftovers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {name_of(i): plan.keys[i] for i in selection}
+    for name, key in names.items():
+        store.link(key, folder / name)
+    if full:
+        for path in folder.glob("*.png"):
+            if path.name not in names:
+                path.unlink()
+
+
+def video_from_store(plan: FramePlan, store: FrameStore, video) -> None:
+    """The video of a sharded run, written by the leader once every rank is done."""
+    for key in plan.keys:
+        video.write(store.read(key))
+

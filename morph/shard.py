@@ -1,0 +1,49 @@
+"""Sharding across processes that torchrun (or accelerate launch) started: each rank renders its share.
+
+The ranks come from the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK); they agree
+through torch.distributed (gloo: small messages, on any device), never by polling files. Batch
+b belongs to rank b mod WORLD_SIZE; rank 0 takes the output folder's lock, waits for every rank at
+the end, and writes the video and the manifest.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Shard:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def owns(self, batch_number: int) -> bool:
+        return batch_number % self.world == self.rank
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def from_leader(self, value):
+        """The leader's `value`, on every rank."""
+        if self.world == 1:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def this_process() -> Shard:
+    """This process's shard: the whole job, or its rank's share under torchrun (joining the process group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Shard()
+    if torch.cuda.is_available():  # one GPU per rank: `cuda` then means this rank's GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="gloo")
+    return Shard(torch.distributed.get_rank(), torch.distributed.get_world_size())
