@@ -161,7 +161,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             rendered = produce(job, plan, store, shard, log, video=streaming,
                                on_frame=lambda: bar.update(1))
             render_s = time.perf_counter() - render_started
-            shard.barrier()  # every rank's frames are in the store
+            rendered = shard.total(rendered)  # also waits until every rank's frames are in the store
             if not shard.leader:
                 return {"rank": shard.rank, "rendered": rendered}
             lost = missing_after(plan, store, selection)

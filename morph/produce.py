@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .errors import MorphError
 from .render import HostCopy
@@ -24,11 +25,13 @@ def render_identity(job) -> dict:
     pipe, loaded, config = job.loaded.pipe, job.loaded, job.config
     weights = folder_digest(Path(loaded.location)) if Path(loaded.location).is_dir() else loaded.revision
     return {"model": loaded.model, "location": loaded.location, "weights": weights,
-            "scheduler": type(pipe.scheduler).__name__, "scheduler_config": dict(pipe.scheduler.config),
+            "scheduler": type(pipe.scheduler).__name__, "scheduler_config": {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")},  # no bookkeeping
             "num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
             "height": job.settings.height, "width": job.settings.width, "seed": config.seed,
             "negative_prompt": config.negative_prompt, "dtype": str(pipe.unet.dtype), "device": pipe.device.type,
-            "compiled": config.compile, "safety_checker": config.safety_checker}
+            "compiled": config.compile, "safety_checker": config.safety_checker,
+            # on the CPU the thread count changes the summation order, and so the last bit of a pixel
+            "cpu_threads": torch.get_num_threads() if pipe.device.type == "cpu" else None}
 
 
 def aligned_groups(count: int, batch_size: int) -> list[list[int]]:

@@ -24,9 +24,13 @@ class Shard:
     def owns(self, batch_number: int) -> bool:
         return batch_number % self.world == self.rank
 
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
+    def total(self, value: int) -> int:
+        """The sum of `value` over all ranks, on every rank."""
+        if self.world == 1:
+            return value
+        box = torch.tensor([value], dtype=torch.int64)
+        torch.distributed.all_reduce(box)
+        return int(box.item())
 
     def from_leader(self, value):
         """The leader's `value`, on every rank."""

@@ -7,28 +7,33 @@ import yaml
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+def tiny_job(folder, name="job", **overrides):
+    """Write a tiny-model job config into `folder` (overridable key by key; None removes a key); return its path."""
+    raw = {
+        "name": name,
+        "model": "tiny",
+        "prompts": ["a photo of a cat", "a drawing of a dog in kyoto"],
+        "frames": 6,
+        "seed": 7,
+        "height": 64,
+        "width": 64,
+        "num_inference_steps": 3,
+        "batch_size": 4,
+        "device": "cpu",  # the tests assert CPU float32 results; tests/test_gpu.py covers CUDA
+        "output": str(folder / "out" / name),
+    }
+    raw.update(overrides)
+    raw = {k: v for k, v in raw.items() if v is not None}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 @pytest.fixture
 def write_config(tmp_path):
-    """Write a tiny-model job config (overridable key by key) and return its path."""
+    """Write a tiny-model job config under tmp_path and return its path."""
 
     def write(name="job", **overrides):
-        raw = {
-            "name": name,
-            "model": "tiny",
-            "prompts": ["a photo of a cat", "a drawing of a dog in kyoto"],
-            "frames": 6,
-            "seed": 7,
-            "height": 64,
-            "width": 64,
-            "num_inference_steps": 3,
-            "batch_size": 4,
-            "device": "cpu",  # the tests assert CPU float32 results; tests/test_gpu.py covers CUDA
-            "output": str(tmp_path / "out" / name),
-        }
-        raw.update(overrides)
-        raw = {k: v for k, v in raw.items() if v is not None}
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        return path
+        return tiny_job(tmp_path, name, **overrides)
 
     return write

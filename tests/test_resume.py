@@ -1,0 +1,203 @@
+"""Never lose a frame: the frame store, resumed runs after kill -9 and Ctrl-C, the lock, torchrun sharding."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import imageio_ffmpeg
+import pytest
+from click.testing import CliRunner
+
+from conftest import tiny_job
+import morph.render
+from morph.cli import cli
+from morph.config import load_config
+from morph.job import run_job
+from morph.store import FrameStore
+
+SLOW = {"frames": 40, "num_inference_steps": 12, "batch_size": 4}  # a few seconds of rendering on 2 cores
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def frame_hashes(out, count):
+    return [sha(out / "frames" / f"{i:05d}.png") for i in range(count)]
+
+
+def video_frames(path):
+    reader = imageio_ffmpeg.read_frames(str(path))
+    next(reader)
+    return [bytes(frame) for frame in reader]
+
+
+def stored(out):
+    return [p for p in (out / ".store").glob("*.png") if not p.name.startswith(".")]
+
+
+def start(config_path, out):
+    return subprocess.Popen([sys.executable, "-m", "morph", "run", str(config_path), "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_frames(out, at_least, process, limit=120):
+    deadline = time.monotonic() + limit
+    while len(stored(out)) < at_least:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """An uninterrupted run of the slow walk, to compare the others with."""
+    root = tmp_path_factory.mktemp("clean")
+    path = tiny_job(root, "walk", **SLOW)
+    run_job(load_config(path, output=str(root / "out")), quiet=True)
+    return path, root / "out"
+
+
+def test_a_run_killed_with_sigkill_resumes_with_only_the_missing_frames(clean, tmp_path):
+    path, clean_out = clean
+    out = tmp_path / "out"
+    process = start(path, out)
+    wait_for_frames(out, 8, process)
+    process.kill()
+    process.wait()
+    done = len(stored(out))
+    assert 8 <= done < 40 and not (out / "manifest.json").exists()
+    manifest = run_job(load_config(path, output=str(out)), quiet=True)
+    assert manifest["rendered"] == 40 - done and manifest["reused"] == done
+    assert frame_hashes(out, 40) == frame_hashes(clean_out, 40)  # bit-identical to the uninterrupted run
+    assert video_frames(out / "walk.mp4") == video_frames(clean_out / "walk.mp4")
+
+
+def test_ctrl_c_keeps_every_finished_frame_and_says_how_to_resume(clean, tmp_path):
+    path, clean_out = clean
+    out = tmp_path / "out"
+    process = start(path, out)
+    wait_for_frames(out, 4, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted: every finished frame is kept" in stderr and "renders only the rest" in stderr
+    assert not (out / "manifest.json").exists() and not list(out.glob("*.mp4")) and not (out / ".lock").exists()
+    assert not [p for p in out.rglob("*") if "partial" in p.name]
+    done = len(stored(out))
+    manifest = run_job(load_config(path, output=str(out)), quiet=True)
+    assert manifest["rendered"] == 40 - done
+    assert frame_hashes(out, 40) == frame_hashes(clean_out, 40)
+
+
+def test_an_interrupted_rerun_leaves_the_previous_outputs_whole(write_config, monkeypatch):
+    config = load_config(write_config(frames=5))
+    first = run_job(config, quiet=True)
+    before = {p.name: sha(p) for p in config.output_dir.rglob("*") if p.is_file() and ".store" not in p.parts}
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(*args, **kwargs):
+        raise Stop  # stands in for Ctrl-C in the middle of the first batch
+
+    monkeypatch.setattr(morph.render, "render_batch", stop_after_one)
+    with pytest.raises(Stop):
+        run_job(config.model_copy(update={"seed": 99}), quiet=True)
+    after = {p.name: sha(p) for p in config.output_dir.rglob("*") if p.is_file() and ".store" not in p.parts}
+    assert after == before and json.loads((config.output_dir / "manifest.json").read_text()) == first
+
+
+def test_changing_only_the_video_settings_renders_nothing(write_config):
+    config = load_config(write_config(frames=6))
+    run_job(config, quiet=True)
+    manifest = run_job(config.model_copy(update={"fps": 10}), quiet=True)
+    assert manifest["rendered"] == 0 and manifest["reused"] == 6
+    assert imageio_ffmpeg.count_frames_and_secs(str(config.output_dir / "job.mp4")) == (6, 0.6)
+
+
+def test_changing_the_seed_renders_every_frame(write_config):
+    config = load_config(write_config(frames=6))
+    run_job(config, quiet=True)
+    manifest = run_job(config.model_copy(update={"seed": 8}), quiet=True)
+    assert manifest["rendered"] == 6 and manifest["reused"] == 0
+    assert CliRunner().invoke(cli, ["status", str(config.output_dir)]).output.strip() == \
+        "job: 6 of 6 frames done, 0 missing; 6 stored frames belong to other settings"
+
+
+def test_changing_the_walk_renders_exactly_the_frames_whose_conditioning_changed(write_config):
+    config = load_config(write_config(frames=5, batch_size=1, prompts=["a cat", "a dog", "a red circle"]))
+    run_job(config, quiet=True)
+    # the second segment changes; frames 0-2 (the first segment and keyframe "a dog") stay
+    manifest = run_job(config.model_copy(update={"prompts": ["a cat", "a dog", "a blue square"]}), quiet=True)
+    assert manifest["reused"] == 3 and manifest["rendered"] == 2
+
+
+def test_a_truncated_frame_in_the_store_is_rendered_again(write_config):
+    config = load_config(write_config(frames=6))
+    run_job(config, quiet=True)
+    plan = FrameStore(config.output_dir).plan()
+    victim = FrameStore(config.output_dir).path(plan["keys"][3])
+    whole = victim.read_bytes()
+    victim.write_bytes(whole[: len(whole) // 2])
+    manifest = run_job(config, quiet=True)
+    assert manifest["rendered"] == 1 and victim.read_bytes() == whole
+
+
+def test_fresh_renders_everything_again(write_config):
+    config = load_config(write_config(frames=4))
+    run_job(config, quiet=True)
+    assert run_job(config, quiet=True, fresh=True)["rendered"] == 4
+
+
+def test_selected_frames_are_bit_identical_to_the_full_run(write_config, tmp_path):
+    config = load_config(write_config(frames=10, batch_size=4))
+    run_job(config, quiet=True)
+    alone = config.model_copy(update={"output": str(tmp_path / "alone")})
+    manifest = run_job(alone, frames="1,2,3,9", quiet=True)
+    assert manifest["video"] is None and manifest["rendered"] == 4
+    for i in (1, 2, 3, 9):
+        assert sha(alone.output_dir / "frames" / f"{i:05d}.png") == sha(config.output_dir / "frames" / f"{i:05d}.png")
+
+
+def test_a_second_run_into_a_live_runs_folder_is_refused_and_a_stale_lock_is_taken_over(write_config, tmp_path):
+    config = load_config(write_config(frames=2))
+    out = config.output_dir
+    out.mkdir(parents=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename}))
+        result = CliRunner().invoke(cli, ["run", str(write_config(frames=2)), "--quiet"])
+        assert result.exit_code == 2 and f"being written by another morph run (pid {sleeper.pid}" in result.output
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    result = CliRunner().invoke(cli, ["run", str(write_config(frames=2)), "--quiet"])  # its holder is gone now
+    assert result.exit_code == 0, result.output
+    assert not (out / ".lock").exists()
+
+
+def test_status_before_any_run_is_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["status", str(tmp_path)])
+    assert result.exit_code == 2 and "no morph job has been started here" in result.output
+
+
+def test_torchrun_with_two_ranks_gives_the_same_frames_and_one_video(clean, tmp_path):
+    path, _ = clean
+    out, clean_out = tmp_path / "out", tmp_path / "one-process"
+    # torchrun gives each rank one CPU thread; the thread count moves CPU pixels, so the reference uses one too
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "morph", "run", str(path), "--out", str(clean_out), "--quiet"],
+                   check=True, env=env, capture_output=True)
+    run = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "morph", "run", str(path),
+                          "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("frames rendered") == 1  # rank 0 reports, once
+    assert frame_hashes(out, 40) == frame_hashes(clean_out, 40)
+    assert [p.name for p in out.glob("*.mp4")] == ["walk.mp4"]
+    assert video_frames(out / "walk.mp4") == video_frames(clean_out / "walk.mp4")
+    assert json.loads((out / "manifest.json").read_text())["rendered"] == 40  # both ranks' renders
