@@ -70,7 +70,7 @@ def morph_run(config):
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    manifest = run_job(config, quiet=True)
+    manifest = run_job(config, quiet=True, fresh=True)  # every frame rendered, none taken from the store
     t = manifest["timings"]
     rest = manifest["rendered"] - manifest["batch_size"]
     steady = rest / (t["render_s"] - t["first_batch_s"]) if rest > 0 else None

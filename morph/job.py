@@ -21,7 +21,8 @@ from .files import check_output, write_atomic
 from .manifest import FrameLog, manifest
 from .path import GridPath, WalkPath, linspace
 from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
-from .produce import claimed, missing_after, plan_frames, produce, publish, video_from_store
+from .produce import (claimed, missing_after, plan_frames, plan_record, produce, publish, resumed_batch_size,
+                      video_from_store)
 from .render import BatchRenderer, HostCopy, RenderSettings, render_batch, shared_latent
 from .shard import this_process
 from .store import FrameStore
@@ -141,13 +142,13 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     shard, store = this_process(), FrameStore(out)
     with claimed(out, shard):
         started = time.perf_counter()
-        job = prepare_job(config, verbose=verbose)
+        job = prepare_job(resumed_batch_size(config, store.plan()), verbose=verbose)
         settings = job.settings
 
         # 6. Plan: every frame's key; which aligned batches miss frames in the store
         plan = plan_frames(job, selection, store, fresh)
         if shard.leader:
-            store.save_plan({"name": config.name, "keys": plan.keys, "shape": plan.shape})
+            store.save_plan(plan_record(job, plan))
 
         # 7. Render this rank's batches that miss frames; a background thread stores each frame (and, for
         #    a full walk in one process, feeds the MP4 in order) while the next batch renders

@@ -24,14 +24,33 @@ def render_identity(job) -> dict:
     """Everything shared by all frames that decides their pixels: model, scheduler, settings, environment."""
     pipe, loaded, config = job.loaded.pipe, job.loaded, job.config
     weights = folder_digest(Path(loaded.location)) if Path(loaded.location).is_dir() else loaded.revision
+    scheduler_config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}  # no bookkeeping
     return {"model": loaded.model, "location": loaded.location, "weights": weights,
-            "scheduler": type(pipe.scheduler).__name__, "scheduler_config": {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")},  # no bookkeeping
+            "scheduler": type(pipe.scheduler).__name__, "scheduler_config": scheduler_config,
             "num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
             "height": job.settings.height, "width": job.settings.width, "seed": config.seed,
             "negative_prompt": config.negative_prompt, "dtype": str(pipe.unet.dtype), "device": pipe.device.type,
             "compiled": config.compile, "safety_checker": config.safety_checker,
             # on the CPU the thread count changes the summation order, and so the last bit of a pixel
             "cpu_threads": torch.get_num_threads() if pipe.device.type == "cpu" else None}
+
+
+def _settings(config) -> dict:
+    return {"pixels": config.pixel_hash(), "device": config.device, "dtype": config.dtype, "compile": config.compile}
+
+
+def resumed_batch_size(config, previous: dict | None):
+    """batch_size: auto takes the size the run being resumed chose (free GPU memory may differ now, and
+    another batch size is another key: every frame would render again)."""
+    if config.batch_size == "auto" and previous and previous.get("settings") == _settings(config):
+        return config.model_copy(update={"batch_size": previous["batch_size"]})
+    return config
+
+
+def plan_record(job, plan: "FramePlan") -> dict:
+    """What the store keeps about the job started in it: for `morph status` and for resuming."""
+    return {"name": job.config.name, "keys": plan.keys, "shape": plan.shape, "batch_size": job.renderer.batch_size,
+            "settings": _settings(job.config)}
 
 
 def aligned_groups(count: int, batch_size: int) -> list[list[int]]:
@@ -118,7 +137,9 @@ def produce(job, plan: FramePlan, store: FrameStore, shard, log, video=None, on_
             for chunk, batch in job.renderer.batches([group]):
                 size = job.renderer.batch_size if job.renderer.fixed_shape else len(chunk)
                 new = [i in plan.missing for i in chunk]
-                writer.put([plan.key(i, size) if n else None for i, n in zip(chunk, new)], HostCopy(batch.images))
+                for i in (i for i, n in zip(chunk, new) if n):
+                    plan.keys[i] = plan.key(i, size)  # another size than planned after an out-of-memory back-off
+                writer.put([plan.keys[i] if n else None for i, n in zip(chunk, new)], HostCopy(batch.images))
                 log.add(chunk, batch, keep=new)
                 rendered += sum(new)
                 # with compile: true, the first batch carries the compilation

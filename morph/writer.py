@@ -13,7 +13,7 @@ import numpy as np
 
 
 class FrameWriter:
-    """Calls `write(index, image [H, W, 3] uint8)` for every frame put, in order, on a background thread."""
+    """Calls `write(item, image [H, W, 3] uint8)` for every frame put, in order, on a background thread."""
 
     def __init__(self, write: Callable[[int, np.ndarray], None], depth: int = 2):
         self._write = write
@@ -26,17 +26,17 @@ class FrameWriter:
         while (item := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # keep draining after a failure, so that put() can never block for good
-            indices, copy = item
+            items, copy = item
             try:
-                for i, image in zip(indices, copy.wait(), strict=True):
-                    self._write(i, image)
+                for each, image in zip(items, copy.wait(), strict=True):
+                    self._write(each, image)
             except BaseException as e:  # handed to the render loop, which raises it
                 self._error = e
 
-    def put(self, indices: list[int], copy) -> None:
-        """Queue a batch: its frame indices and a handle whose wait() gives the images [B, H, W, 3] uint8."""
+    def put(self, items: list, copy) -> None:
+        """Queue a batch: what `write` gets with each frame, and a handle whose wait() gives the images [B, H, W, 3]."""
         self._raise_if_failed()
-        self._queue.put((indices, copy))
+        self._queue.put((items, copy))
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

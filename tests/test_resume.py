@@ -10,6 +10,7 @@ import time
 
 import imageio_ffmpeg
 import pytest
+import torch
 from click.testing import CliRunner
 
 from conftest import tiny_job
@@ -201,3 +202,35 @@ def test_torchrun_with_two_ranks_gives_the_same_frames_and_one_video(clean, tmp_
     assert [p.name for p in out.glob("*.mp4")] == ["walk.mp4"]
     assert video_frames(out / "walk.mp4") == video_frames(clean_out / "walk.mp4")
     assert json.loads((out / "manifest.json").read_text())["rendered"] == 40  # both ranks' renders
+
+
+def test_batch_size_auto_resumes_with_the_size_the_first_run_chose(write_config):
+    config = load_config(write_config(frames=6, batch_size="auto"))
+    run_job(config, quiet=True)
+    store = FrameStore(config.output_dir)
+    plan = store.plan()
+    assert plan["batch_size"] == 4
+    # as if the first run had been on a GPU whose memory allowed 2: the resumed run keeps 2, whatever auto says now
+    store.save_plan({**plan, "batch_size": 2})
+    manifest = run_job(config, quiet=True)
+    # frames 0-3 rendered in a batch of 4 before: new keys; 4 and 5 were a batch of 2 then too: reused
+    assert manifest["batch_size"] == 2 and manifest["rendered"] == 4 and manifest["reused"] == 2
+    assert run_job(config, quiet=True)["rendered"] == 0  # and the next resume finds them
+
+
+def test_a_run_that_backs_off_after_out_of_memory_still_publishes_every_frame(write_config, monkeypatch):
+    real = morph.render.render_batch
+
+    def small_gpu(pipe, conds, *args, **kwargs):
+        if conds.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(pipe, conds, *args, **kwargs)
+
+    monkeypatch.setattr(morph.render, "render_batch", small_gpu)
+    config = load_config(write_config(frames=6, batch_size=4))
+    with pytest.warns(UserWarning, match="continuing with 2"):
+        manifest = run_job(config, quiet=True)
+    assert manifest["batch_size"] == 2 and manifest["rendered"] == 6
+    assert len(list((config.output_dir / "frames").glob("*.png"))) == 6
+    # as the README says: resumed with the size it fell back to, nothing renders again
+    assert run_job(config.model_copy(update={"batch_size": 2}), quiet=True)["rendered"] == 0
