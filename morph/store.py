@@ -75,8 +75,9 @@ class FrameStore:
             return False
         try:
             with Image.open(path) as image:
-                image.load()  # decodes everything: a truncated or corrupt file raises here
-                return (image.height, image.width, 3) == shape
+                size = (image.height, image.width, 3)
+                image.verify()  # every chunk's CRC and the end marker: a truncated or corrupt file raises here
+                return size == shape
         except (OSError, SyntaxError, ValueError):
             return False
 
