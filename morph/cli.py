@@ -133,6 +133,46 @@ def _shell_word(word: str) -> str:
     return shlex.quote(word)
 
 
+@cli.command(epilog="Example: morph analyze outputs/toy_demo --metric pixel")
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option("--metric", type=click.Choice(["ssim", "pixel", "lpips"]),
+              help="How change is measured (default: the run's analysis.metric).")
+@click.option("--storm-factor", type=click.FloatRange(min=1), help="Stormy: above this many times the median change.")
+def analyze(output, metric, storm_factor):
+    """Recompute the storm map of the walk rendered in OUTPUT from its PNG frames; print its summary."""
+    _quiet(False)
+    from .analysis import format_summary
+
+    analysis = _call(_reanalyze, output, metric, storm_factor)
+    click.echo(format_summary(analysis))
+    click.echo(f"-> {analysis.plot} and {analysis.filmstrip}")
+
+
+def _reanalyze(output, metric, storm_factor):
+    """The storm map of an existing render, written beside it and into its manifest."""
+    import json
+    from pathlib import Path
+
+    from .analysis import keyframes_of, storm_map
+    from .files import write_atomic
+
+    out = Path(output)
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        raise MorphError(f"{out}: no readable manifest.json; is it a morph output folder?") from None
+    if manifest["kind"] == "grid" or manifest["frame_count"] != len(manifest["frames"]):
+        raise MorphError(f"{out}: a storm map needs a whole walk (this is a {manifest['kind']} of "
+                         f"{len(manifest['frames'])} of {manifest['frame_count']} frames)")
+    settings = manifest["config"].get("analysis") or {}
+    analysis = storm_map(out, [out / "frames" / r["file"] for r in manifest["frames"]], manifest["fps"],
+                         keyframes_of(manifest["frames"], [p["source"] for p in manifest["prompts"]]),
+                         metric or settings.get("metric", "ssim"), storm_factor or settings.get("storm_factor", 3.0))
+    manifest["analysis"] = analysis.to_dict()
+    write_atomic(out / "manifest.json", lambda path: path.write_text(json.dumps(manifest, indent=2, allow_nan=False)))
+    return analysis
+
+
 @cli.command(epilog="Example: morph status outputs/cat_kitten")
 @click.argument("output", type=click.Path(exists=True, file_okay=False))
 def status(output):

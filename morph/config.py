@@ -112,6 +112,13 @@ class GoldenSpec(Section):
     """Override of the preset's largest per-pixel difference (0..255)."""
 
 
+class AnalysisSpec(Section):
+    metric: Literal["ssim", "pixel", "lpips"] = "ssim"
+    """How the change between neighbouring frames is measured: 1 - SSIM, mean pixel difference, or LPIPS."""
+    storm_factor: float = Field(3.0, ge=1, le=1000)
+    """A step is stormy when its change exceeds this many times the median change."""
+
+
 class Limits(Section):
     """Caps that catch typos (frames: 10000000000) before they cost hours; raise them here on purpose."""
 
@@ -164,6 +171,8 @@ class JobConfig(Section):
     """Tolerance for `morph golden check`."""
     limits: Limits = Limits()
     """Caps on frames and sizes."""
+    analysis: AnalysisSpec = AnalysisSpec()
+    """The storm map written after every walk: storm.png, filmstrip.png and the manifest's analysis."""
     _source: str | None = PrivateAttr(None)  # the config file's path (set by load_config)
 
     kind: ClassVar[str] = "job"
@@ -195,7 +204,7 @@ class JobConfig(Section):
 
     def pixel_keys(self) -> dict:
         """The keys that decide the pixels, beyond the environment (device, dtype) the manifest records."""
-        skip = {"name", "output", "batch_size", "golden", "fps", "device", "dtype", "compile", "limits"}
+        skip = {"name", "output", "batch_size", "golden", "fps", "device", "dtype", "compile", "limits", "analysis"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def pixel_hash(self) -> str:

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .acceleration import auto_batch_size, channels_last, compile_pipeline
+from .analysis import keyframes_of, lpips_missing, storm_map
 from .config import JobConfig, parse_frame_spec, segment_steps
 from .encode import PromptEncoder
 from .errors import MorphError
@@ -138,6 +139,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     folder = out / ("cells" if grid else "frames")
     check_output(out, folder.name, ["manifest.json", "grid.png" if grid else f"{config.name}.mp4"], len(selection),
                  (config.height or 512) * (config.width or 512))
+    if full and not grid and config.analysis.metric == "lpips" and lpips_missing():
+        raise MorphError("analysis.metric: lpips needs the lpips package (`pip install lpips`); or use ssim or pixel")
     quiet = quiet or not sys.stderr.isatty()
     shard, store = this_process(), FrameStore(out)
     with claimed(out, shard):
@@ -180,9 +183,18 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             image = _contact_sheet(config, job.path, folder)
             write_atomic(sheet, lambda path: image.save(path, format="PNG"))
 
-        # 9. Write the manifest: strict JSON (no NaN or Infinity), and never half a file
+        # 9. Walks and edits (of 3 frames or more): the storm map of the published frames (storm.png, filmstrip.png)
+        records = [job.path.describe(i) for i in selection]
+        storms = None
+        if full and not grid and count >= 3:
+            storms = storm_map(out, [folder / r["file"] for r in records], config.fps,
+                               keyframes_of(records, [source for _, source in config.prompt_sources()]),
+                               config.analysis.metric, config.analysis.storm_factor)
+
+        # 10. Write the manifest: strict JSON (no NaN or Infinity), and never half a file
         counts = {"selected": len(selection), "rendered": rendered, "reused": len(selection) - len(plan.missing)}
-        written = manifest(job, [job.path.describe(i) for i in selection], log, counts, video, sheet, folder)
+        written = manifest(job, records, log, counts, video, sheet, folder)
+        written["analysis"] = storms.to_dict() if storms else None
         written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
                                   frames_per_s=round(rendered / render_s, 3) if rendered else None)
         write_atomic(out / "manifest.json", lambda path: path.write_text(json.dumps(written, indent=2,

@@ -97,7 +97,8 @@ class StoredFrames:
 
 @contextmanager
 def claimed(output: Path, shard):
-    """Hold the output folder's lock for the whole run; the leader takes it, every rank learns the outcome."""
+    """Hold the output folder's lock for the whole run; the leader takes it, every rank learns the outcome.
+    At the end every rank leaves the process group."""
     lock, refusal = OutputLock(output), None
     if shard.leader:
         try:
@@ -111,6 +112,7 @@ def claimed(output: Path, shard):
         yield
     finally:
         lock.__exit__(None, None, None)
+        shard.close()
 
 
 def produce(job, plan: FramePlan, store: FrameStore, shard, log, video=None, on_frame=lambda: None) -> int:

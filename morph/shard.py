@@ -24,6 +24,11 @@ class Shard:
     def owns(self, batch_number: int) -> bool:
         return batch_number % self.world == self.rank
 
+    def close(self) -> None:
+        """Leave the process group (a rank that exits while still in it can abort)."""
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
     def total(self, value: int) -> int:
         """The sum of `value` over all ranks, on every rank."""
         if self.world == 1:

@@ -1,0 +1,83 @@
+"""How violently a walk changes from frame to frame: distances, smoothness, storm zones, blinks. Imports only torch.
+
+Frames are uint8 tensors [H, W, 3]; a walk of N frames has N - 1 neighbour distances d [N - 1]
+(d[i] between frames i and i + 1) and N - 2 skip distances s [N - 2] (s[i] between i and i + 2).
+"""
+
+import torch
+
+from .metrics import ssim
+
+ANALYSIS_SIZE = 128  # frames are compared at most this large: cheap, and what the eye sees as change
+
+
+def downscale(frame, size=ANALYSIS_SIZE):
+    """uint8 [H, W, 3] -> uint8 [h, w, 3] with max(h, w) <= size, by area averaging."""
+    height, width = frame.shape[:2]
+    scale = size / max(height, width)
+    if scale >= 1:
+        return frame
+    small = torch.nn.functional.interpolate(frame.permute(2, 0, 1)[None].double(), scale_factor=scale, mode="area")
+    return small[0].permute(1, 2, 0).round().to(torch.uint8)
+
+
+def pixel_distance(a, b):
+    """Mean absolute difference of uint8 [H, W, 3] frames, in 0..1."""
+    return float((a.double() - b.double()).abs().mean() / 255)
+
+
+def ssim_distance(a, b):
+    """1 - SSIM of uint8 [H, W, 3] frames: 0 for identical frames."""
+    return 1.0 - ssim(a, b)
+
+
+DISTANCES = {"pixel": pixel_distance, "ssim": ssim_distance}
+
+
+def gini(d):
+    """Gini coefficient of non-negative values d [n]: 0 when all are equal, towards 1 when one holds everything."""
+    d = torch.sort(d.double()).values
+    n, total = d.numel(), d.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    ranks = torch.arange(1, n + 1, dtype=torch.float64)
+    return float((2 * (ranks * d).sum()) / (n * total) - (n + 1) / n)
+
+
+def summarize(d):
+    """Figures of neighbour distances d [n]: mean, median, max, max/median, smoothness, worst-10 % share."""
+    d = d.double()
+    median = float(d.median())
+    worst = max(1, round(0.1 * d.numel()))
+    total = float(d.sum())
+    return {
+        "mean": float(d.mean()), "median": median, "max": float(d.max()),
+        "max_over_median": float(d.max()) / median if median > 0 else None,
+        "smoothness": 1.0 - gini(d),
+        "worst_10_percent_share": float(torch.topk(d, worst).values.sum()) / total if total > 0 else 0.0,
+    }
+
+
+def storm_zones(d, threshold):
+    """Maximal runs of steps with d [n] > threshold, as (first step, last step) pairs; step i joins frames i, i + 1."""
+    zones, start = [], None
+    for i, over in enumerate((d > threshold).tolist()):
+        if over and start is None:
+            start = i
+        if not over and start is not None:
+            zones.append((start, i - 1))
+            start = None
+    if start is not None:
+        zones.append((start, d.numel() - 1))
+    return zones
+
+
+def blinks(d, s, threshold, ratio=0.5):
+    """Frames i that jump away and back: d[i-1] and d[i] above threshold, s[i-1] (frames i-1 to i+1) below
+    `ratio` times the smaller of them. d [n], s [n - 1] -> frame indices."""
+    found = []
+    for i in range(1, d.numel()):
+        smaller = min(float(d[i - 1]), float(d[i]))
+        if smaller > threshold and float(s[i - 1]) < ratio * smaller:
+            found.append(i)
+    return found

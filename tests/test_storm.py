@@ -1,0 +1,108 @@
+"""The storm map: analytic checks of the measures on synthetic frames, and `morph analyze` on a real render."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from morph.analysis import analyze_frames
+from morph.cli import cli
+from morph.config import load_config
+from morph.errors import MorphError
+from morph.job import run_job
+from morph.storm import blinks, downscale, gini, pixel_distance, ssim_distance, storm_zones, summarize
+from morph.video import write_png
+
+
+def grey(value, size=16):
+    return torch.full((size, size, 3), value, dtype=torch.uint8)
+
+
+def write_frames(folder, values):
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, value in enumerate(values):
+        files.append(folder / f"{i:05d}.png")
+        write_png(files[-1], grey(value).numpy())
+    return files
+
+
+def test_identical_frames_are_at_distance_zero():
+    assert pixel_distance(grey(90), grey(90)) == 0 and ssim_distance(grey(90), grey(90)) == pytest.approx(0)
+    assert pixel_distance(grey(0), grey(255)) == 1.0
+
+
+def test_gini_of_equal_distances_gives_smoothness_one_and_one_jump_gives_almost_zero():
+    assert gini(torch.ones(10)) == pytest.approx(0) and summarize(torch.ones(10))["smoothness"] == pytest.approx(1)
+    one_jump = torch.tensor([0.0] * 9 + [1.0])
+    assert gini(one_jump) == pytest.approx(0.9)  # (n - 1) / n: everything in one of ten steps
+    s = summarize(torch.tensor([1.0] * 9 + [10.0]))
+    assert s["max_over_median"] == 10 and s["worst_10_percent_share"] == pytest.approx(10 / 19)
+
+
+def test_one_jump_is_one_storm_zone_in_the_right_place():
+    d = torch.tensor([0.01] * 5 + [0.5, 0.4] + [0.01] * 5)
+    assert storm_zones(d, 0.03) == [(5, 6)]
+    assert storm_zones(torch.tensor([0.5, 0.0, 0.5]), 0.1) == [(0, 0), (2, 2)]
+
+
+def test_an_a_b_a_frame_is_a_blink_and_a_lasting_change_is_not():
+    d = torch.tensor([0.0, 0.5, 0.5, 0.0])  # frames A A B A A
+    s = torch.tensor([0.5, 0.0, 0.5])  # A-B, A-A, B-A two apart
+    assert blinks(d, s, threshold=0.1) == [2]
+    lasting = torch.tensor([0.0, 0.5, 0.0, 0.0])  # A A B B B
+    assert blinks(lasting, torch.tensor([0.5, 0.5, 0.0]), threshold=0.1) == []
+
+
+def test_downscale_keeps_small_frames_and_averages_large_ones():
+    assert downscale(grey(7)).shape == (16, 16, 3)
+    checker = torch.zeros(256, 256, 3, dtype=torch.uint8)
+    checker[::2, ::2] = 255
+    small = downscale(checker, 128)
+    assert small.shape == (128, 128, 3) and int(small.float().mean().round()) == 64
+
+
+def test_analysis_of_a_synthetic_walk_finds_the_jump_and_the_blink(tmp_path):
+    # calm ramp, a jump between frames 5 and 6, then a one-frame blink at frame 9
+    values = [100, 101, 102, 103, 104, 105, 200, 201, 202, 20, 203, 204]
+    analysis = analyze_frames(write_frames(tmp_path, values), metric="pixel", storm_factor=3.0)
+    assert len(analysis.distances) == 11
+    assert (5, 5) in analysis.storms and analysis.blinks == [9]
+    assert analysis.summary["max_over_median"] > 10
+
+
+def test_fewer_than_three_frames_and_unknown_metrics_are_one_line(tmp_path):
+    with pytest.raises(MorphError, match="needs at least 3 frames"):
+        analyze_frames(write_frames(tmp_path, [1, 2]))
+    with pytest.raises(MorphError, match="metric: 'mse' is not allowed"):
+        analyze_frames(write_frames(tmp_path, [1, 2, 3]), metric="mse")
+
+
+def test_every_walk_gets_a_storm_map_and_morph_analyze_recomputes_it(write_config):
+    config = load_config(write_config(frames=8))
+    manifest = run_job(config, quiet=True)
+    out = config.output_dir
+    assert (out / "storm.png").stat().st_size > 10_000 and (out / "filmstrip.png").exists()
+    assert manifest["analysis"]["metric"] == "ssim" and len(manifest["analysis"]["distances"]) == 7
+    result = CliRunner().invoke(cli, ["analyze", str(out), "--metric", "pixel"])
+    assert result.exit_code == 0, result.output
+    assert "smoothness (1 - Gini)" in result.output and "storm zones" in result.output
+    assert json.loads((out / "manifest.json").read_text())["analysis"]["metric"] == "pixel"
+
+
+def test_analyze_refuses_a_partial_render(write_config):
+    config = load_config(write_config(frames=8))
+    run_job(config, frames="0-3", quiet=True)
+    result = CliRunner().invoke(cli, ["analyze", str(config.output_dir)])
+    assert result.exit_code == 2 and "needs a whole walk" in result.output
+
+
+def test_lpips_without_the_package_is_refused_before_rendering(write_config):
+    try:
+        import lpips  # noqa: F401
+        pytest.skip("lpips is installed here")
+    except ImportError:
+        pass
+    result = CliRunner().invoke(cli, ["run", str(write_config(analysis={"metric": "lpips"})), "--quiet"])
+    assert result.exit_code == 2 and "lpips needs the lpips package" in result.output
