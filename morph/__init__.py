@@ -12,11 +12,11 @@ from .config import JobConfig, load_config  # noqa: E402  (no torch: keeps `morp
 from .errors import MorphError  # noqa: E402
 
 
-def run_job(config, frames=None, quiet=False, verbose=False):
+def run_job(config, frames=None, quiet=False, verbose=False, fresh=False):
     """Render a job; see morph.job.run_job. Imported lazily so that importing morph stays light."""
     from .job import run_job as _run_job
 
-    return _run_job(config, frames=frames, quiet=quiet, verbose=verbose)
+    return _run_job(config, frames=frames, quiet=quiet, verbose=verbose, fresh=fresh)
 
 
 __all__ = ["JobConfig", "MorphError", "load_config", "run_job", "__version__"]
