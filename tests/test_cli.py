@@ -71,7 +71,8 @@ def test_missing_config_file_is_a_usage_error():
     assert invoke("run", "no-such.yaml").exit_code == 2
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["tokens"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["tokens"], ["schema"], ["status"], ["analyze"], ["golden", "save"],
+                                     ["golden", "check"]])
 def test_help_on_every_command(command):
     result = invoke(*command, "--help")
     assert result.exit_code == 0 and "Usage:" in result.output
