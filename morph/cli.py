@@ -141,11 +141,13 @@ def _shell_word(word: str) -> str:
 def analyze(output, metric, storm_factor):
     """Recompute the storm map of the walk rendered in OUTPUT from its PNG frames; print its summary."""
     _quiet(False)
+    from pathlib import Path
+
     from .analysis import format_summary
 
     analysis = _call(_reanalyze, output, metric, storm_factor)
     click.echo(format_summary(analysis))
-    click.echo(f"-> {analysis.plot} and {analysis.filmstrip}")
+    click.echo(f"-> {analysis.plot}, {analysis.filmstrip} and {Path(output) / 'report.html'}")
 
 
 def _reanalyze(output, metric, storm_factor):
@@ -155,6 +157,7 @@ def _reanalyze(output, metric, storm_factor):
 
     from .analysis import keyframes_of, storm_map
     from .files import write_atomic
+    from .report import write_report
 
     out = Path(output)
     try:
@@ -169,6 +172,7 @@ def _reanalyze(output, metric, storm_factor):
                          keyframes_of(manifest["frames"], [p["source"] for p in manifest["prompts"]]),
                          metric or settings.get("metric", "ssim"), storm_factor or settings.get("storm_factor", 3.0))
     manifest["analysis"] = analysis.to_dict()
+    manifest["report"] = str(write_report(out, manifest))
     write_atomic(out / "manifest.json", lambda path: path.write_text(json.dumps(manifest, indent=2, allow_nan=False)))
     return analysis
 

@@ -24,6 +24,7 @@ from .path import GridPath, WalkPath, linspace
 from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
 from .produce import (claimed, missing_after, plan_frames, plan_record, produce, publish, resumed_batch_size,
                       video_from_store)
+from .report import write_report
 from .render import BatchRenderer, HostCopy, RenderSettings, render_batch, shared_latent
 from .shard import this_process
 from .store import FrameStore
@@ -191,12 +192,13 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
                                keyframes_of(records, [source for _, source in config.prompt_sources()]),
                                config.analysis.metric, config.analysis.storm_factor)
 
-        # 10. Write the manifest: strict JSON (no NaN or Infinity), and never half a file
+        # 10. Write the manifest (strict JSON: no NaN or Infinity; never half a file) and, for walks, report.html
         counts = {"selected": len(selection), "rendered": rendered, "reused": len(selection) - len(plan.missing)}
         written = manifest(job, records, log, counts, video, sheet, folder)
         written["analysis"] = storms.to_dict() if storms else None
         written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
                                   frames_per_s=round(rendered / render_s, 3) if rendered else None)
+        written["report"] = str(write_report(out, written)) if storms else None
         write_atomic(out / "manifest.json", lambda path: path.write_text(json.dumps(written, indent=2,
                                                                                    allow_nan=False)))
         return written

@@ -1,0 +1,72 @@
+"""report.html: one self-contained page per walk, for a person to open. Nothing is fetched from the network:
+the video and the pictures are relative links to the files beside it, the styles are inline, there is no script."""
+
+import json
+from html import escape
+from pathlib import Path
+
+from .files import write_atomic
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.15em; margin-top: 2em; }
+.sub { color: #666; margin-top: 0; } video, img { max-width: 100%; border: 1px solid #ddd; }
+table { border-collapse: collapse; } td, th { padding: .25em .8em .25em 0; text-align: left; vertical-align: top; }
+th { font-weight: 600; color: #444; } pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 13px; }
+"""
+
+
+def _rows(pairs) -> str:
+    return "\n".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in pairs)
+
+
+def _summary(analysis: dict) -> str:
+    s = analysis["summary"]
+    ratio = f"{s['max_over_median']:.1f}" if s["max_over_median"] else "inf (median change is 0)"
+    return _rows([
+        ("measure of change", "1 - SSIM" if analysis["metric"] == "ssim" else analysis["metric"]),
+        ("smoothness (1 - Gini; 1 = every step changes the picture equally)", f"{s['smoothness']:.3f}"),
+        ("largest change / median change", ratio),
+        ("share of all change in the worst 10 % of steps", f"{100 * s['worst_10_percent_share']:.0f} %"),
+        ("storm zones (steps between frames)", ", ".join(f"{a}-{b + 1}" for a, b in analysis["storms"]) or "none"),
+        ("blinks (frames that jump away and back)", ", ".join(map(str, analysis["blinks"])) or "none"),
+    ])
+
+
+def write_report(output: Path, manifest: dict) -> Path:
+    """Write `output`/report.html for the run described by `manifest` (a walk with its analysis) and return it."""
+    analysis = manifest["analysis"]
+    name = escape(manifest["name"])
+    video = Path(manifest["video"]).name if manifest.get("video") else None
+    prompts = " → ".join(escape(p["source"]) for p in manifest["prompts"])
+    environment = [("model", manifest["model"]["name"]), ("device", f"{manifest['device']} ({manifest['device_name']})"),
+                   ("dtype", manifest["dtype"]), ("scheduler", manifest["scheduler"]),
+                   ("batch size", manifest["batch_size"]), ("frames rendered / reused",
+                                                           f"{manifest['rendered']} / {manifest['reused']}"),
+                   *((f"{lib} version", v) for lib, v in manifest["versions"].items() if v),
+                   *((f"time: {k}", v) for k, v in manifest["timings"].items())]
+    shown = max(manifest["width"], 384)  # small renders are enlarged, pixel for pixel
+    player = (f'<video src="{escape(video)}" controls loop muted playsinline width="{shown}" '
+              f'style="image-rendering: pixelated"></video>' if video else "<p>No video.</p>")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>morph: {name}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
+<body>
+<h1>{name}</h1>
+<p class="sub">{prompts} · {manifest['frame_count']} frames at {manifest['fps']} fps, seed {manifest['seed']},
+{manifest['width']} × {manifest['height']} px. Every frame is a real render; none is blended.</p>
+{player}
+<h2>Where the picture changes</h2>
+<img src="storm.png" alt="change between neighbouring frames against video time, storm zones shaded">
+<table>{_summary(analysis)}</table>
+<h2>The biggest jumps</h2>
+<img src="filmstrip.png" alt="frames around the biggest jumps">
+<h2>The job</h2>
+<pre>{escape(json.dumps(manifest['config'], indent=2))}</pre>
+<h2>Where it was rendered</h2>
+<table>{_rows(environment)}</table>
+</body></html>
+"""
+    path = output / "report.html"
+    write_atomic(path, lambda partial: partial.write_text(page, encoding="utf-8"))
+    return path
