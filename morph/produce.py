@@ -74,11 +74,11 @@ class FramePlan:
 
 def plan_frames(job, selection: list[int], store: FrameStore, fresh: bool) -> FramePlan:
     """Which aligned batches to look at, and which of their frames the store lacks."""
-    count, size, fixed = len(job.path), job.renderer.batch_size, job.renderer.fixed_shape
+    count, renderer = len(job.path), job.renderer
     plan = FramePlan(render_identity(job), [frame_identity(job.config, job.path.describe(i)) for i in range(count)],
                      (job.settings.height, job.settings.width, 3))
-    groups = aligned_groups(count, size)
-    plan.keys = [plan.key(i, size if fixed else len(group)) for group in groups for i in group]
+    groups = aligned_groups(count, renderer.batch_size)
+    plan.keys = [plan.key(i, renderer.rendered_size(len(group))) for group in groups for i in group]
     wanted = set(selection)
     plan.groups = [group for group in groups if wanted.intersection(group)]
     plan.missing = {i for i in selection if fresh or not store.has(plan.keys[i], plan.shape)}
@@ -137,7 +137,7 @@ def produce(job, plan: FramePlan, store: FrameStore, shard, log, video=None, on_
                     writer.put([None] * len(group), StoredFrames(store, [plan.keys[i] for i in group]))
                 continue
             for chunk, batch in job.renderer.batches([group]):
-                size = job.renderer.batch_size if job.renderer.fixed_shape else len(chunk)
+                size = job.renderer.rendered_size(len(chunk))
                 new = [i in plan.missing for i in chunk]
                 for i in (i for i, n in zip(chunk, new) if n):
                     plan.keys[i] = plan.key(i, size)  # another size than planned after an out-of-memory back-off

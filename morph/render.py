@@ -129,8 +129,12 @@ class BatchRenderer:
                 continue
             yield chunk, batch
 
+    def rendered_size(self, frames: int) -> int:
+        """How many frames a batch of `frames` goes through the UNet as: padded to batch_size with fixed_shape."""
+        return self.batch_size if self.fixed_shape else frames
+
     def _render(self, chunk: list[int]) -> Batch:
-        padding = self.batch_size - len(chunk) if self.fixed_shape else 0
+        padding = self.rendered_size(len(chunk)) - len(chunk)
         conds = self.conditionings_for(chunk + [chunk[-1]] * padding)
         batch = render_batch(self.pipe, conds, self.negative, self.latent, self.settings, self._float32_vae)
         n = len(chunk)
