@@ -6,6 +6,7 @@ permission) is one line too, with exit code 1.
 """
 
 import os
+import shlex
 import sys
 import warnings
 
@@ -105,7 +106,7 @@ def run(config, output, model, frames, batch_size, device, compile_, fresh, quie
     try:
         manifest = _call(run_job, job, frames=frames, quiet=quiet, verbose=verbose, fresh=fresh)
     except KeyboardInterrupt:
-        again = " ".join(["morph", *map(_shell_word, sys.argv[1:])]) if sys.argv[1:2] == ["run"] else \
+        again = " ".join(["morph", *map(shlex.quote, sys.argv[1:])]) if sys.argv[1:2] == ["run"] else \
             f"morph run {config}"
         click.echo(f"\ninterrupted: every finished frame is kept in {job.output_dir}/.store; "
                    f"`{again}` renders only the rest", err=True)
@@ -127,12 +128,6 @@ def run(config, output, model, frames, batch_size, device, compile_, fresh, quie
                f"-> {made}")
 
 
-def _shell_word(word: str) -> str:
-    import shlex
-
-    return shlex.quote(word)
-
-
 @cli.command(epilog="Example: morph analyze outputs/toy_demo --metric pixel")
 @click.argument("output", type=click.Path(exists=True, file_okay=False))
 @click.option("--metric", type=click.Choice(["ssim", "pixel", "lpips"]),
@@ -144,37 +139,11 @@ def analyze(output, metric, storm_factor):
     from pathlib import Path
 
     from .analysis import format_summary
+    from .report import reanalyze
 
-    analysis = _call(_reanalyze, output, metric, storm_factor)
+    analysis = _call(reanalyze, Path(output), metric, storm_factor)
     click.echo(format_summary(analysis))
     click.echo(f"-> {analysis.plot}, {analysis.filmstrip} and {Path(output) / 'report.html'}")
-
-
-def _reanalyze(output, metric, storm_factor):
-    """The storm map of an existing render, written beside it and into its manifest."""
-    import json
-    from pathlib import Path
-
-    from .analysis import keyframes_of, storm_map
-    from .files import write_atomic
-    from .report import write_report
-
-    out = Path(output)
-    try:
-        manifest = json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError):
-        raise MorphError(f"{out}: no readable manifest.json; is it a morph output folder?") from None
-    if manifest["kind"] == "grid" or manifest["frame_count"] != len(manifest["frames"]):
-        raise MorphError(f"{out}: a storm map needs a whole walk (this is a {manifest['kind']} of "
-                         f"{len(manifest['frames'])} of {manifest['frame_count']} frames)")
-    settings = manifest["config"].get("analysis") or {}
-    analysis = storm_map(out, [out / "frames" / r["file"] for r in manifest["frames"]], manifest["fps"],
-                         keyframes_of(manifest["frames"], [p["source"] for p in manifest["prompts"]]),
-                         metric or settings.get("metric", "ssim"), storm_factor or settings.get("storm_factor", 3.0))
-    manifest["analysis"] = analysis.to_dict()
-    manifest["report"] = str(write_report(out, manifest))
-    write_atomic(out / "manifest.json", lambda path: path.write_text(json.dumps(manifest, indent=2, allow_nan=False)))
-    return analysis
 
 
 @cli.command(epilog="Example: morph status outputs/cat_kitten")

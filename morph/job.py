@@ -3,7 +3,6 @@
 The only module that knows every stage; `run_job` reads as the numbered script it is.
 """
 
-import json
 import sys
 import time
 from contextlib import nullcontext
@@ -19,7 +18,7 @@ from .config import JobConfig, parse_frame_spec, segment_steps
 from .encode import PromptEncoder
 from .errors import MorphError
 from .files import check_output, write_atomic
-from .manifest import FrameLog, manifest
+from .manifest import FrameLog, manifest, write_manifest
 from .path import GridPath, WalkPath, linspace
 from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
 from .produce import (claimed, missing_after, plan_frames, plan_record, produce, publish, resumed_batch_size,
@@ -199,8 +198,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
                                   frames_per_s=round(rendered / render_s, 3) if rendered else None)
         written["report"] = str(write_report(out, written)) if storms else None
-        write_atomic(out / "manifest.json", lambda path: path.write_text(json.dumps(written, indent=2,
-                                                                                   allow_nan=False)))
+        write_manifest(out, written)
         return written
 
 

@@ -1,5 +1,6 @@
 """What a run records about itself: the environment that decides whether renders match, and the manifest."""
 
+import json
 import platform
 from dataclasses import dataclass, field
 
@@ -8,6 +9,7 @@ import torch
 
 from . import __version__
 from .encode import embedding_shape
+from .files import write_atomic
 
 
 def environment(pipe) -> dict:
@@ -38,6 +40,12 @@ class FrameLog:
         """Note the flags of a rendered batch's kept frames (the others were in the store already)."""
         for name in ("nsfw", "redecoded", "broken"):
             getattr(self, name).extend(i for i, flag, k in zip(chunk, getattr(batch, name), keep) if flag and k)
+
+
+def write_manifest(output, written: dict) -> None:
+    """`output`/manifest.json: strict JSON (no NaN or Infinity), and never half a file."""
+    write_atomic(output / "manifest.json", lambda path: path.write_text(json.dumps(written, indent=2,
+                                                                                   allow_nan=False)))
 
 
 def _prompt_terms(config) -> list[dict]:

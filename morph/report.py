@@ -1,11 +1,15 @@
 """report.html: one self-contained page per walk, for a person to open. Nothing is fetched from the network:
-the video and the pictures are relative links to the files beside it, the styles are inline, there is no script."""
+the video and the pictures are relative links to the files beside it, the styles are inline, there is no script.
+Also `morph analyze`: the storm map and the report of an existing render, again."""
 
 import json
 from html import escape
 from pathlib import Path
 
+from .analysis import Analysis, keyframes_of, storm_map
+from .errors import MorphError
 from .files import write_atomic
+from .manifest import write_manifest
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
@@ -70,3 +74,22 @@ def write_report(output: Path, manifest: dict) -> Path:
     path = output / "report.html"
     write_atomic(path, lambda partial: partial.write_text(page, encoding="utf-8"))
     return path
+
+
+def reanalyze(output: Path, metric: str | None, storm_factor: float | None) -> Analysis:
+    """The storm map of the walk rendered in `output`, from its PNG frames, written beside it with a new report."""
+    try:
+        manifest = json.loads((output / "manifest.json").read_text())
+    except (OSError, ValueError):
+        raise MorphError(f"{output}: no readable manifest.json; is it a morph output folder?") from None
+    if manifest["kind"] == "grid" or manifest["frame_count"] != len(manifest["frames"]):
+        raise MorphError(f"{output}: a storm map needs a whole walk (this is a {manifest['kind']} of "
+                         f"{len(manifest['frames'])} of {manifest['frame_count']} frames)")
+    settings = manifest["config"].get("analysis") or {}
+    analysis = storm_map(output, [output / "frames" / r["file"] for r in manifest["frames"]], manifest["fps"],
+                         keyframes_of(manifest["frames"], [p["source"] for p in manifest["prompts"]]),
+                         metric or settings.get("metric", "ssim"), storm_factor or settings.get("storm_factor", 3.0))
+    manifest["analysis"] = analysis.to_dict()
+    manifest["report"] = str(write_report(output, manifest))
+    write_manifest(output, manifest)
+    return analysis
