@@ -48,13 +48,18 @@ def _lpips_distance():
     return distance
 
 
-def analyze_frames(files: list[Path], metric: str = "ssim", storm_factor: float = 3.0) -> Analysis:
-    """Distances between neighbouring frames (and frames two apart, for blinks), streaming through the PNGs."""
+def distance_function(metric: str):
+    """The change between two downscaled uint8 frames [h, w, 3] under `metric`: ssim, pixel or lpips."""
     if metric not in METRICS:
         raise MorphError(f"metric: {metric!r} is not allowed; expected one of: {', '.join(METRICS)}")
+    return _lpips_distance() if metric == "lpips" else DISTANCES[metric]
+
+
+def analyze_frames(files: list[Path], metric: str = "ssim", storm_factor: float = 3.0) -> Analysis:
+    """Distances between neighbouring frames (and frames two apart, for blinks), streaming through the PNGs."""
+    distance = distance_function(metric)
     if len(files) < 3:
         raise MorphError(f"a storm map needs at least 3 frames; this render has {len(files)}")
-    distance = _lpips_distance() if metric == "lpips" else DISTANCES[metric]
     d, s, before, previous = [], [], None, None
     for path in files:
         frame = downscale(torch.from_numpy(read_png(path)))
@@ -68,9 +73,10 @@ def analyze_frames(files: list[Path], metric: str = "ssim", storm_factor: float 
     return Analysis(metric, d, threshold, summarize(d_t), storm_zones(d_t, threshold), blinks(d_t, s_t, threshold))
 
 
-def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], path: Path) -> None:
+def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], path: Path,
+               before: list[float] | None = None) -> None:
     """storm.png: the distance of every step against video time, storm zones shaded, blinks and keyframes marked;
-    below, the cumulative change against the walk's position."""
+    below, the cumulative change against the walk's position. `before`: the same walk's uniform spacing, in grey."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
@@ -80,6 +86,9 @@ def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], p
     time = [(i + 0.5) / fps for i in range(len(d))]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), height_ratios=[3, 2], constrained_layout=True)
     measure = "1 - SSIM" if analysis.metric == "ssim" else analysis.metric
+    if before is not None:
+        top.plot(time, before, color="#999999", linewidth=1.0, label="the same frame count, uniform spacing")
+        bottom.plot(range(len(before) + 1), torch.cumsum(torch.tensor([0.0, *before]), 0).tolist(), color="#999999")
     top.plot(time, d, color="#1f4e79", linewidth=1.2, label=f"change to the next frame ({measure})")
     top.axhline(analysis.threshold, color="#c0392b", linestyle="--", linewidth=0.8,
                 label=f"storm threshold ({analysis.threshold:.3g})")
@@ -148,11 +157,11 @@ def lpips_missing() -> bool:
 
 
 def storm_map(output: Path, files: list[Path], fps: int, keyframes: list[tuple[int, str]], metric: str,
-              storm_factor: float) -> Analysis:
-    """Analyse a walk's frames and write storm.png and filmstrip.png into `output`."""
+              storm_factor: float, before: list[float] | None = None) -> Analysis:
+    """Analyse a walk's frames and write storm.png and filmstrip.png into `output` (`before`: see storm_plot)."""
     analysis = analyze_frames(files, metric, storm_factor)
     analysis.plot, analysis.filmstrip = str(output / "storm.png"), str(output / "filmstrip.png")
-    storm_plot(analysis, fps, keyframes, Path(analysis.plot))
+    storm_plot(analysis, fps, keyframes, Path(analysis.plot), before)
     strip = filmstrip(analysis, files)
     write_atomic(Path(analysis.filmstrip), lambda path: strip.save(path, format="PNG"))
     return analysis

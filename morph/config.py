@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainValidator, PrivateAttr, Tag, TypeAdapter,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, PrivateAttr, Tag, TypeAdapter,
                       ValidationError, model_validator)
 
 from .config_errors import bad, one_line, short
@@ -119,6 +119,27 @@ class AnalysisSpec(Section):
     """A step is stormy when its change exceeds this many times the median change."""
 
 
+class SpacingSpec(Section):
+    mode: Literal["uniform", "even"] = "uniform"
+    """uniform: equal steps of t; even: frames placed so that neighbours differ by about the same amount."""
+    max_extra_renders: int | None = Field(None, ge=0)
+    """even: most renders beyond the frame count spent on refining the spacing; default: half the frame count."""
+    budget: Literal["segment", "walk"] = "segment"
+    """even: segment keeps each segment's frame count; walk gives frames to the segments that change most."""
+
+    def extra_renders(self, frames: int) -> int:
+        return frames // 2 if self.max_extra_renders is None else self.max_extra_renders
+
+
+def _spacing(value):
+    """`spacing: even` is short for `spacing: {mode: even}`."""
+    return {"mode": value} if isinstance(value, str) else value
+
+
+Spacing = Annotated[SpacingSpec, BeforeValidator(_spacing, json_schema_input_type=Literal["uniform", "even"]
+                                                  | SpacingSpec)]
+
+
 class Limits(Section):
     """Caps that catch typos (frames: 10000000000) before they cost hours; raise them here on purpose."""
 
@@ -204,7 +225,9 @@ class JobConfig(Section):
 
     def pixel_keys(self) -> dict:
         """The keys that decide the pixels, beyond the environment (device, dtype) the manifest records."""
-        skip = {"name", "output", "batch_size", "golden", "fps", "device", "dtype", "compile", "limits", "analysis"}
+        # spacing decides which frames a video shows, not the pixels of a frame at a given t (goldens are uniform)
+        skip = {"name", "output", "batch_size", "golden", "fps", "device", "dtype", "compile", "limits", "analysis",
+                "spacing"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def pixel_hash(self) -> str:
@@ -241,6 +264,8 @@ class _Keyframed(JobConfig):
 
     frames: Frames = 100
     """Total frames, or the steps of each segment ([100, 300] -> 401 frames)."""
+    spacing: Spacing = SpacingSpec()
+    """Where the frames sit along the walk: uniform, even, or {mode: even, max_extra_renders: N, budget: walk}."""
 
     def keyframe_sources(self) -> list[str]:
         raise NotImplementedError

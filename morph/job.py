@@ -24,6 +24,7 @@ from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, 
 from .produce import (claimed, missing_after, plan_frames, plan_record, produce, publish, resumed_batch_size,
                       video_from_store)
 from .report import write_report
+from .respace import even_spacing
 from .render import BatchRenderer, HostCopy, RenderSettings, render_batch, shared_latent
 from .shard import this_process
 from .store import FrameStore
@@ -40,6 +41,10 @@ class PreparedJob:
     settings: RenderSettings
     renderer: BatchRenderer
     timings: dict = field(default_factory=dict)
+
+    def use_path(self, path: WalkPath | GridPath) -> None:
+        """Render frames of `path` from now on (spacing: even places its samples and frames this way)."""
+        self.path, self.renderer.conditionings_for = path, path.conditionings
 
     def frames(self, indices: list[int]):
         """Yield (index, uint8 image [H, W, 3] on the host, NSFW flag) for the chosen frames, batch_size at a time."""
@@ -143,13 +148,23 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         raise MorphError("analysis.metric: lpips needs the lpips package (`pip install lpips`); or use ssim or pixel")
     quiet = quiet or not sys.stderr.isatty()
     shard, store = this_process(), FrameStore(out)
-    with claimed(out, shard):
+    even = config.kind != "grid" and config.spacing.mode == "even"
+    if even and (not full or shard.world > 1):
+        raise MorphError("spacing: even places every frame from renders of the whole walk, in one process; "
+                         "drop --frames and torchrun, or use spacing: uniform")
+    with claimed(out, shard), tqdm(unit="frame", disable=quiet) as bar:
         started = time.perf_counter()
         job = prepare_job(resumed_batch_size(config, store.plan()), verbose=verbose)
-        settings = job.settings
+        settings, log = job.settings, FrameLog()
 
-        # 6. Plan: every frame's key; which aligned batches miss frames in the store
-        plan = plan_frames(job, selection, store, fresh)
+        # 6. Plan: every frame's key; which aligned batches miss frames in the store. spacing: even first renders
+        #    the uniform walk and samples between its frames, then picks the frames among them (all in the store)
+        spaced, render_started = None, time.perf_counter()
+        if even:
+            spaced = even_spacing(job, store, shard, fresh, log, bar, config.analysis.metric,
+                                  config.spacing.extra_renders(count), config.spacing.budget)
+        plan = spaced.plan if spaced else plan_frames(job, selection, store, fresh)
+        bar.total = (bar.total or 0) + len(plan.missing)
         if shard.leader:
             store.save_plan(plan_record(job, plan))
 
@@ -158,12 +173,10 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         make_video = full and not grid and shard.leader
         video_path = out / f"{config.name}.mp4"
         writer = VideoWriter(video_path, settings.width, settings.height, config.fps) if make_video else nullcontext()
-        log = FrameLog()
-        render_started = time.perf_counter()
-        with writer as video, tqdm(total=len(plan.missing), unit="frame", disable=quiet) as bar:
+        with writer as video:
             streaming = video if shard.world == 1 else None
-            rendered = produce(job, plan, store, shard, log, video=streaming,
-                               on_frame=lambda: bar.update(1))
+            rendered = produce(job, plan, store, shard, log, video=streaming, on_frame=lambda: bar.update(1))
+            rendered += spaced.rendered if spaced else 0
             render_s = time.perf_counter() - render_started
             rendered = shard.total(rendered)  # also waits until every rank's frames are in the store
             if not shard.leader:
@@ -189,12 +202,16 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         if full and not grid and count >= 3:
             storms = storm_map(out, [folder / r["file"] for r in records], config.fps,
                                keyframes_of(records, [source for _, source in config.prompt_sources()]),
-                               config.analysis.metric, config.analysis.storm_factor)
+                               config.analysis.metric, config.analysis.storm_factor,
+                               before=spaced.uniform if spaced else None)
 
         # 10. Write the manifest (strict JSON: no NaN or Infinity; never half a file) and, for walks, report.html
-        counts = {"selected": len(selection), "rendered": rendered, "reused": len(selection) - len(plan.missing)}
+        counts = {"selected": len(selection), "rendered": rendered,
+                  "reused": spaced.reused if spaced else len(selection) - len(plan.missing)}
         written = manifest(job, records, log, counts, video, sheet, folder)
         written["analysis"] = storms.to_dict() if storms else None
+        if spaced and storms:
+            written["spacing"] = spaced.record([job.path.position(i) for i in selection], storms.distances)
         written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
                                   frames_per_s=round(rendered / render_s, 3) if rendered else None)
         written["report"] = str(write_report(out, written)) if storms else None

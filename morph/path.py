@@ -4,6 +4,8 @@ Conditionings are computed per batch from the keyframes, so memory does not grow
 number of frames.
 """
 
+import copy
+
 import torch
 
 from .ops import INTERPOLATE, add_scaled
@@ -42,6 +44,16 @@ class WalkPath:
 
     def __len__(self):
         return len(self.t)
+
+    def placed(self, segment, t):
+        """The same walk with frames at segment [F] (long), t [F] (float64) instead: spacing other than uniform."""
+        path = copy.copy(self)
+        path.segment, path.t = torch.as_tensor(segment, dtype=torch.long), torch.as_tensor(t, dtype=torch.float64)
+        return path
+
+    def position(self, i):
+        """Where frame i sits along the whole walk: segment + t, from 0 to the number of segments."""
+        return int(self.segment[i]) + float(self.t[i])
 
     def sources(self):
         """The tensors every frame is computed from: the keyframes, [L, D] each."""

@@ -37,6 +37,34 @@ def _summary(analysis: dict) -> str:
     ])
 
 
+def _spacing(spacing: dict | None) -> str:
+    """Even spacing against the uniform walk of the same frame count, when the walk was re-spaced."""
+    if not spacing:
+        return ""
+
+    def figures(summary: dict | None) -> str:
+        if not summary:
+            return "–"
+        ratio = f"{summary['max_over_median']:.1f}" if summary["max_over_median"] else "inf"
+        return f"smoothness {summary['smoothness']:.3f}, max/median {ratio}"
+
+    uniform, even = spacing["uniform"], spacing["even"]
+    jumps = "; ".join(f"segment {d['segment']}, t {d['from_t']:.6f} → {d['to_t']:.6f} (change {d['change']:.3g})"
+                      for d in spacing["discontinuities"]) or "none"
+    rows = _rows([
+        ("uniform spacing (grey in the plot)", figures(uniform["summary"])),
+        ("even spacing (this video)", figures(even["summary"])),
+        ("uniform, steps across discontinuities left out", figures(uniform["summary_without_discontinuities"])),
+        ("even, steps across discontinuities left out", figures(even["summary_without_discontinuities"])),
+        ("renders: frames + extra (most extra allowed)",
+         f"{spacing['renders'] - spacing['extra_renders']} + {spacing['extra_renders']} "
+         f"({spacing['max_extra_renders']}), budget per {spacing['budget']}"),
+        ("discontinuities (no spacing can spread them)", jumps),
+    ])
+    measure = "1 - SSIM" if spacing["metric"] == "ssim" else spacing["metric"]
+    return f"<h2>Even spacing (change measured as {escape(measure)})</h2>\n<table>{rows}</table>\n"
+
+
 def write_report(output: Path, manifest: dict) -> Path:
     """Write `output`/report.html for the run described by `manifest` (a walk with its analysis) and return it."""
     analysis = manifest["analysis"]
@@ -63,7 +91,7 @@ def write_report(output: Path, manifest: dict) -> Path:
 <h2>Where the picture changes</h2>
 <img src="storm.png" alt="change between neighbouring frames against video time, storm zones shaded">
 <table>{_summary(analysis)}</table>
-<h2>The biggest jumps</h2>
+{_spacing(manifest.get("spacing"))}<h2>The biggest jumps</h2>
 <img src="filmstrip.png" alt="frames around the biggest jumps">
 <h2>The job</h2>
 <pre>{escape(json.dumps(manifest['config'], indent=2))}</pre>
@@ -86,9 +114,12 @@ def reanalyze(output: Path, metric: str | None, storm_factor: float | None) -> A
         raise MorphError(f"{output}: a storm map needs a whole walk (this is a {manifest['kind']} of "
                          f"{len(manifest['frames'])} of {manifest['frame_count']} frames)")
     settings = manifest["config"].get("analysis") or {}
+    metric = metric or settings.get("metric", "ssim")
+    spacing = manifest.get("spacing")
+    before = spacing["uniform"]["distances"] if spacing and spacing["metric"] == metric else None  # comparable only
     analysis = storm_map(output, [output / "frames" / r["file"] for r in manifest["frames"]], manifest["fps"],
                          keyframes_of(manifest["frames"], [p["source"] for p in manifest["prompts"]]),
-                         metric or settings.get("metric", "ssim"), storm_factor or settings.get("storm_factor", 3.0))
+                         metric, storm_factor or settings.get("storm_factor", 3.0), before)
     manifest["analysis"] = analysis.to_dict()
     manifest["report"] = str(write_report(output, manifest))
     write_manifest(output, manifest)

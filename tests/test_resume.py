@@ -42,8 +42,11 @@ def stored(out):
 
 
 def start(config_path, out):
+    # Ctrl-C's default action back in the child: a shell that starts pytest in the background ignores SIGINT,
+    # and a child that inherits that ignores the test's SIGINT (Python installs no KeyboardInterrupt handler)
     return subprocess.Popen([sys.executable, "-m", "morph", "run", str(config_path), "--out", str(out), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_frames(out, at_least, process, limit=120):
