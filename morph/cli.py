@@ -6,6 +6,7 @@ permission) is one line too, with exit code 1.
 """
 
 import os
+import re
 import shlex
 import sys
 import warnings
@@ -14,6 +15,7 @@ import click
 
 from . import __version__
 from .config import TOLERANCES, load_config
+from .presets import PRESET_NAMES
 from .errors import MorphError
 
 
@@ -126,6 +128,8 @@ def run(config, output, model, frames, batch_size, device, compile_, fresh, quie
     reused = f", {manifest['reused']} reused from the store" if manifest["reused"] else ""
     click.echo(f"{manifest['rendered']} frames rendered{reused} in {manifest['timings']['total_s']:.1f} s{speed} "
                f"-> {made}")
+    for delivered in manifest.get("deliveries") or []:
+        click.echo(_delivered(delivered))
 
 
 @cli.command(epilog="Example: morph analyze outputs/toy_demo --metric pixel")
@@ -144,6 +148,39 @@ def analyze(output, metric, storm_factor):
     analysis = _call(reanalyze, Path(output), metric, storm_factor)
     click.echo(format_summary(analysis))
     click.echo(f"-> {analysis.plot}, {analysis.filmstrip} and {Path(output) / 'report.html'}")
+
+
+@cli.command(epilog="Example: morph export outputs/toy_demo --preset tiktok --fit pad --pad blur")
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option("--preset", type=click.Choice(PRESET_NAMES), required=True, help="Which platform's file to make.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="File to write (default: beside the master).")
+@click.option("--fit", type=click.Choice(["none", "pad", "crop"]), help="Reach the platform's aspect by padding or "
+                                                                        "cropping (default: the job's video.fit).")
+@click.option("--pad", metavar="P", help="What padding shows: blur, black, white or #RRGGBB.")
+@click.option("--loop", type=click.Choice(["none", "pingpong"]), help="pingpong: forward, then back.")
+@click.option("--hold-ends", type=click.FloatRange(min=0, max=60), metavar="SECONDS",
+              help="Hold the first and last frames this long.")
+@click.option("--direction", type=click.Choice(["forward", "reverse"]), help="reverse: last frame first.")
+def export(output, preset, out, fit, pad, loop, hold_ends, direction):
+    """Make a platform's file from the walk rendered in OUTPUT, from its PNG frames; nothing is rendered."""
+    from pathlib import Path
+
+    from .delivery import export as export_file
+
+    if pad is not None and not re.fullmatch(r"blur|black|white|#[0-9a-fA-F]{6}", pad):
+        raise _UserError(f"--pad: {pad!r} is not blur, black, white or #RRGGBB")
+    reverse = None if direction is None else direction == "reverse"
+    made = _call(export_file, Path(output), preset, Path(out) if out else None,
+                 {"fit": fit, "pad": pad, "loop": loop, "hold_ends": hold_ends, "reverse": reverse})
+    click.echo(_delivered(made))
+
+
+def _delivered(made: dict) -> str:
+    """One line per platform file: where, what it holds, and what was changed to fit."""
+    held = f", each frame held {made['repeat']}x" if made["repeat"] > 1 else ""
+    notes = f" ({'; '.join(made['notes'])})" if made["notes"] else ""
+    return (f"-> {made['file']}: {made['width']}x{made['height']}, {made['fps']:g} fps{held}, "
+            f"{made['duration']:.2f} s, {made['bytes'] / 1e6:.2f} MB{notes}")
 
 
 @cli.command(epilog="Example: morph status outputs/cat_kitten")

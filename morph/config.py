@@ -18,6 +18,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 from .config_errors import bad, one_line, short
 from .errors import MorphError
 from .expr import parse_number, parse_prompt_expression
+from .presets import PRESET_NAMES, VideoOptions
 
 TOLERANCES = ("exact", "same-device", "cross-device")  # golden presets, defined in golden.py
 MAX_TEXT = 10_000  # characters in one prompt text; CLIP reads 77 tokens of it anyway
@@ -140,6 +141,42 @@ Spacing = Annotated[SpacingSpec, BeforeValidator(_spacing, json_schema_input_typ
                                                   | SpacingSpec)]
 
 
+class VideoSpec(Section):
+    """The files made from the frames: the master MP4 always, and one file per platform preset."""
+
+    preset: Literal[PRESET_NAMES] | None = None
+    """One platform file besides the master: x, instagram, tiktok, youtube, youtube-shorts, gif, webm."""
+    presets: list[Literal[PRESET_NAMES]] = []
+    """Several: [tiktok, gif, webm] (master is always written)."""
+    fit: Literal["none", "pad", "crop"] = "none"
+    """none keeps the render's aspect; pad or crop reach the platform's (9:16 on vertical-first platforms)."""
+    pad: str = Field("black", pattern=r"^(blur|black|white|#[0-9a-fA-F]{6})$")
+    """What fit: pad fills with: blur (a blurred copy of the frame), black, white or #RRGGBB."""
+    loop: Literal["none", "pingpong"] = "none"
+    """pingpong: forward, then back from the same frames (no frame twice at a turn)."""
+    hold_ends: float = Field(0.0, ge=0, le=60)
+    """Seconds the first and last frames are held."""
+    reverse: bool = False
+    """Show the walk from its last frame to its first."""
+
+    def platforms(self) -> list[str]:
+        """The platform files to make, in order, each once (not the master, which streams while rendering)."""
+        names = ([self.preset] if self.preset else []) + self.presets
+        return [n for i, n in enumerate(names) if n != "master" and n not in names[:i]]
+
+    def options(self) -> VideoOptions:
+        return VideoOptions(self.fit, self.pad, self.loop, self.hold_ends, self.reverse)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.preset and self.presets:
+            raise MorphError("video: give preset (one) or presets (a list), not both")
+        if self.options() != VideoOptions() and not self.platforms():
+            raise MorphError("video: fit, pad, loop, hold_ends and reverse shape the platform files, and the "
+                             "master is the walk itself; add a preset such as tiktok or gif")
+        return self
+
+
 class Limits(Section):
     """Caps that catch typos (frames: 10000000000) before they cost hours; raise them here on purpose."""
 
@@ -227,7 +264,7 @@ class JobConfig(Section):
         """The keys that decide the pixels, beyond the environment (device, dtype) the manifest records."""
         # spacing decides which frames a video shows, not the pixels of a frame at a given t (goldens are uniform)
         skip = {"name", "output", "batch_size", "golden", "fps", "device", "dtype", "compile", "limits", "analysis",
-                "spacing"}
+                "spacing", "video"}
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def pixel_hash(self) -> str:
@@ -266,6 +303,8 @@ class _Keyframed(JobConfig):
     """Total frames, or the steps of each segment ([100, 300] -> 401 frames)."""
     spacing: Spacing = SpacingSpec()
     """Where the frames sit along the walk: uniform, even, or {mode: even, max_extra_renders: N, budget: walk}."""
+    video: VideoSpec = VideoSpec()
+    """Platform files besides the master MP4: {preset: tiktok, fit: pad, loop: pingpong}; see README."""
 
     def keyframe_sources(self) -> list[str]:
         raise NotImplementedError

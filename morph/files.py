@@ -4,6 +4,7 @@ Every PNG, MP4 and manifest is written under a temporary name in its folder and 
 complete, so a crash, a full disk or Ctrl-C never leaves a truncated file under a final name.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -59,3 +60,15 @@ def check_output(folder: Path, subfolder: str, files: list[str], frames: int, fr
     if free < needed:
         warnings.warn(f"{folder} has {free / 2**20:.0f} MiB free, and {frames} frames may need about "
                       f"{needed / 2**20:.0f} MiB", stacklevel=2)
+
+
+def read_walk(output: Path, needs: str) -> dict:
+    """The manifest of a whole walk rendered in `output`, for a command that `needs` one (e.g. "a storm map")."""
+    try:
+        manifest = json.loads((output / "manifest.json").read_text())
+    except (OSError, ValueError):
+        raise MorphError(f"{output}: no readable manifest.json; is it a morph output folder?") from None
+    if manifest["kind"] == "grid" or manifest["frame_count"] != len(manifest["frames"]):
+        raise MorphError(f"{output}: {needs} needs a whole walk (this is a {manifest['kind']} of "
+                         f"{len(manifest['frames'])} of {manifest['frame_count']} frames)")
+    return manifest

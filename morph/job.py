@@ -15,6 +15,7 @@ from tqdm import tqdm
 from .acceleration import auto_batch_size, channels_last, compile_pipeline
 from .analysis import keyframes_of, lpips_missing, storm_map
 from .config import JobConfig, parse_frame_spec, segment_steps
+from .delivery import check_platforms, deliver_all
 from .encode import PromptEncoder
 from .errors import MorphError
 from .files import check_output, write_atomic
@@ -144,6 +145,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     folder = out / ("cells" if grid else "frames")
     check_output(out, folder.name, ["manifest.json", "grid.png" if grid else f"{config.name}.mp4"], len(selection),
                  (config.height or 512) * (config.width or 512))
+    if full and not grid:
+        check_platforms(config, count)
     if full and not grid and config.analysis.metric == "lpips" and lpips_missing():
         raise MorphError("analysis.metric: lpips needs the lpips package (`pip install lpips`); or use ssim or pixel")
     quiet = quiet or not sys.stderr.isatty()
@@ -188,8 +191,12 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             if video is not None and streaming is None:
                 video_from_store(plan, store, video)
 
-        # 8. Publish the frames under their names (links into the store); grids: the contact sheet
+        # 8. Publish the frames under their names (links into the store); walks: the platform files made from them;
+        #    grids: the contact sheet
         publish(plan, store, selection, folder, lambda i: job.path.describe(i)["file"], full)
+        records = [job.path.describe(i) for i in selection]
+        files = [folder / r["file"] for r in records]
+        deliveries = deliver_all(config, files, out) if make_video else []
         sheet = None
         if grid and full:
             sheet = out / "grid.png"
@@ -197,10 +204,9 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             write_atomic(sheet, lambda path: image.save(path, format="PNG"))
 
         # 9. Walks and edits (of 3 frames or more): the storm map of the published frames (storm.png, filmstrip.png)
-        records = [job.path.describe(i) for i in selection]
         storms = None
         if full and not grid and count >= 3:
-            storms = storm_map(out, [folder / r["file"] for r in records], config.fps,
+            storms = storm_map(out, files, config.fps,
                                keyframes_of(records, [source for _, source in config.prompt_sources()]),
                                config.analysis.metric, config.analysis.storm_factor,
                                before=spaced.uniform if spaced else None)
@@ -210,6 +216,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
                   "reused": spaced.reused if spaced else len(selection) - len(plan.missing)}
         written = manifest(job, records, log, counts, video, sheet, folder)
         written["analysis"] = storms.to_dict() if storms else None
+        written["deliveries"] = deliveries
         if spaced and storms:
             written["spacing"] = spaced.record([job.path.position(i) for i in selection], storms.distances)
         written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),

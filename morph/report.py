@@ -7,8 +7,7 @@ from html import escape
 from pathlib import Path
 
 from .analysis import Analysis, keyframes_of, storm_map
-from .errors import MorphError
-from .files import write_atomic
+from .files import read_walk, write_atomic
 from .manifest import write_manifest
 
 STYLE = """
@@ -65,6 +64,17 @@ def _spacing(spacing: dict | None) -> str:
     return f"<h2>Even spacing (change measured as {escape(measure)})</h2>\n<table>{rows}</table>\n"
 
 
+def _deliveries(deliveries: list[dict] | None) -> str:
+    """Links to the platform files beside the report, with what each holds."""
+    if not deliveries:
+        return ""
+    items = "\n".join(
+        f'<li><a href="{escape(Path(d["file"]).name)}">{escape(Path(d["file"]).name)}</a>: {d["preset"]}, '
+        f'{d["width"]} × {d["height"]}, {d["fps"]:g} fps, {d["duration"]:.2f} s, {d["bytes"] / 1e6:.2f} MB'
+        f'{escape("; " + "; ".join(d["notes"])) if d["notes"] else ""}</li>' for d in deliveries)
+    return f"<h2>Files for the platforms</h2>\n<ul>{items}</ul>\n"
+
+
 def write_report(output: Path, manifest: dict) -> Path:
     """Write `output`/report.html for the run described by `manifest` (a walk with its analysis) and return it."""
     analysis = manifest["analysis"]
@@ -91,7 +101,7 @@ def write_report(output: Path, manifest: dict) -> Path:
 <h2>Where the picture changes</h2>
 <img src="storm.png" alt="change between neighbouring frames against video time, storm zones shaded">
 <table>{_summary(analysis)}</table>
-{_spacing(manifest.get("spacing"))}<h2>The biggest jumps</h2>
+{_spacing(manifest.get("spacing"))}{_deliveries(manifest.get("deliveries"))}<h2>The biggest jumps</h2>
 <img src="filmstrip.png" alt="frames around the biggest jumps">
 <h2>The job</h2>
 <pre>{escape(json.dumps(manifest['config'], indent=2))}</pre>
@@ -106,13 +116,7 @@ def write_report(output: Path, manifest: dict) -> Path:
 
 def reanalyze(output: Path, metric: str | None, storm_factor: float | None) -> Analysis:
     """The storm map of the walk rendered in `output`, from its PNG frames, written beside it with a new report."""
-    try:
-        manifest = json.loads((output / "manifest.json").read_text())
-    except (OSError, ValueError):
-        raise MorphError(f"{output}: no readable manifest.json; is it a morph output folder?") from None
-    if manifest["kind"] == "grid" or manifest["frame_count"] != len(manifest["frames"]):
-        raise MorphError(f"{output}: a storm map needs a whole walk (this is a {manifest['kind']} of "
-                         f"{len(manifest['frames'])} of {manifest['frame_count']} frames)")
+    manifest = read_walk(output, "a storm map")
     settings = manifest["config"].get("analysis") or {}
     metric = metric or settings.get("metric", "ssim")
     spacing = manifest.get("spacing")

@@ -1,0 +1,209 @@
+"""Files for the platforms, made from a walk's lossless PNG frames with the ffmpeg that imageio-ffmpeg ships.
+
+Nothing is rendered here, blended or interpolated: every frame of a file is one rendered frame, cropped, scaled
+or padded; a rate the platform needs is reached by holding every frame the same whole number of times. Each
+file is read back and checked against its preset before it takes its final name.
+"""
+
+import re
+import subprocess
+from dataclasses import fields, replace
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+
+from .errors import MorphError
+from .files import partial_name, read_walk
+from .presets import PRESETS, DeliveryPlan, Shape, VideoOptions, plan
+from .video import read_png
+
+MASTER_CRF = 16  # the master's x264 quality (video.py); the platform files use the same
+WEBM_CRF = 24  # VP9 quality whose PSNR against the PNG frames is about the master's (README: the test measures it)
+MAX_RATE = 25_000_000  # bits/s: the highest rate these platforms list; keeps the H.264 level what phones decode
+MAX_ZONES = 120_000  # characters of x264 zones: one argument to ffmpeg must stay under Linux's 128 KiB
+KEYFRAME_S = 2.0  # seconds between keyframes of a file with held frames, where the platform does not say
+GIF_SHRINK = 0.75  # a GIF over its size limit is made again this much smaller, down to GIF_SMALLEST px
+GIF_SMALLEST = 32
+
+
+def _graph(shape: Shape, pad: str, gif: bool) -> str:
+    """The ffmpeg filter graph from the rendered frames [0:v] to the file's frames [v]."""
+    steps = [f"crop={shape.crop[2]}:{shape.crop[3]}:{shape.crop[0]}:{shape.crop[1]}"] if shape.crop else []
+    steps.append(f"scale={shape.content[0]}:{shape.content[1]}:flags=lanczos")
+    chain = ",".join(steps)
+    if not shape.pad:
+        graph = f"[0:v]{chain}[c]"
+    elif pad == "blur":  # the frame itself, enlarged to cover the canvas and blurred, behind the frame
+        graph = (f"[0:v]split[f][b];[b]scale={shape.width}:{shape.height}:force_original_aspect_ratio=increase,"
+                 f"crop={shape.width}:{shape.height},boxblur=luma_radius=min(h\\,w)/16:luma_power=2[bg];[f]{chain}[fg];"
+                 "[bg][fg]overlay=(W-w)/2:(H-h)/2[c]")
+    else:
+        colour = pad.replace("#", "0x")
+        graph = f"[0:v]{chain},pad={shape.width}:{shape.height}:(ow-iw)/2:(oh-ih)/2:color={colour}[c]"
+    if gif:  # one palette made from all the frames, then used for each
+        return graph + ";[c]split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=sierra2_4a[v]"
+    return graph + ";[c]format=yuv420p[v]"
+
+
+def _codec(delivery: DeliveryPlan) -> list[str]:
+    preset = delivery.preset
+    if preset.container == "gif":
+        return ["-loop", "0"]
+    if preset.container == "webm":
+        return ["-c:v", "libvpx-vp9", "-crf", str(WEBM_CRF), "-b:v", "0", "-row-mt", "1", "-deadline", "good",
+                "-cpu-used", "2"]
+    args = ["-c:v", "libx264", "-profile:v", "high", "-crf", str(MASTER_CRF), "-preset", "medium",
+            "-movflags", "+faststart"]
+    if preset.name == "master":
+        return args
+    caps = [MAX_RATE] + ([preset.max_bitrate] if preset.max_bitrate else [])
+    if preset.max_bytes:  # 10 % left for the container and the encoder's overshoot
+        caps.append(int(0.9 * preset.max_bytes * 8 / delivery.duration))
+    args += ["-maxrate", str(min(caps)), "-bufsize", str(min(caps))]
+    if delivery.repeat > 1 or len(set(delivery.timeline)) < len(delivery.timeline):
+        args += _held(delivery)
+    elif preset.keyframe_s:
+        keyint = max(1, round(preset.keyframe_s * delivery.fps))
+        args += ["-x264-params", f"keyint={keyint}:min-keyint={keyint}:scenecut=0"]
+    return args
+
+
+def _held(delivery: DeliveryPlan) -> list[str]:
+    """x264 settings under which a held frame decodes exactly like the frame it repeats: no B-frames (a B-frame
+    between two renders would mix them); after its first showing, a frame's repeats (and a held end's) coded at
+    the coarsest quantizer, so every block is skipped, a copy of the frame before; keyframes only where a run of
+    repeats starts, the first such place after every 2 s or the platform's interval (an automatic one could
+    fall inside a run)."""
+    n, runs, start = delivery.repeat, [], 0
+    for k in range(1, len(delivery.timeline) + 1):
+        if k == len(delivery.timeline) or delivery.timeline[k] != delivery.timeline[start]:
+            runs.append((start * n, k * n - 1))  # file frames showing one rendered frame
+            start = k
+    zones = "/".join(f"{first + 1},{last},q=51" for first, last in runs if last > first)
+    if len(zones) > MAX_ZONES:
+        raise MorphError(f"video: {delivery.preset.name} at {delivery.fps:g} fps holds each of "
+                         f"{len(delivery.timeline)} frames {n} times, more than one file can say; export a shorter "
+                         "walk, or use a preset that takes the walk's own rate")
+    keyframes, due = [], 0.0
+    for first, _ in runs:
+        if first / delivery.fps >= due:
+            keyframes.append(first)
+            due = first / delivery.fps + (delivery.preset.keyframe_s or KEYFRAME_S)
+    return ["-x264-params", f"bframes=0:keyint=infinite:scenecut=0:zones={zones}",
+            "-force_key_frames", ",".join(f"{f / delivery.fps:.6f}" for f in keyframes)]
+
+
+def encode(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str = "black") -> None:
+    """Write `delivery` of the PNG `frames` to `path` (under a temporary name until it is whole)."""
+    first = read_png(frames[0])
+    height, width = first.shape[:2]
+    partial = partial_name(path)
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", f"{delivery.fps:g}",
+               "-i", "-", "-filter_complex", _graph(delivery.shape, pad, delivery.preset.container == "gif"),
+               "-map", "[v]", *_codec(delivery), "-r", f"{delivery.fps:g}", "-f", delivery.preset.container, str(partial)]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for index in delivery.timeline:
+            image = np.ascontiguousarray(read_png(frames[index])).tobytes()
+            for _ in range(delivery.repeat):
+                process.stdin.write(image)
+        process.stdin.close()
+        error = process.stderr.read().decode(errors="replace").strip()
+        if process.wait() != 0:
+            raise MorphError(f"ffmpeg could not write {path.name}: {error.splitlines()[-1] if error else 'no message'}")
+        partial.replace(path)
+    except BaseException:
+        process.kill()
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def probe(path: Path) -> dict:
+    """What a video file holds, read back with ffmpeg: codec, profile, level, pixel format, size, fps, frames,
+    duration, bytes."""
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    info = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+    stream = re.search(r"Video: (\w+)(?: \(([^)]*)\))?.*?, (\w+)(?:\([^)]*\))?, (\d+)x(\d+)", info)
+    if not stream:
+        raise MorphError(f"{path}: ffmpeg finds no video stream in it")
+    fps = re.search(r"([\d.]+) fps", info)
+    frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(path))
+    level = None
+    if stream.group(1) == "h264":
+        trace = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path), "-c", "copy", "-bsf:v", "trace_headers",
+                                "-frames:v", "1", "-f", "null", "-"], capture_output=True, text=True).stderr
+        found = re.search(r"level_idc\s+\S+ = (\d+)", trace)
+        level = int(found.group(1)) / 10 if found else None
+    return {"codec": stream.group(1), "profile": stream.group(2) if stream.group(1) == "h264" else None,
+            "level": level, "pix_fmt": stream.group(3), "width": int(stream.group(4)),
+            "height": int(stream.group(5)), "fps": float(fps.group(1)) if fps else None, "frames": frames,
+            "duration": seconds, "bytes": path.stat().st_size}
+
+
+def check(delivery: DeliveryPlan, found: dict) -> list[str]:
+    """Where a written file breaks its preset's limits (empty: it meets them all)."""
+    preset, problems = delivery.preset, []
+    expected = {"mp4": ("h264", "yuv420p"), "webm": ("vp9", "yuv420p"), "gif": ("gif", None)}[preset.container]
+    if found["codec"] != expected[0] or (expected[1] and found["pix_fmt"] != expected[1]):
+        problems.append(f"{found['codec']} {found['pix_fmt']}, not {expected[0]} {expected[1] or ''}")
+    if preset.container == "mp4" and found["profile"] != "High":
+        problems.append(f"H.264 profile {found['profile']}, not High")
+    if found["frames"] != delivery.frames:
+        problems.append(f"{found['frames']} frames, not {delivery.frames}")
+    if (found["width"], found["height"]) != (delivery.shape.width, delivery.shape.height) or found["width"] % 2:
+        problems.append(f"{found['width']}x{found['height']}, not {delivery.shape.width}x{delivery.shape.height}")
+    if preset.max_bytes and found["bytes"] > preset.max_bytes:
+        problems.append(f"{found['bytes']} bytes, over {preset.name}'s {preset.max_bytes}")
+    return problems
+
+
+def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: VideoOptions) -> dict:
+    """Make, read back and check one platform file; a GIF over its size limit is made smaller until it fits."""
+    height, width = read_png(frames[0]).shape[:2]
+    delivery = plan(preset, len(frames), fps, width, height, options)
+    while True:
+        encode(delivery, frames, path, options.pad)
+        found = probe(path)
+        problems = check(delivery, found)
+        too_big = delivery.preset.container == "gif" and any("bytes" in p for p in problems)
+        if not too_big or delivery.shape.width * GIF_SHRINK < GIF_SMALLEST:
+            break
+        smaller = int(delivery.shape.width * GIF_SHRINK)
+        delivery.shape = Shape(smaller - smaller % 2, 2 * round(delivery.shape.height * GIF_SHRINK / 2),
+                               content=(smaller - smaller % 2, 2 * round(delivery.shape.height * GIF_SHRINK / 2)),
+                               notes=delivery.shape.notes + [f"made smaller to stay under {preset}'s size limit"])
+    if problems:
+        path.unlink()
+        raise MorphError(f"{path.name} would break {preset}'s limits ({'; '.join(problems)}); not written")
+    return {"preset": preset, "file": str(path), "fps": delivery.fps, "repeat": delivery.repeat,
+            "shown_frames": len(delivery.timeline), "notes": delivery.shape.notes, **found}
+
+
+def check_platforms(config, count: int) -> None:
+    """Before rendering: every platform file the job asks for can be made (duration, aspect, frame rate), or a
+    MorphError that says what to change. An unset size is the model's own, square for every SD family."""
+    for preset in config.video.platforms():
+        plan(preset, count, config.fps, config.width or 512, config.height or 512, config.video.options())
+
+
+def deliver_all(config, frames: list[Path], output: Path) -> list[dict]:
+    """The job's platform files, from its published frames."""
+    return [deliver(preset, frames, config.fps, output / f"{config.name}{PRESETS[preset].suffix}",
+                    config.video.options()) for preset in config.video.platforms()]
+
+
+def export(output: Path, preset: str, out: Path | None = None, overrides: dict | None = None) -> dict:
+    """`morph export`: a platform file from a finished walk's frames, nothing rendered; `overrides` (fit, pad,
+    loop, hold_ends, reverse; None keeps the job's own) change how the frames are shown."""
+    manifest = read_walk(output, "export")
+    frames = [output / "frames" / r["file"] for r in manifest["frames"]]
+    missing = [f.name for f in frames if not f.is_file()]
+    if missing:
+        raise MorphError(f"{output}: frames {missing[:5]} are missing; run the job again to restore them")
+    saved = VideoOptions(**{k: v for k, v in (manifest["config"].get("video") or {}).items()
+                            if k in {f.name for f in fields(VideoOptions)}})
+    options = replace(saved, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    return deliver(preset, frames, manifest["fps"], out or output / f"{manifest['name']}{PRESETS[preset].suffix}",
+                   options)

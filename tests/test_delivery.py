@@ -1,0 +1,222 @@
+"""Platform files: rates, order and geometry planned exactly; files read back against the presets (= README)."""
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import tiny_job
+from morph.cli import cli
+from morph.config import load_config
+from morph.delivery import export, probe
+from morph.errors import MorphError
+from morph.job import run_job
+from morph.presets import PRESETS, VideoOptions, container_rate, plan, shape, timeline
+from morph.video import read_png
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def decoded(path):
+    frames = imageio_ffmpeg.read_frames(str(path))
+    width, height = next(frames)["size"]
+    return [np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in frames]
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
+    return 10 * np.log10(255**2 / mse) if mse else np.inf
+
+
+# --- the plan: pure arithmetic ---
+
+def test_the_walk_keeps_its_rate_or_is_held_a_whole_number_of_times():
+    assert container_rate(PRESETS["x"], 20) == (20, 1)  # X takes up to 60 fps
+    assert container_rate(PRESETS["tiktok"], 20) == (60, 3)
+    assert container_rate(PRESETS["instagram"], 20) == (60, 3)
+    assert container_rate(PRESETS["youtube"], 20) == (20, 1)  # "other frame rates are also acceptable"
+    assert container_rate(PRESETS["tiktok"], 25) == (25, 1)
+    assert container_rate(PRESETS["instagram"], 15) == (60, 4)
+    assert container_rate(PRESETS["gif"], 20) == (20, 1)
+    assert container_rate(PRESETS["tiktok"], 12) == (60, 5)
+    with pytest.raises(MorphError, match="no whole multiple of fps: 7"):
+        container_rate(PRESETS["tiktok"], 7)
+
+
+def test_pingpong_bounces_without_showing_a_frame_twice_at_a_turn():
+    assert timeline(5, "pingpong") == [0, 1, 2, 3, 4, 3, 2, 1]  # and then the loop starts again at 0
+    assert timeline(5, "none", reverse=True) == [4, 3, 2, 1, 0]
+    assert timeline(3, "none", hold_frames=2) == [0, 0, 0, 1, 2, 2, 2]
+    assert timeline(3, "pingpong", hold_frames=1) == [0, 0, 1, 2, 2, 1]
+
+
+def test_pad_and_crop_keep_the_render_unstretched_at_nine_to_sixteen():
+    padded = shape(PRESETS["tiktok"], 512, 512, "pad")
+    assert (padded.width, padded.height, padded.content, padded.crop) == (720, 1280, (720, 720), None)
+    cropped = shape(PRESETS["tiktok"], 512, 512, "crop")
+    assert cropped.crop == (112, 0, 288, 512) and (cropped.width, cropped.height) == (720, 1280)
+    assert 288 / 512 == 720 / 1280 == 9 / 16
+    square = shape(PRESETS["tiktok"], 512, 512, "none")  # stays square, scaled to TikTok's least 720 px
+    assert (square.width, square.height) == (720, 720)
+    odd = shape(PRESETS["youtube-shorts"], 64, 64, "pad")
+    assert (odd.width, odd.height) == (64, 114) and any("rounded to 64x114" in n for n in odd.notes)
+    assert odd.width % 2 == 0 and odd.height % 2 == 0
+    with pytest.raises(MorphError, match="set video.fit: pad or crop"):
+        shape(PRESETS["x"], 1024, 256, "none")  # 4:1 is wider than X takes
+
+
+def test_a_walk_shorter_than_the_platform_takes_is_refused_with_fixes_that_work():
+    with pytest.raises(MorphError) as refused:
+        plan("tiktok", 30, 20, 64, 64)
+    message = str(refused.value)
+    assert "needs at least 3 s" in message and "1.50 s" in message
+    frames = int(re.search(r"render at least (\d+) frames", message).group(1))
+    hold = float(re.search(r"video.hold_ends: ([\d.]+)", message).group(1))
+    assert plan("tiktok", frames, 20, 64, 64).duration >= 3
+    assert plan("tiktok", 30, 20, 64, 64, VideoOptions(hold_ends=hold)).duration >= 3
+    assert "pingpong" in str(pytest.raises(MorphError, plan, "tiktok", 40, 20, 64, 64).value)
+    assert plan("tiktok", 40, 20, 64, 64, VideoOptions(loop="pingpong")).duration >= 3
+
+
+def test_the_readme_table_is_the_presets():
+    for p in PRESETS.values():
+        fps = "/".join(f"{r:g}" for r in p.fps_allowed) if p.fps_allowed else f"{p.fps_range[0]:g}–{p.fps_range[1]:g}"
+        row = f"| `{p.name}` | {p.container} | {fps} |"
+        assert row in README, row
+
+
+# --- files from a render ---
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory):
+    """A toy walk of 8 frames (each visibly different) with files for X, TikTok (padded, held ends), YouTube, GIF
+    and WebM."""
+    folder = tmp_path_factory.mktemp("delivery")
+    config = load_config(tiny_job(folder, "walk", model="toy", prompts=["a red circle", "a blue square"], frames=8,
+                                  num_inference_steps=10, height=None, width=None, video={
+        "presets": ["x", "tiktok", "youtube", "gif", "webm"], "fit": "pad", "pad": "blur", "hold_ends": 1.5}))
+    manifest = run_job(config, quiet=True)
+    frames = [read_png(config.output_dir / "frames" / r["file"]) for r in manifest["frames"]]
+    return config.output_dir, manifest, frames
+
+
+def test_every_file_reads_back_within_its_preset(walk):
+    out, manifest, _ = walk
+    made = {d["preset"]: d for d in manifest["deliveries"]}
+    assert sorted(made) == ["gif", "tiktok", "webm", "x", "youtube"]
+    shown = 8 + 2 * 30  # 1.5 s held at each end, at 20 fps
+    for name, d in made.items():
+        preset, found = PRESETS[name], probe(Path(d["file"]))
+        assert found == {k: d[k] for k in found}  # what the run recorded is what the file holds
+        assert Path(d["file"]).name == f"walk{preset.suffix}"
+        assert found["frames"] == shown * d["repeat"]
+        assert found["duration"] == pytest.approx(shown / 20, abs=0.02)
+        if preset.duration:
+            assert preset.duration[0] <= found["duration"] <= preset.duration[1]
+        if preset.fps_allowed:
+            assert found["fps"] in preset.fps_allowed
+        else:
+            assert preset.fps_range[0] <= found["fps"] <= preset.fps_range[1]
+        assert found["width"] % 2 == 0 and found["height"] % 2 == 0
+        if preset.long_side:
+            assert max(found["width"], found["height"]) <= preset.long_side
+        if preset.min_short_side:
+            assert min(found["width"], found["height"]) >= preset.min_short_side
+        if preset.max_bytes:
+            assert found["bytes"] <= preset.max_bytes
+        if preset.container == "mp4":
+            assert (found["codec"], found["profile"], found["pix_fmt"]) == ("h264", "High", "yuv420p")
+            assert found["level"] <= 4.2
+    assert (made["webm"]["codec"], made["webm"]["pix_fmt"]) == ("vp9", "yuv420p")
+    assert made["gif"]["codec"] == "gif"
+    assert (made["tiktok"]["width"], made["tiktok"]["height"]) == (720, 1280)  # padded to 9:16
+    assert (made["x"]["width"], made["x"]["height"]) == (64, 64)  # X takes a square: nothing to pad
+
+
+def test_sixty_fps_holds_every_render_exactly_three_times(walk):
+    out, manifest, _ = walk
+    frames = decoded(out / "walk.tiktok.mp4")
+    groups = [frames[3 * k:3 * k + 3] for k in range(len(frames) // 3)]
+    assert len(frames) == 3 * len(groups)
+    assert all(np.array_equal(g[0], g[1]) and np.array_equal(g[0], g[2]) for g in groups)
+    firsts = [g[0] for g in groups]
+    changes = [not np.array_equal(a, b) for a, b in zip(firsts, firsts[1:])]
+    assert changes == [False] * 30 + [True] * 7 + [False] * 30  # held start, the 8 renders, held end
+
+
+def test_padding_keeps_the_render_whole_and_centred(walk):
+    out, _, frames = walk
+    first = decoded(out / "walk.tiktok.mp4")[0]
+    middle = first[280:1000]  # the 720 x 720 render, between 280 px of blurred copy above and below
+    scaled = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(frames[0]).resize((720, 720)))
+    assert psnr(middle, scaled) > 20 and psnr(first[:280], scaled[:280]) < psnr(middle, scaled)
+
+
+def test_the_files_show_the_renders_in_order(walk):
+    out, _, frames = walk
+    shown = decoded(out / "walk.x.mp4")  # X takes 20 fps: one file frame per shown frame
+    nearest = [int(np.argmax([psnr(s, f) for f in frames])) for s in shown]
+    assert nearest == [0] * 31 + list(range(1, 7)) + [7] * 31
+
+
+def test_webm_quality_matches_the_master(walk):
+    out, _, frames = walk
+    master = np.mean([psnr(a, b) for a, b in zip(decoded(out / "walk.mp4"), frames)])
+    webm = decoded(out / "walk.webm")
+    webm = np.mean([psnr(a, b) for a, b in zip(webm[30:38], frames)])  # after the held first frame
+    assert webm > master - 3, (webm, master)
+
+
+def test_export_renders_nothing_and_bounces(walk, monkeypatch):
+    out, _, frames = walk
+    import morph.pipeline
+
+    monkeypatch.setattr(morph.pipeline, "load_model", lambda *a, **k: pytest.fail("export loaded a model"))
+    stored = sorted(p.name for p in (out / ".store").iterdir())
+    result = CliRunner().invoke(cli, ["export", str(out), "--preset", "gif", "--loop", "pingpong", "--hold-ends", "0",
+                                      "--out", str(out / "bounce.gif")])
+    assert result.exit_code == 0, result.output
+    assert "bounce.gif: 64x64, 20 fps" in result.output
+    assert sorted(p.name for p in (out / ".store").iterdir()) == stored
+    shown = decoded(out / "bounce.gif")
+    nearest = [int(np.argmax([psnr(s, f) for f in frames])) for s in shown]
+    assert nearest == [0, 1, 2, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2, 1]
+
+
+def test_a_gif_over_its_limit_is_made_smaller_or_refused(walk, monkeypatch, tmp_path):
+    out, _, _ = walk
+    full = export(out, "gif", tmp_path / "full.gif", {"hold_ends": 0})["bytes"]
+    monkeypatch.setitem(PRESETS, "gif", replace(PRESETS["gif"], max_bytes=int(full * 0.8)))
+    smaller = export(out, "gif", tmp_path / "smaller.gif", {"hold_ends": 0})
+    assert smaller["width"] < 64 and any("smaller" in n for n in smaller["notes"])
+    monkeypatch.setitem(PRESETS, "gif", replace(PRESETS["gif"], max_bytes=100))
+    with pytest.raises(MorphError, match="would break gif's limits"):
+        export(out, "gif", tmp_path / "never.gif", {"hold_ends": 0})
+    assert not (tmp_path / "never.gif").exists()
+
+
+def test_a_too_short_walk_is_refused_before_any_model_loads(tmp_path):
+    path = tiny_job(tmp_path, model="no/such-model", frames=6, video={"preset": "tiktok"})
+    result = CliRunner().invoke(cli, ["run", str(path), "--quiet"])
+    assert result.exit_code == 2 and "tiktok needs at least 3 s" in result.output
+    assert "render at least 60 frames" in result.output and "hold_ends" in result.output
+
+
+def test_video_options_without_a_platform_and_two_preset_keys_are_one_line(tmp_path):
+    for video, expected in [({"loop": "pingpong"}, "add a preset"), ({"preset": "gif", "presets": ["x"]}, "not both"),
+                            ({"preset": "vimeo"}, "video.preset")]:
+        result = CliRunner().invoke(cli, ["run", str(tiny_job(tmp_path, video=video)), "--quiet"])
+        assert result.exit_code == 2 and expected in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_manifest_and_the_report_list_the_files(walk):
+    out, manifest, _ = walk
+    assert json.loads((out / "manifest.json").read_text())["deliveries"] == manifest["deliveries"]
+    page = (out / "report.html").read_text()
+    assert all(f'href="walk{PRESETS[p].suffix}"' in page for p in ("x", "tiktok", "youtube", "gif", "webm"))
