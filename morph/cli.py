@@ -200,14 +200,20 @@ def status(output):
 @click.argument("sentence")
 @click.option("--model", metavar="M", help="Whose tokenizer: a cached hub id, a folder, tiny or toy "
                                             "(default: Stable Diffusion 1.x's CLIP tokenizer, shipped with morph).")
+@click.option("--embedding", "embeddings", metavar="FILE", multiple=True,
+              help="A textual-inversion .safetensors file whose token the sentence uses (repeatable).")
 @VERBOSE_OPTION
-def tokens(sentence, model, verbose):
+def tokens(sentence, model, embeddings, verbose):
     """Show the token slots of SENTENCE: index (BOS = 0), token, and the word it belongs to."""
     _quiet(verbose)
     from .encode import slot_table
-    from .pipeline import load_tokenizer
+    from .pipeline import load_tokenizer, read_embedding
 
     tokenizer = _call(load_tokenizer, model)
+    for path in embeddings:
+        token, parts = _call(read_embedding, path, None)
+        rows = next(iter(parts.values())).shape[0]  # a token of several vectors is as many slots
+        tokenizer.add_tokens([token] + [f"{token}_{i}" for i in range(1, rows)])
     table = slot_table(tokenizer, sentence)
     for index, token, word in table:
         click.echo(f"{index:3d}  {token:<20} {word}")

@@ -102,6 +102,13 @@ class GridSpec(Section):
     """Columns add k times a third prompt."""
 
 
+class Embedding(Section):
+    path: Text
+    """A textual-inversion .safetensors file."""
+    token: str | None = Field(None, pattern=r"^\S+$")
+    """The token prompts use for it; default: the file's own, or <file name>."""
+
+
 class GoldenSpec(Section):
     tolerance: Literal[TOLERANCES] | None = None
     """Preset for `morph golden check`; unset: same-device or cross-device by the environments compared."""
@@ -192,7 +199,11 @@ class JobConfig(Section):
     name: str = Field("job", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
     """Names the output folder and the video; default: the config file's name."""
     model: Text
-    """A diffusers model id, a local diffusers folder, toy or tiny."""
+    """A diffusers model id or local folder (SD 1.x, 2.x or XL: read from its files), toy, tiny, tiny-sd2, tiny-sdxl."""
+    vae: str | None = Field(None, min_length=1)
+    """A diffusers VAE folder or hub id to use instead of the model's (e.g. madebyollin/sdxl-vae-fp16-fix)."""
+    embeddings: list[Text | Embedding] = []
+    """Textual-inversion .safetensors files, each a path or {path, token}: its token works in prompts."""
     interpolation: Literal["lerp", "slerp"] = "slerp"
     """lerp, or slerp per token row (direction along the great circle, length linear)."""
     seed: int = Field(0, ge=0, le=2**64 - 1)

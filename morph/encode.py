@@ -6,39 +6,60 @@ import warnings
 import torch
 
 from .errors import MorphError
-from .ops import replace_rows, weighted_sum
-
-
-def embedding_shape(tokenizer, text_encoder) -> tuple[int, int]:
-    """(L, D): token slots per prompt and channels per slot, as the model defines them."""
-    return tokenizer.model_max_length, text_encoder.config.hidden_size
+from .family import family_of, pooled_dim
+from .ops import weighted_sum
 
 
 class PromptEncoder:
-    """Encodes each distinct text once, the way diffusers' encode_prompt does, and combines them."""
+    """Encodes each distinct text once, the way the family's pipeline encodes a prompt, and combines them.
 
-    def __init__(self, tokenizer, text_encoder):
-        self.tokenizer, self.text_encoder = tokenizer, text_encoder
+    `pairs`: (tokenizer, text encoder) of each encoder whose hidden states are laid side by side
+    (SDXL: two). `penultimate`: SDXL takes the last-but-one hidden state. `pooled`: channels of the
+    last encoder's pooled projection, carried as an extra last row (see family.py).
+    """
+
+    def __init__(self, pairs, penultimate: bool = False, pooled: int | None = None, zero_empty_negative: bool = False,
+                 expand=None):
+        self.pairs, self.penultimate, self.pooled = list(pairs), penultimate, pooled
+        self.expand = expand or (lambda text, tokenizer: text)  # a textual-inversion token of n vectors -> n tokens
+        self.zero_empty_negative = zero_empty_negative
+        self.tokenizer = self.pairs[0][0]
+        widths = [encoder.config.hidden_size for _, encoder in self.pairs]
+        self.columns = [slice(sum(widths[:i]), sum(widths[:i + 1])) for i in range(len(widths))]
         self._cache: dict[str, torch.Tensor] = {}
 
     @property
     def device(self) -> torch.device:
-        return self.text_encoder.device
+        return self.pairs[0][1].device
 
     def text(self, text: str) -> torch.Tensor:
-        """The full hidden-state tensor of one prompt, padding slots included: [L, D]."""
+        """The full hidden-state tensor of one prompt, padding slots included: [L, D] (SDXL: [L + 1, D])."""
         if text not in self._cache:
-            max_length = self.tokenizer.model_max_length
-            n_tokens = len(self.tokenizer(text).input_ids)
-            if n_tokens > max_length:
-                warnings.warn(f"prompt {text!r} is {n_tokens} tokens; the text encoder keeps the first {max_length}",
-                              stacklevel=2)
-            ids = self.tokenizer(text, padding="max_length", max_length=max_length, truncation=True,
-                                 return_tensors="pt").input_ids
-            with torch.no_grad():
-                hidden = self.text_encoder(ids.to(self.device))[0]
-            self._cache[text] = hidden[0].to(self.text_encoder.dtype)
+            parts, pooled = [], None
+            for tokenizer, encoder in self.pairs:
+                max_length = tokenizer.model_max_length
+                expanded = self.expand(text, tokenizer)
+                n_tokens = len(tokenizer(expanded).input_ids)
+                if n_tokens > max_length:
+                    warnings.warn(f"prompt {text!r} is {n_tokens} tokens; the text encoder keeps the first "
+                                  f"{max_length}", stacklevel=2)
+                ids = tokenizer(expanded, padding="max_length", max_length=max_length, truncation=True,
+                                return_tensors="pt").input_ids
+                with torch.no_grad():
+                    out = encoder(ids.to(self.device), output_hidden_states=self.penultimate)
+                parts.append(out.hidden_states[-2][0] if self.penultimate else out[0][0])
+                pooled = out[0][0]  # SDXL: the last encoder's text_embeds
+            hidden = torch.cat(parts, dim=-1)
+            if self.pooled:
+                row = torch.zeros(1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
+                row[0, :self.pooled] = pooled
+                hidden = torch.cat([hidden, row])
+            self._cache[text] = hidden.to(self.pairs[0][1].dtype)
         return self._cache[text]
+
+    def negative(self, text: str) -> torch.Tensor:
+        """The negative prompt's tensor; an empty one is all zeros where the pipeline does that (SDXL)."""
+        return torch.zeros_like(self.text(text)) if not text and self.zero_empty_negative else self.text(text)
 
     def terms(self, terms: dict[str, float]) -> torch.Tensor:
         """A weighted sum of prompts, {text: weight} -> [L, D]."""
@@ -49,22 +70,40 @@ class PromptEncoder:
         """`base` [L, D] with only the slots of `word` replaced by the slot rows of the values.
 
         Each value's rows come from encoding the base sentence with the value written in place of
-        the word, so the rows carry their sentence context.
+        the word, so the rows carry their sentence context. With two encoders (SDXL) each finds the
+        word's slots with its own tokenizer and replaces them in its own channels; the pooled row
+        becomes the values' sentences' pooled vectors, weighted alike.
         """
         start, end = find_word(base, word, occurrence)
-        base_slots = slots or slots_in_span(self.tokenizer, base, start, end)
-        rows, weights = [], []
-        for value, weight in value_terms.items():
-            sentence = base[:start] + value + base[end:]
-            value_slots = slots or slots_in_span(self.tokenizer, sentence, start, start + len(value))
-            if len(value_slots) != len(base_slots):
-                raise MorphError(
-                    f"edit: {value!r} spans {len(value_slots)} token slot(s) {token_names(self.tokenizer, sentence, value_slots)}"
-                    f" but {word!r} spans {len(base_slots)} {token_names(self.tokenizer, base, base_slots)};"
-                    " edit values must have as many tokens as the word (see `morph tokens`)")
-            rows.append(self.text(sentence)[value_slots])
-            weights.append(weight)
-        return replace_rows(self.text(base), weighted_sum(rows, weights), torch.tensor(base_slots))
+        edited = self.text(base).clone()
+        sentences = {value: base[:start] + value + base[end:] for value in value_terms}
+        weights = list(value_terms.values())
+        for (tokenizer, _), columns in zip(self.pairs, self.columns):
+            base_slots = slots or slots_in_span(tokenizer, base, start, end)
+            rows = []
+            for value, sentence in sentences.items():
+                value_slots = slots or slots_in_span(tokenizer, sentence, start, start + len(value))
+                if len(value_slots) != len(base_slots):
+                    raise MorphError(
+                        f"edit: {value!r} spans {len(value_slots)} token slot(s) "
+                        f"{token_names(tokenizer, sentence, value_slots)} but {word!r} spans {len(base_slots)} "
+                        f"{token_names(tokenizer, base, base_slots)}; edit values must have as many tokens as the "
+                        "word (see `morph tokens`)")
+                rows.append(self.text(sentence)[value_slots, columns])
+            edited[base_slots, columns] = weighted_sum(rows, weights)
+        if self.pooled:
+            edited[-1] = weighted_sum([self.text(s)[-1] for s in sentences.values()], weights)
+        return edited
+
+
+def prompt_encoder(pipe) -> PromptEncoder:
+    """The family's prompt encoder for a loaded pipeline."""
+    expand = getattr(pipe, "maybe_convert_prompt", None)
+    if family_of(pipe) == "sdxl":
+        return PromptEncoder([(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)],
+                             penultimate=True, pooled=pooled_dim(pipe),
+                             zero_empty_negative=pipe.config.force_zeros_for_empty_prompt, expand=expand)
+    return PromptEncoder([(pipe.tokenizer, pipe.text_encoder)], expand=expand)
 
 
 def words_of(sentence: str) -> list[str]:
@@ -114,6 +153,6 @@ def slot_table(tokenizer, sentence: str) -> list[tuple[int, str, str]]:
     words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\w+|[^\w\s]+", sentence)]
     table = []
     for i, (token_id, (a, b)) in enumerate(zip(ids, offsets)):
-        word = next((w for s, e, w in words if a < e and b > s), "") if b > a else ""
+        word = "".join(w for s, e, w in words if a < e and b > s) if b > a else ""  # "<sparkle>": one token
         table.append((i, tokenizer.convert_ids_to_tokens(token_id), word))
     return table

@@ -18,7 +18,7 @@ MAX_WEIGHT = 1000.0  # |weight| of a prompt; beyond it half-precision conditioni
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<number>\d+(?:\.\d*)?|\.\d+)
-      | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+      | (?P<name>[A-Za-z_][A-Za-z0-9_]*|<[^<>\s"']+>)  # <token>: a textual-inversion token
       | (?P<string>"[^"]*"|'[^']*')
       | (?P<op>[-+*/()])
     )""",

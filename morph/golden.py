@@ -123,8 +123,11 @@ def load_golden(directory: Path) -> dict:
 
 
 def config_changes(golden: dict, config: JobConfig) -> list[str]:
-    """'key: old -> new' for every pixel-deciding key that differs from the goldens' config."""
-    old, new = golden["config"], config.pixel_keys()
+    """'key: old -> new' for every pixel-deciding key that differs from the goldens' config. A key the goldens
+    do not have (added to morph after they were made) that is at its default changes nothing."""
+    new, fields = config.pixel_keys(), type(config).model_fields
+    old = {**{k: v for k, v in new.items() if k in fields and v == fields[k].get_default(call_default_factory=True)},
+           **golden["config"]}
     return [f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}"
             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 

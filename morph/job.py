@@ -16,7 +16,7 @@ from .acceleration import auto_batch_size, channels_last, compile_pipeline
 from .analysis import keyframes_of, lpips_missing, storm_map
 from .config import JobConfig, parse_frame_spec, segment_steps
 from .delivery import check_platforms, deliver_all
-from .encode import PromptEncoder
+from .encode import PromptEncoder, prompt_encoder
 from .errors import MorphError
 from .files import check_output, write_atomic
 from .manifest import FrameLog, manifest, write_manifest
@@ -97,16 +97,17 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
 
     # 2. Load the model, in the memory layout that is fastest on its device
     started = time.perf_counter()
-    loaded = load_model(config.model, device, dtype, config.scheduler, config.safety_checker)
+    loaded = load_model(config.model, device, dtype, config.scheduler, config.safety_checker, config.vae,
+                        [e if isinstance(e, str) else e.model_dump() for e in config.embeddings])
     pipe = loaded.pipe
     channels_last(pipe)
     timings["load_s"] = time.perf_counter() - started
 
     # 3. Encode the prompts, each distinct text once, into full [L, D] tensors
     started = time.perf_counter()
-    encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
+    encoder = prompt_encoder(pipe)
     path = _build_path(config, encoder)
-    negative = encoder.text(config.negative_prompt)
+    negative = encoder.negative(config.negative_prompt)
     _refuse_non_finite(config, path, negative)
     timings["encode_s"] = time.perf_counter() - started
 

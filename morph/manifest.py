@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .encode import embedding_shape
+from .family import conditioning_shape, family_of, prediction_type, vae_decodes_in_float32
 from .files import write_atomic
 
 
@@ -75,7 +75,11 @@ def manifest(job, records: list[dict], log: FrameLog, counts: dict, video, sheet
         "batch_size_backoffs": renderer.backoffs,
         "height": job.settings.height,
         "width": job.settings.width,
-        "embedding_shape": list(embedding_shape(pipe.tokenizer, pipe.text_encoder)),
+        "family": family_of(pipe),
+        "prediction_type": prediction_type(pipe),
+        "embedding_shape": conditioning_shape(pipe)["tokens"],
+        "pooled_dim": conditioning_shape(pipe)["pooled"],
+        "vae_decode": "float32" if vae_decodes_in_float32(pipe) else str(pipe.vae.dtype).removeprefix("torch."),
         "prompts": _prompt_terms(config),
         "frame_count": len(job.path),
         **counts,

@@ -63,13 +63,6 @@ def weighted_sum(tensors, weights):
     return total.to(tensors[0].dtype)
 
 
-def replace_rows(base, rows, slots):
-    """Copy of base [L, D] with rows [S, D] written into the slot indices slots [S]."""
-    out = base.clone()
-    out[slots] = rows
-    return out
-
-
 def add_scaled(base, direction, k):
     """base [B, L, D] + k [B] * direction [L, D], in float64, cast back: [B, L, D]."""
     out = base.double() + k.double().view(-1, 1, 1).to(base.device) * direction.double()

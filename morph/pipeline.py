@@ -115,29 +115,63 @@ def _hub_revision(model: str) -> str | None:
     return Path(index).parent.name if isinstance(index, str) else None
 
 
-def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: str | None,
-               safety_checker: bool) -> LoadedModel:
-    """Load the pipeline named by `model`, move it to `device`/`dtype`, swap the scheduler if asked."""
-    scheduler_cls = scheduler_class(scheduler) if scheduler else None
-    if model == "tiny":
-        if safety_checker:
-            raise MorphError("safety_checker: the built-in tiny model has no safety checker; set it to false")
-        from .tiny import build_pipeline
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")  # SD 1.x and 2.x; SDXL
 
-        pipe, location, revision = build_pipeline(), "built in code", None
+
+def _pipeline_class(model: str, location: str):
+    """The diffusers pipeline class the model's own model_index.json names: its family decides, not a flag."""
+    import diffusers
+
+    name = _from_pretrained(diffusers.DiffusionPipeline.load_config, location).get("_class_name")
+    if name not in PIPELINES:
+        raise MorphError(f"model: {model!r} is a {name}; morph renders Stable Diffusion 1.x, 2.x and XL "
+                         f"({', '.join(PIPELINES)})")
+    return getattr(diffusers, name)
+
+
+def load_vae(vae: str, dtype: torch.dtype):
+    """A VAE to use instead of the model's: a diffusers VAE folder (or a model folder with vae/) or hub id."""
+    from diffusers import AutoencoderKL
+
+    if vae.endswith((".safetensors", ".ckpt", ".pt")):
+        raise MorphError(f"vae: {vae!r} is a single file; give a diffusers VAE folder or hub id "
+                         "(such as madebyollin/sdxl-vae-fp16-fix)")
+    subfolder = "vae" if (Path(vae) / "vae" / "config.json").is_file() else None
+    return _from_pretrained(AutoencoderKL.from_pretrained, vae, subfolder=subfolder, torch_dtype=dtype,
+                            use_safetensors=True)
+
+
+def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: str | None,
+               safety_checker: bool, vae: str | None = None, embeddings: list | None = None) -> LoadedModel:
+    """Load the pipeline named by `model` (its family read from its files), move it to `device`/`dtype`, swap
+    the scheduler or the VAE if asked, and load textual-inversion embeddings."""
+    scheduler_cls = scheduler_class(scheduler) if scheduler else None
+    if model.split("-")[0] == "tiny":
+        from .tiny import BUILT_IN
+
+        if model not in BUILT_IN:
+            raise MorphError(f"model: {model!r} is not built in; the tiny models are {', '.join(BUILT_IN)}")
+        if safety_checker:
+            raise MorphError("safety_checker: the built-in tiny models have no safety checker; set it to false")
+        pipe, location, revision = BUILT_IN[model](), "built in code", None
         if dtype != torch.float32:  # built in float32; hub and toy weights load in `dtype` directly
             pipe = pipe.to(dtype=dtype)
+        if vae:
+            pipe.vae = load_vae(vae, dtype)
     else:
-        from diffusers import StableDiffusionPipeline
-
         location = _location(model)
+        cls = _pipeline_class(model, location)
         kwargs = {"dtype": dtype, "use_safetensors": True}
-        if not safety_checker:
+        if not safety_checker and cls.__name__ == "StableDiffusionPipeline":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
-        pipe = _from_pretrained(StableDiffusionPipeline.from_pretrained, location, **kwargs)
+        if vae:
+            kwargs["vae"] = load_vae(vae, dtype)
+        pipe = _from_pretrained(cls.from_pretrained, location, **kwargs)
         revision = _hub_revision(location)
-        if safety_checker and pipe.safety_checker is None:
+        if safety_checker and getattr(pipe, "safety_checker", None) is None:
             raise MorphError(f"safety_checker: true, but {model!r} ships no safety checker; set it to false")
+    for embedding in embeddings or []:
+        load_embedding(pipe, embedding)
     pipe = pipe.to(device)
     if scheduler_cls is not None:
         pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
@@ -160,7 +194,7 @@ def load_tokenizer(model: str | None):
         from .clip_bpe import sd15_tokenizer
 
         return sd15_tokenizer()
-    if model == "tiny":
+    if model in ("tiny", "tiny-sd2", "tiny-sdxl"):  # they share one tokenizer
         from .tiny import build_tokenizer
 
         return build_tokenizer()
@@ -180,3 +214,44 @@ def load_tokenizer(model: str | None):
         raise MorphError(f"model: {model!r} has a tokenizer without a usable model_max_length "
                          f"({tokenizer.model_max_length}); is it a Stable Diffusion model?")
     return tokenizer
+
+
+def read_embedding(path: str, token: str | None) -> tuple[str, dict]:
+    """A textual-inversion file: (its token, {encoder part: rows [n, D]}). Parts: "" for SD 1.x/2.x files (one
+    tensor), "clip_l" and "clip_g" for SDXL's. The token is the one given, the file's own, or <file name>."""
+    if not path.endswith(".safetensors"):
+        raise MorphError(f"embeddings: {path!r} is not a .safetensors file; morph loads no pickle files")
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path)
+    except Exception as e:
+        raise MorphError(f"embeddings: {path!r} cannot be read as safetensors ({type(e).__name__})") from None
+    if {"clip_l", "clip_g"} <= set(state):
+        return token or f"<{Path(path).stem}>", {"clip_l": state["clip_l"], "clip_g": state["clip_g"]}
+    if len(state) == 1:
+        (own, rows), = state.items()
+        name = token or (own if own not in ("emb_params", "*") else f"<{Path(path).stem}>")
+        return name, {"": rows if rows.dim() == 2 else rows[None]}
+    raise MorphError(f"embeddings: {path!r} holds {sorted(state)[:4]}; expected one tensor, or clip_l and clip_g")
+
+
+def load_embedding(pipe, embedding) -> None:
+    """Load one `embeddings:` entry (a path, or {path, token}) into the tokenizer(s) and text encoder(s)."""
+    path, token = (embedding, None) if isinstance(embedding, str) else (embedding["path"], embedding.get("token"))
+    token, parts = read_embedding(path, token)
+    xl = getattr(pipe, "text_encoder_2", None) is not None
+    if xl != ("clip_l" in parts):
+        raise MorphError(f"embeddings: {path!r} is made for {'SDXL' if 'clip_l' in parts else 'SD 1.x/2.x'}, "
+                         f"and the model is {'SDXL' if xl else 'SD 1.x/2.x'}")
+    targets = [(parts["clip_l"], pipe.text_encoder, pipe.tokenizer),
+               (parts["clip_g"], pipe.text_encoder_2, pipe.tokenizer_2)] if xl else \
+        [(parts[""], pipe.text_encoder, pipe.tokenizer)]
+    for rows, encoder, tokenizer in targets:
+        if rows.shape[-1] != encoder.config.hidden_size:
+            raise MorphError(f"embeddings: {path!r} has {rows.shape[-1]} channels, and the text encoder "
+                             f"{encoder.config.hidden_size}; it was made for another model")
+        try:
+            pipe.load_textual_inversion(rows.to(encoder.dtype), token=token, text_encoder=encoder, tokenizer=tokenizer)
+        except ValueError as e:
+            raise MorphError(f"embeddings: {path!r}: {str(e).splitlines()[0]}") from None

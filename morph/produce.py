@@ -16,7 +16,7 @@ import torch
 
 from .errors import MorphError
 from .render import HostCopy
-from .store import FrameStore, OutputLock, digest, folder_digest, frame_identity
+from .store import FrameStore, OutputLock, digest, file_digest, folder_digest, frame_identity
 from .writer import FrameWriter
 
 
@@ -31,6 +31,8 @@ def render_identity(job) -> dict:
             "height": job.settings.height, "width": job.settings.width, "seed": config.seed,
             "negative_prompt": config.negative_prompt, "dtype": str(pipe.unet.dtype), "device": pipe.device.type,
             "compiled": config.compile, "safety_checker": config.safety_checker,
+            "vae": config.vae and (folder_digest(Path(config.vae)) if Path(config.vae).is_dir() else config.vae),
+            "embeddings": [file_digest(Path(e if isinstance(e, str) else e.path)) for e in config.embeddings],
             # on the CPU the thread count changes the summation order, and so the last bit of a pixel
             "cpu_threads": torch.get_num_threads() if pipe.device.type == "cpu" else None}
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .errors import MorphError
+from .family import pipeline_inputs, vae_decodes_in_float32
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,17 @@ class Batch:
 
 
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Latents [B, C, h, w] -> images [B, 3, H, W] in -1..1, as the stock pipeline decodes them."""
-    return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    """Latents [B, C, h, w] -> images [B, 3, H, W] in -1..1, as the stock pipeline decodes them (a VAE with
+    latents_mean/std, as some SDXL ones have, is denormalized with them)."""
+    latents = latents.to(vae.dtype)
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is not None and std is not None:
+        shape = (1, -1, 1, 1)
+        latents = latents * torch.tensor(std).view(shape).to(latents) / vae.config.scaling_factor + \
+            torch.tensor(mean).view(shape).to(latents)
+    else:
+        latents = latents / vae.config.scaling_factor
+    return vae.decode(latents, return_dict=False)[0]
 
 
 def broken_frames(images: torch.Tensor) -> torch.Tensor:
@@ -65,8 +75,7 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
     """
     batch = conds.shape[0]
     latents = pipe(
-        prompt_embeds=on_device(pipe, conds),
-        negative_prompt_embeds=on_device(pipe, negative).expand(batch, -1, -1),
+        **pipeline_inputs(pipe, on_device(pipe, conds), on_device(pipe, negative).expand(batch, -1, -1)),
         latents=on_device(pipe, latent).expand(batch, -1, -1, -1),
         # One generator per frame, all on the same seed: schedulers that add noise while sampling
         # give every frame the same noise, whatever batch the frame falls in.
@@ -77,13 +86,18 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
         guidance_scale=settings.guidance_scale,
         output_type="latent",  # decoded below, so that a bad decode can be redone in float32
     ).images
-    images = decode(pipe.vae, latents)
+    if float32_vae is not None and vae_decodes_in_float32(pipe):  # SDXL's VAE overflows in float16
+        images = decode(float32_vae(), latents.float()).to(latents.dtype)
+    else:
+        images = decode(pipe.vae, latents)
     bad = broken_frames(images)
     redecoded = bad.clone()
     if bad.any() and float32_vae is not None and pipe.vae.dtype != torch.float32:
         images[bad] = decode(float32_vae(), latents[bad].float()).to(images.dtype)
         bad = broken_frames(images)
-    images, nsfw = pipe.run_safety_checker(images, pipe.device, images.dtype)
+    nsfw = None
+    if hasattr(pipe, "run_safety_checker"):  # SDXL pipelines have none
+        images, nsfw = pipe.run_safety_checker(images, pipe.device, images.dtype)
     nsfw = [bool(f) for f in nsfw] if nsfw is not None else [False] * batch
     images = pipe.image_processor.postprocess(images, output_type="pt", do_denormalize=[not f for f in nsfw])
     return Batch(to_uint8(images.permute(0, 2, 3, 1)), nsfw, redecoded.tolist(), bad.tolist())

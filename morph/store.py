@@ -37,10 +37,21 @@ def folder_digest(folder: Path) -> str:
     sha = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".txt")):
         sha.update(str(path.relative_to(folder)).encode())
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 24):
-                sha.update(chunk)
+        _hash_file(sha, path)
     return sha.hexdigest()[:32]
+
+
+def file_digest(path: Path) -> str:
+    """One file's bytes (a textual-inversion embedding), by content."""
+    sha = hashlib.sha256()
+    _hash_file(sha, path)
+    return sha.hexdigest()[:32]
+
+
+def _hash_file(sha, path: Path) -> None:
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            sha.update(chunk)
 
 
 def frame_identity(config, record: dict) -> dict:

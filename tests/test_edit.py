@@ -5,7 +5,7 @@ import torch
 from click.testing import CliRunner
 
 from morph.cli import cli
-from morph.encode import PromptEncoder, find_word, slot_table, slots_in_span
+from morph.encode import find_word, prompt_encoder, slot_table, slots_in_span
 from morph.errors import MorphError
 from morph.tiny import build_pipeline, build_tokenizer
 
@@ -13,7 +13,7 @@ from morph.tiny import build_pipeline, build_tokenizer
 @pytest.fixture(scope="module")
 def encoder():
     pipe = build_pipeline()
-    return PromptEncoder(pipe.tokenizer, pipe.text_encoder)
+    return prompt_encoder(pipe)
 
 
 def test_a_one_token_word_is_found_by_name():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from morph.ops import add_scaled, lerp, replace_rows, slerp, weighted_sum
+from morph.ops import add_scaled, lerp, slerp, weighted_sum
 
 
 def rand(*shape, seed=0):
@@ -69,13 +69,6 @@ def test_slerp_keeps_dtype_and_is_computed_in_float64():
 def test_weighted_sum_matches_hand_arithmetic():
     cat, tabby = rand(77, 8, seed=7), rand(77, 8, seed=8)
     assert torch.allclose(weighted_sum([cat, tabby], [1.0, 3 / 7]), cat + 3 / 7 * tabby, atol=1e-6)
-
-
-def test_replace_rows_touches_only_the_slots():
-    base, rows = rand(10, 4, seed=9), rand(2, 4, seed=10)
-    out = replace_rows(base, rows, torch.tensor([3, 4]))
-    assert torch.equal(out[3:5], rows)
-    assert torch.equal(out[:3], base[:3]) and torch.equal(out[5:], base[5:])
 
 
 def test_add_scaled():

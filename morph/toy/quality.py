@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from ..encode import PromptEncoder
+from ..encode import prompt_encoder
 from ..pipeline import load_model
 from ..render import RenderSettings, render_batch, shared_latent
 from .scenes import COLOURS, SHAPES, SIZES, caption, draw, measure
@@ -29,7 +29,7 @@ def held_out_captions() -> list[tuple[str, str, str | None]]:
 
 def render_captions(pipe, captions: list[str], seeds: list[int], steps: int, guidance: float) -> list[np.ndarray]:
     """One uint8 picture [64, 64, 3] per caption, each from its own seed's starting latent."""
-    encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
+    encoder = prompt_encoder(pipe)
     negative = encoder.text("")
     settings = RenderSettings(64, 64, steps, guidance, 0)
     images = []
