@@ -320,6 +320,16 @@ class _Keyframed(JobConfig):
     def keyframe_sources(self) -> list[str]:
         raise NotImplementedError
 
+    def keyframe_settings(self) -> list[dict]:
+        """Each keyframe's seed, negative_prompt and guidance_scale (the top level's unless a keyframe sets its own)."""
+        return [{"seed": self.seed, "negative_prompt": self.negative_prompt, "guidance_scale": self.guidance_scale}
+                for _ in self.keyframe_sources()]
+
+    def varying(self) -> list[str]:
+        """The settings that differ between keyframes: walked along with the prompts."""
+        settings = self.keyframe_settings()
+        return [k for k in ("seed", "negative_prompt", "guidance_scale") if len({s[k] for s in settings}) > 1]
+
     def frame_count(self) -> int:
         return sum(segment_steps(self.frames, len(self.keyframe_sources()))) + 1
 
@@ -344,18 +354,46 @@ class _Keyframed(JobConfig):
         return raw
 
 
+class Keyframe(Section):
+    """A keyframe with its own settings; what it does not set comes from the top level."""
+
+    prompt: Text
+    """The keyframe's prompt (a text, or an expression over `define`)."""
+    seed: int | None = Field(None, ge=0, le=2**64 - 1)
+    """Its starting noise; between keyframes the noise is slerped (a seed walk)."""
+    negative_prompt: str | None = Field(None, max_length=MAX_TEXT)
+    """Its negative prompt (a text, or an expression over `define`); interpolated like the prompts."""
+    guidance_scale: float | None = Field(None, ge=0, le=100)
+    """Its classifier-free guidance; linear between keyframes."""
+
+
 class WalkJob(_Keyframed):
     """A walk through two or more keyframe prompts."""
 
-    prompts: list[Text] = Field(min_length=2)
-    """Keyframes in order (texts, or expressions over `define`)."""
+    prompts: list[Text | Keyframe] = Field(min_length=2)
+    """Keyframes in order: texts (or expressions over `define`), or {prompt, seed, negative_prompt, guidance_scale}."""
     kind: ClassVar[str] = "walk"
 
     def keyframe_sources(self) -> list[str]:
-        return self.prompts
+        return [p if isinstance(p, str) else p.prompt for p in self.prompts]
 
     def prompt_sources(self) -> list[tuple[str, str]]:
-        return [(f"prompts[{i}]", p) for i, p in enumerate(self.prompts)]
+        return [(f"prompts[{i}]", p) for i, p in enumerate(self.keyframe_sources())]
+
+    def keyframe_settings(self) -> list[dict]:
+        settings = super().keyframe_settings()
+        for keyframe, own in zip(self.prompts, settings):
+            if isinstance(keyframe, Keyframe):
+                own.update({k: v for k, v in keyframe.model_dump(exclude={"prompt"}).items() if v is not None})
+        return settings
+
+    @model_validator(mode="after")
+    def _check_guidance(self):
+        guidance = {s["guidance_scale"] for s in self.keyframe_settings()}
+        if len(guidance) > 1 and min(guidance) <= 1:
+            raise MorphError(f"prompts: keyframes with different guidance_scale need every one above 1 (classifier-"
+                             f"free guidance); got {sorted(guidance)}")
+        return self
 
 
 class EditJob(_Keyframed):

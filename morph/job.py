@@ -45,7 +45,8 @@ class PreparedJob:
 
     def use_path(self, path: WalkPath | GridPath) -> None:
         """Render frames of `path` from now on (spacing: even places its samples and frames this way)."""
-        self.path, self.renderer.conditionings_for = path, path.conditionings
+        self.path, self.renderer.conditionings_for, self.renderer.inputs_for = path, path.conditionings, \
+            path.frame_inputs
 
     def frames(self, indices: list[int]):
         """Yield (index, uint8 image [H, W, 3] on the host, NSFW flag) for the chosen frames, batch_size at a time."""
@@ -63,7 +64,7 @@ def _keyframes(config: JobConfig, encoder: PromptEncoder) -> torch.Tensor:
             encoder.edit(config.base, edit.word, config.prompt_terms(p, f"edit.prompts[{i}]"), edit.occurrence,
                          edit.slots)
             for i, p in enumerate(edit.prompts)])
-    return torch.stack([encoder.terms(config.prompt_terms(p, f"prompts[{i}]")) for i, p in enumerate(config.prompts)])
+    return torch.stack([encoder.terms(config.prompt_terms(source, where)) for where, source in config.prompt_sources()])
 
 
 def _build_path(config: JobConfig, encoder: PromptEncoder) -> WalkPath | GridPath:
@@ -75,6 +76,23 @@ def _build_path(config: JobConfig, encoder: PromptEncoder) -> WalkPath | GridPat
                         config.interpolation, names=(rows.start, rows.end, columns.add))
     keyframes = _keyframes(config, encoder)
     return WalkPath(keyframes, segment_steps(config.frames, len(keyframes)), config.interpolation)
+
+
+def _walking(config: JobConfig, encoder: PromptEncoder, pipe, height: int, width: int) -> tuple[dict, dict]:
+    """What walks with the prompts where keyframes set their own seed, negative_prompt or guidance_scale
+    (path.WalkPath's `along`), and what each frame's record names (its `labels`)."""
+    settings, varying, along, labels = config.keyframe_settings(), config.varying(), {}, {}
+    if "seed" in varying:
+        along["latent"] = torch.cat([shared_latent(pipe, s["seed"], height, width) for s in settings])
+        labels["seeds"] = [s["seed"] for s in settings]
+    if "negative_prompt" in varying:
+        terms = [config.prompt_terms(s["negative_prompt"], f"prompts[{i}].negative_prompt") if s["negative_prompt"]
+                 else {} for i, s in enumerate(settings)]
+        along["negative"] = torch.stack([encoder.terms(t) if t else encoder.negative("") for t in terms])
+        labels["negative_prompts"] = terms
+    if "guidance_scale" in varying:
+        along["guidance"] = torch.tensor([s["guidance_scale"] for s in settings], dtype=torch.float64)
+    return along, labels
 
 
 def _refuse_non_finite(config: JobConfig, path, negative: torch.Tensor) -> None:
@@ -111,11 +129,14 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     _refuse_non_finite(config, path, negative)
     timings["encode_s"] = time.perf_counter() - started
 
-    # 4. One starting latent, shared by every frame
+    # 4. One starting latent, shared by every frame; where keyframes set their own seed, negative_prompt or
+    #    guidance_scale, those walk between them too
     height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
     width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     settings = RenderSettings(height, width, config.num_inference_steps, config.guidance_scale, config.seed)
     latent = shared_latent(pipe, config.seed, height, width)
+    if config.kind != "grid" and config.varying():
+        path.along, path.labels = _walking(config, encoder, pipe, height, width)
 
     # 5. The batch size (auto: probe renders, before compiling so that they compile nothing), then compile
     batch_size = config.batch_size
@@ -126,7 +147,7 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     if config.compile:
         compile_pipeline(pipe)
     renderer = BatchRenderer(pipe, path.conditionings, negative, latent, settings, batch_size,
-                             fixed_shape=config.compile)
+                             fixed_shape=config.compile, inputs_for=path.frame_inputs)
     return PreparedJob(config, loaded, path, settings, renderer, timings)
 
 

@@ -41,6 +41,13 @@ def slerp(a, b, t, eps=1e-6, tiny=1e-30):
     return _pin_endpoints(out, a, b, t)
 
 
+def slerp_noise(a, b, t):
+    """Starting noise between two seeds' noise [B, C, H, W] at t [B]: slerp of the whole tensor as one vector,
+    so it keeps a Gaussian's norm (lerp would shrink it by up to 1/sqrt(2) mid-way); exact at t = 0 and 1."""
+    flat = slerp(a.flatten(1)[:, None], b.flatten(1)[:, None], t)
+    return flat.view(a.shape)
+
+
 def _perpendicular(unit):
     """Unit vectors [..., D] orthogonal to unit [..., D]: the least aligned coordinate axis, made orthogonal."""
     axis = torch.nn.functional.one_hot(unit.abs().argmin(dim=-1), unit.shape[-1]).to(unit.dtype)

@@ -8,7 +8,7 @@ import copy
 
 import torch
 
-from .ops import INTERPOLATE, add_scaled
+from .ops import INTERPOLATE, add_scaled, slerp_noise
 
 
 def frame_schedule(steps):
@@ -36,11 +36,17 @@ def linspace(start, end, steps):
 
 
 class WalkPath:
-    """Frames along keyframes [K, L, D]: frame i sits at (segment[i], t[i])."""
+    """Frames along keyframes [K, L, D]: frame i sits at (segment[i], t[i]).
 
-    def __init__(self, keyframes, steps, interpolation):
+    `along`: what else walks between the keyframes, each only where keyframes differ: "negative"
+    [K, L, D] (interpolated like the prompts), "latent" [K, C, h, w] (the seeds' noise, slerped),
+    "guidance" [K] (linear). `labels`: per keyframe, what the frame records name (seeds, negatives).
+    """
+
+    def __init__(self, keyframes, steps, interpolation, along=None, labels=None):
         self.keyframes, self.interpolation = keyframes, interpolation
         self.segment, self.t = frame_schedule(steps)
+        self.along, self.labels = along or {}, labels or {}
 
     def __len__(self):
         return len(self.t)
@@ -64,8 +70,29 @@ class WalkPath:
         index = torch.as_tensor(indices, dtype=torch.long)
         return conditionings(self.keyframes, self.segment[index], self.t[index], self.interpolation)
 
+    def frame_inputs(self, indices):
+        """Per frame, what walks along with the prompts: {negative [B, L, D], latent [B, C, h, w], guidance [B]}."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        segment, t = self.segment[index], self.t[index]
+        start, end = segment, (segment + 1).clamp_max(self.keyframes.shape[0] - 1)
+        inputs = {}
+        if "negative" in self.along:
+            negative = self.along["negative"]
+            inputs["negative"] = INTERPOLATE[self.interpolation](negative[start], negative[end], t.to(negative.device))
+        if "latent" in self.along:
+            inputs["latent"] = slerp_noise(self.along["latent"][start], self.along["latent"][end], t)
+        if "guidance" in self.along:
+            g = self.along["guidance"]
+            inputs["guidance"] = g[start] + t * (g[end] - g[start])
+        return inputs
+
     def describe(self, i):
-        return {"index": i, "segment": int(self.segment[i]), "t": float(self.t[i]), "file": f"{i:05d}.png"}
+        record = {"index": i, "segment": int(self.segment[i]), "t": float(self.t[i]), "file": f"{i:05d}.png"}
+        ends = (int(self.segment[i]), min(int(self.segment[i]) + 1, self.keyframes.shape[0] - 1))
+        record.update({name: [values[k] for k in ends] for name, values in self.labels.items()})
+        if "guidance" in self.along:
+            record["guidance_scale"] = float(self.frame_inputs([i])["guidance"][0])
+        return record
 
 
 class GridPath:
@@ -85,6 +112,10 @@ class GridPath:
 
     def cell(self, i):
         return divmod(i, len(self.column_k))
+
+    def frame_inputs(self, indices):
+        """Nothing walks along with a grid's prompts."""
+        return {}
 
     def conditionings(self, indices):
         """Conditionings [B, L, D] for cell indices [B] (row-major)."""

@@ -2,6 +2,7 @@
 
 import warnings
 from collections import deque
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -65,17 +66,43 @@ def broken_frames(images: torch.Tensor) -> torch.Tensor:
     return ~torch.isfinite(flat).all(dim=1) | (flat <= -1).all(dim=1)
 
 
-@torch.no_grad()
-def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torch.Tensor,
-                 settings: RenderSettings, float32_vae: Callable[[], object] | None = None) -> Batch:
-    """Render conditionings [B, L, D] through the stock pipeline, then decode, check and convert the images.
+@contextmanager
+def per_frame_guidance(pipe, guidance: torch.Tensor | None):
+    """The guidance_scale to call the pipeline with, for per-frame guidance [B] (None: the settings' own).
 
-    A half-precision VAE can overflow to NaN or black: such frames are decoded again by
-    `float32_vae()` (built only when needed).
+    diffusers takes one guidance_scale G per call and computes u + G (c - u) from the UNet's
+    unconditional and conditional halves. For frames whose guidance differs, the UNet's conditional
+    half is replaced by u + (g / G)(c - u), so the pipeline's step gives u + g (c - u) for each
+    frame. Equal guidance takes the stock path untouched.
     """
+    if guidance is None or bool((guidance == guidance[0]).all()):
+        yield None if guidance is None else float(guidance[0])
+        return
+    scale = float(guidance.max())
+    ratio = (guidance / scale).to(pipe.device, pipe.unet.dtype).view(-1, 1, 1, 1)
+    forward = pipe.unet.forward
+
+    def guided(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        noise = out[0] if isinstance(out, tuple) else out.sample
+        uncond, cond = noise.chunk(2)
+        noise = torch.cat([uncond, uncond + ratio * (cond - uncond)])
+        return (noise,) + tuple(out[1:]) if isinstance(out, tuple) else type(out)(sample=noise)
+
+    pipe.unet.forward = guided
+    try:
+        yield scale
+    finally:
+        del pipe.unet.forward  # back to the class's own
+
+
+def _denoise(pipe, conds, negative, latent, settings: RenderSettings, guidance_scale: float | None):
+    """The pipeline's denoising loop for conditionings [B, L, D]: latents [B, C, h, w], not yet decoded."""
     batch = conds.shape[0]
-    latents = pipe(
-        **pipeline_inputs(pipe, on_device(pipe, conds), on_device(pipe, negative).expand(batch, -1, -1)),
+    negative = on_device(pipe, negative)
+    return pipe(
+        **pipeline_inputs(pipe, on_device(pipe, conds), negative if negative.dim() == 3 else
+                          negative.expand(batch, -1, -1)),
         latents=on_device(pipe, latent).expand(batch, -1, -1, -1),
         # One generator per frame, all on the same seed: schedulers that add noise while sampling
         # give every frame the same noise, whatever batch the frame falls in.
@@ -83,9 +110,24 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
         height=settings.height,
         width=settings.width,
         num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
+        guidance_scale=settings.guidance_scale if guidance_scale is None else guidance_scale,
         output_type="latent",  # decoded below, so that a bad decode can be redone in float32
     ).images
+
+
+@torch.no_grad()
+def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torch.Tensor,
+                 settings: RenderSettings, float32_vae: Callable[[], object] | None = None,
+                 guidance: torch.Tensor | None = None) -> Batch:
+    """Render conditionings [B, L, D] through the stock pipeline, then decode, check and convert the images.
+
+    `negative` is [L, D] for every frame or [B, L, D]; `latent` [1, C, h, w] or [B, C, h, w];
+    `guidance` [B] per frame (None: the settings'). A half-precision VAE can overflow to NaN or
+    black: such frames are decoded again by `float32_vae()` (built only when needed).
+    """
+    batch = conds.shape[0]
+    with per_frame_guidance(pipe, guidance) as scale:
+        latents = _denoise(pipe, conds, negative, latent, settings, scale)
     if float32_vae is not None and vae_decodes_in_float32(pipe):  # SDXL's VAE overflows in float16
         images = decode(float32_vae(), latents.float()).to(latents.dtype)
     else:
@@ -116,8 +158,10 @@ class BatchRenderer:
     """
 
     def __init__(self, pipe, conditionings_for: Callable[[list[int]], torch.Tensor], negative: torch.Tensor,
-                 latent: torch.Tensor, settings: RenderSettings, batch_size: int, fixed_shape: bool = False):
+                 latent: torch.Tensor, settings: RenderSettings, batch_size: int, fixed_shape: bool = False,
+                 inputs_for: Callable[[list[int]], dict] = lambda indices: {}):
         self.pipe, self.conditionings_for, self.settings = pipe, conditionings_for, settings
+        self.inputs_for = inputs_for  # per frame, what walks along (negative, latent, guidance; see path.py)
         self.negative, self.latent = on_device(pipe, negative), on_device(pipe, latent)
         self.batch_size, self.fixed_shape = batch_size, fixed_shape
         self.backoffs: list[str] = []  # what the out-of-memory back-off did, for the manifest
@@ -149,8 +193,11 @@ class BatchRenderer:
 
     def _render(self, chunk: list[int]) -> Batch:
         padding = self.rendered_size(len(chunk)) - len(chunk)
-        conds = self.conditionings_for(chunk + [chunk[-1]] * padding)
-        batch = render_batch(self.pipe, conds, self.negative, self.latent, self.settings, self._float32_vae)
+        padded = chunk + [chunk[-1]] * padding
+        walking = self.inputs_for(padded)
+        batch = render_batch(self.pipe, self.conditionings_for(padded), walking.get("negative", self.negative),
+                             walking.get("latent", self.latent), self.settings, self._float32_vae,
+                             walking.get("guidance"))
         n = len(chunk)
         return Batch(batch.images[:n], batch.nsfw[:n], batch.redecoded[:n], batch.broken[:n])
 

@@ -64,6 +64,9 @@ def frame_identity(config, record: dict) -> dict:
     segment = record["segment"]
     identity = {"from": terms[segment], "to": terms[min(segment + 1, len(terms) - 1)], "t": record["t"],
                 "interpolation": config.interpolation}
+    for walking in ("seeds", "negative_prompts", "guidance_scale"):  # set by keyframes, walked with the prompts
+        if walking in record:
+            identity[walking] = record[walking]
     if config.kind == "edit":
         identity["edit"] = {"base": config.base, "word": config.edit.word, "occurrence": config.edit.occurrence,
                             "slots": config.edit.slots}

@@ -1,0 +1,86 @@
+"""Further axes of a walk: keyframes with their own seed, negative prompt and guidance, walked with the prompts."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import tiny_job
+from morph.cli import cli
+from morph.config import load_config
+from morph.encode import prompt_encoder
+from morph.job import run_job
+from morph.ops import slerp_noise
+from morph.pipeline import load_model
+from morph.render import RenderSettings, render_batch, shared_latent
+from morph.video import read_png
+
+TOY = {"model": "toy", "height": None, "width": None, "num_inference_steps": 10, "guidance_scale": 5.0,
+       "batch_size": 3}
+
+
+def run(tmp_path, name, **keys):
+    manifest = run_job(load_config(tiny_job(tmp_path, name, **{**TOY, **keys})), quiet=True)
+    return manifest, [read_png(tmp_path / "out" / name / "frames" / r["file"]) for r in manifest["frames"]]
+
+
+def test_slerped_noise_keeps_a_gaussians_statistics_and_the_keyframes_own_noise():
+    a, b = (torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    walk = slerp_noise(a.expand(11, -1, -1, -1), b.expand(11, -1, -1, -1), t)
+    assert all(abs(float(x.std()) - 1) < 0.02 for x in walk)
+    assert torch.equal(walk[0], a[0]) and torch.equal(walk[-1], b[0])
+    lerped = 0.5 * (a + b)
+    assert float(lerped.std()) < 0.75  # what lerp would do mid-way: a grey, washed-out frame
+
+
+def test_a_seed_walks_end_frames_are_the_plain_renders_of_those_seeds(tmp_path):
+    walk, frames = run(tmp_path, "walk", prompts=[{"prompt": "a red circle", "seed": 1},
+                                                  {"prompt": "a red circle", "seed": 2}], frames=6)
+    _, one = run(tmp_path, "one", prompts=["a red circle", "a red circle"], seed=1, frames=6)
+    _, two = run(tmp_path, "two", prompts=["a red circle", "a red circle"], seed=2, frames=6)
+    assert np.array_equal(frames[0], one[0]) and np.array_equal(frames[-1], two[-1])  # bit-identical on the CPU
+    assert not np.array_equal(frames[2], one[2]) and not np.array_equal(frames[2], two[2])
+    assert walk["frames"][2]["seeds"] == [1, 2] and walk["frames"][2]["t"] == pytest.approx(0.4)
+
+
+def test_per_frame_guidance_in_one_batch_is_each_frame_rendered_alone():
+    pipe = load_model("toy", torch.device("cpu"), torch.float32, None, False).pipe
+    encoder = prompt_encoder(pipe)
+    conds = torch.stack([encoder.text("a red circle")] * 3)
+    latent, guidance = shared_latent(pipe, 0, 64, 64), torch.tensor([2.0, 5.0, 9.0], dtype=torch.float64)
+    settings = RenderSettings(64, 64, 10, 5.0, 0)
+    together = render_batch(pipe, conds, encoder.negative(""), latent, settings, guidance=guidance).images
+    for i, g in enumerate(guidance.tolist()):
+        alone = render_batch(pipe, conds[i:i + 1], encoder.negative(""), latent, RenderSettings(64, 64, 10, g, 0))
+        assert (together[i].int() - alone.images[0].int()).abs().max() <= 2  # batch noise only
+    assert not torch.equal(together[0], together[2])
+    same = render_batch(pipe, conds, encoder.negative(""), latent, settings, guidance=torch.full((3,), 5.0)).images
+    stock = render_batch(pipe, conds, encoder.negative(""), latent, settings).images
+    assert torch.equal(same, stock)  # constant guidance takes the stock path untouched
+
+
+def test_interpolated_negatives_change_the_middle_frame(tmp_path):
+    prompts = ["a red circle", "a red circle"]
+    _, plain = run(tmp_path, "plain", prompts=prompts, frames=5)
+    walk, negated = run(tmp_path, "negated", prompts=["a red circle", {"prompt": "a red circle",
+                                                                       "negative_prompt": "a red circle"}], frames=5)
+    assert np.array_equal(plain[0], negated[0]) and not np.array_equal(plain[2], negated[2])
+    assert walk["frames"][2]["negative_prompts"] == [{}, {"a red circle": 1.0}]
+
+
+def test_keyframe_guidance_walks_linearly_and_selected_frames_match_the_full_run(tmp_path):
+    keys = {"prompts": [{"prompt": "a red circle", "guidance_scale": 3}, {"prompt": "a blue square", "seed": 4,
+                                                                         "guidance_scale": 7}], "frames": 5}
+    full, frames = run(tmp_path, "full", **keys)
+    assert [r["guidance_scale"] for r in full["frames"]] == [3, 4, 5, 6, 7]
+    config = load_config(tiny_job(tmp_path, "some", **{**TOY, **keys}))
+    run_job(config, frames="2", quiet=True)
+    assert np.array_equal(read_png(config.output_dir / "frames" / "00002.png"), frames[2])
+
+
+def test_mixed_guidance_at_or_below_one_is_one_line(tmp_path):
+    path = tiny_job(tmp_path, prompts=[{"prompt": "a cat", "guidance_scale": 1}, {"prompt": "a dog",
+                                                                                   "guidance_scale": 5}])
+    result = CliRunner().invoke(cli, ["run", str(path), "--quiet"])
+    assert result.exit_code == 2 and "need every one above 1" in result.output
