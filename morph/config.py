@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, PrivateAttr, Tag, TypeAdapter,
-                      ValidationError, model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, PrivateAttr, Tag,
+                      TypeAdapter, ValidationError, model_serializer, model_validator)
 
 from .config_errors import bad, one_line, short
 from .errors import MorphError
@@ -184,6 +184,15 @@ class VideoSpec(Section):
         return self
 
 
+class TimingSpec(Section):
+    audio: Text
+    """The music: a .wav, .mp3 or anything ffmpeg reads."""
+    start: float = Field(0.0, ge=0)
+    """Where in the music the video starts, in seconds."""
+    duration: float = Field(gt=0, le=3600)
+    """Seconds of video (and music): the frame count is duration x fps."""
+
+
 class Limits(Section):
     """Caps that catch typos (frames: 10000000000) before they cost hours; raise them here on purpose."""
 
@@ -316,6 +325,8 @@ class _Keyframed(JobConfig):
     """Where the frames sit along the walk: uniform, even, or {mode: even, max_extra_renders: N, budget: walk}."""
     video: VideoSpec = VideoSpec()
     """Platform files besides the master MP4: {preset: tiktok, fit: pad, loop: pingpong}; see README."""
+    timing: TimingSpec | None = None
+    """Time the walk to music: {audio: track.mp3, start: 0, duration: 12.5}; the picture changes most on beats."""
 
     def keyframe_sources(self) -> list[str]:
         raise NotImplementedError
@@ -331,7 +342,34 @@ class _Keyframed(JobConfig):
         return [k for k in ("seed", "negative_prompt", "guidance_scale") if len({s[k] for s in settings}) > 1]
 
     def frame_count(self) -> int:
+        if self.timing:  # the music's length decides; every keyframe still lands on a frame
+            return max(round(self.timing.duration * self.fps), len(self.keyframe_sources()))
         return sum(segment_steps(self.frames, len(self.keyframe_sources()))) + 1
+
+    def steps(self) -> list[int]:
+        """Steps of each segment: from `frames`, or with timing the music's frames shared in proportion to a
+        `frames` list (evenly without one), each segment at least one step."""
+        segments = len(self.keyframe_sources()) - 1
+        if not self.timing:
+            return segment_steps(self.frames, segments + 1)
+        total = self.frame_count() - 1
+        weights = self.frames if isinstance(self.frames, list) else [1] * segments
+        ideal = [total * w / sum(weights) for w in weights]
+        steps = [max(1, int(x)) for x in ideal]
+        while sum(steps) < total:  # the largest shortfalls first
+            steps[max(range(segments), key=lambda i: ideal[i] - steps[i])] += 1
+        while sum(steps) > total:  # a segment raised to its one step took it from the largest excess
+            steps[max((i for i in range(segments) if steps[i] > 1), key=lambda i: steps[i] - ideal[i])] -= 1
+        return steps
+
+    @model_validator(mode="after")
+    def _check_timing(self):
+        if self.timing and "frames" in self.model_fields_set and not isinstance(self.frames, list):
+            raise MorphError("frames: with timing, the frame count is timing.duration x fps; leave frames out, or "
+                             "give a list to share the frames between segments in those proportions")
+        if self.timing and self.spacing.mode == "even":
+            raise MorphError("timing and spacing: even do not combine yet; use one of them")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -367,15 +405,36 @@ class Keyframe(Section):
     """Its classifier-free guidance; linear between keyframes."""
 
 
+    @model_serializer(mode="wrap")
+    def _plain(self, handler):
+        """A keyframe that sets nothing but its prompt is written as the prompt alone, as the user wrote it."""
+        data = {k: v for k, v in handler(self).items() if v is not None}
+        return self.prompt if list(data) == ["prompt"] else data
+
+
+def _keyframe(value):
+    """A keyframe is a prompt text, or a mapping with its own settings."""
+    if isinstance(value, str):
+        if not value:
+            raise ValueError("expected a non-empty string")
+        return {"prompt": value}
+    if isinstance(value, dict):
+        return value
+    raise ValueError("expected a prompt text, or a mapping {prompt, seed, negative_prompt, guidance_scale}")
+
+
+KeyframeEntry = Annotated[Keyframe, BeforeValidator(_keyframe, json_schema_input_type=Text | Keyframe)]
+
+
 class WalkJob(_Keyframed):
     """A walk through two or more keyframe prompts."""
 
-    prompts: list[Text | Keyframe] = Field(min_length=2)
+    prompts: list[KeyframeEntry] = Field(min_length=2)
     """Keyframes in order: texts (or expressions over `define`), or {prompt, seed, negative_prompt, guidance_scale}."""
     kind: ClassVar[str] = "walk"
 
     def keyframe_sources(self) -> list[str]:
-        return [p if isinstance(p, str) else p.prompt for p in self.prompts]
+        return [p.prompt for p in self.prompts]
 
     def prompt_sources(self) -> list[tuple[str, str]]:
         return [(f"prompts[{i}]", p) for i, p in enumerate(self.keyframe_sources())]
@@ -383,8 +442,7 @@ class WalkJob(_Keyframed):
     def keyframe_settings(self) -> list[dict]:
         settings = super().keyframe_settings()
         for keyframe, own in zip(self.prompts, settings):
-            if isinstance(keyframe, Keyframe):
-                own.update({k: v for k, v in keyframe.model_dump(exclude={"prompt"}).items() if v is not None})
+            own.update({k: getattr(keyframe, k) for k in own if getattr(keyframe, k) is not None})
         return settings
 
     @model_validator(mode="after")

@@ -1,6 +1,7 @@
 """pydantic's findings about a config, said as morph's one line: `key.path: value is not allowed; expected ...`."""
 
 import re
+from typing import get_args
 
 from .errors import MorphError
 
@@ -44,13 +45,22 @@ def _key(loc: tuple) -> str:
     return key
 
 
+def _model_in(annotation):
+    """The section class an annotation holds: itself, or inside list[...], X | None, Annotated[...]."""
+    if hasattr(annotation, "model_fields"):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+
+
 def _section_at(cls, loc: tuple):
     """The model class at a location of nested sections (for the list of allowed keys)."""
     for part in loc:
+        if isinstance(part, int):  # an entry of a list of sections
+            continue
         field = next((f for name, f in cls.model_fields.items() if part in (name, f.alias)), None)
-        if field is None or not hasattr(field.annotation, "model_fields"):
+        cls = _model_in(field.annotation) if field is not None else None
+        if cls is None:
             return None
-        cls = field.annotation
     return cls
 
 

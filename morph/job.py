@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from .acceleration import auto_batch_size, channels_last, compile_pipeline
 from .analysis import keyframes_of, lpips_missing, storm_map
-from .config import JobConfig, parse_frame_spec, segment_steps
+from .audio import mux, timed_schedule
+from .config import JobConfig, parse_frame_spec
 from .delivery import check_platforms, deliver_all
 from .encode import PromptEncoder, prompt_encoder
 from .errors import MorphError
@@ -67,7 +68,7 @@ def _keyframes(config: JobConfig, encoder: PromptEncoder) -> torch.Tensor:
     return torch.stack([encoder.terms(config.prompt_terms(source, where)) for where, source in config.prompt_sources()])
 
 
-def _build_path(config: JobConfig, encoder: PromptEncoder) -> WalkPath | GridPath:
+def _build_path(config: JobConfig, encoder: PromptEncoder, timing=None) -> WalkPath | GridPath:
     if config.kind == "grid":
         rows, columns = config.grid.rows, config.grid.columns
         start, end, add = (encoder.terms(config.prompt_terms(source, where))
@@ -75,7 +76,8 @@ def _build_path(config: JobConfig, encoder: PromptEncoder) -> WalkPath | GridPat
         return GridPath(start, end, add, linspace(0, 1, rows.steps), linspace(columns.start, columns.end, columns.steps),
                         config.interpolation, names=(rows.start, rows.end, columns.add))
     keyframes = _keyframes(config, encoder)
-    return WalkPath(keyframes, segment_steps(config.frames, len(keyframes)), config.interpolation)
+    path = WalkPath(keyframes, config.steps(), config.interpolation)
+    return path.placed(*timing[:2]) if timing else path
 
 
 def _walking(config: JobConfig, encoder: PromptEncoder, pipe, height: int, width: int) -> tuple[dict, dict]:
@@ -107,9 +109,10 @@ def _refuse_non_finite(config: JobConfig, path, negative: torch.Tensor) -> None:
 def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     """Steps 1-5 of a job: everything before the first frame is rendered."""
     timings = {}
-    # 1. Check inputs that need torch (devices); the config itself was validated on load
+    # 1. Check inputs that need torch (devices) or decoding (music); the config itself was validated on load
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    timing = timed_schedule(config) if config.kind != "grid" and config.timing else None
     if not verbose:
         quiet_libraries()
 
@@ -124,7 +127,7 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     # 3. Encode the prompts, each distinct text once, into full [L, D] tensors
     started = time.perf_counter()
     encoder = prompt_encoder(pipe)
-    path = _build_path(config, encoder)
+    path = _build_path(config, encoder, timing)
     negative = encoder.negative(config.negative_prompt)
     _refuse_non_finite(config, path, negative)
     timings["encode_s"] = time.perf_counter() - started
@@ -218,6 +221,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         publish(plan, store, selection, folder, lambda i: job.path.describe(i)["file"], full)
         records = [job.path.describe(i) for i in selection]
         files = [folder / r["file"] for r in records]
+        if make_video and config.timing:
+            mux(video.path, config.timing)
         deliveries = deliver_all(config, files, out) if make_video else []
         sheet = None
         if grid and full:

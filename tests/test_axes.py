@@ -84,3 +84,52 @@ def test_mixed_guidance_at_or_below_one_is_one_line(tmp_path):
                                                                                    "guidance_scale": 5}])
     result = CliRunner().invoke(cli, ["run", str(path), "--quiet"])
     assert result.exit_code == 2 and "need every one above 1" in result.output
+
+
+def clicks(path, seconds=3.0, at=(1.0, 2.0), rate=22050):
+    """A WAV of silence with a short 1 kHz click at each time in `at`, written with the standard library."""
+    import math
+    import struct
+    import wave
+
+    samples = [0.0] * int(seconds * rate)
+    for start in at:
+        for i in range(int(0.03 * rate)):
+            samples[int(start * rate) + i] = 0.8 * math.sin(2 * math.pi * 1000 * i / rate) * math.exp(-i / (0.005 * rate))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"".join(struct.pack("<h", int(x * 32767)) for x in samples))
+    return path
+
+
+def test_a_walk_timed_to_clicks_moves_most_on_the_clicks_and_carries_the_music(tmp_path):
+    from morph.delivery import probe
+
+    audio = clicks(tmp_path / "clicks.wav")
+    config = load_config(tiny_job(tmp_path, "music", frames=None, timing={"audio": str(audio), "duration": 3}))
+    manifest = run_job(config, quiet=True)
+    t = np.array([r["t"] for r in manifest["frames"]])
+    assert len(t) == 60 and t[0] == 0 and t[-1] == 1 and (np.diff(t) > 0).all()
+    biggest = set(np.argsort(np.diff(t))[-4:].tolist())
+    assert biggest <= {19, 20, 21, 39, 40, 41}  # the steps around 1 s and 2 s (frames 20 and 40 at 20 fps)
+    assert np.diff(t)[:15].max() < 0.01  # stillness before the first click
+    info = __import__("subprocess").run([__import__("imageio_ffmpeg").get_ffmpeg_exe(), "-hide_banner", "-i",
+                                         manifest["video"]], capture_output=True, text=True).stderr
+    assert "Audio: aac" in info and probe(config.output_dir / "music.mp4")["frames"] == 60
+    assert "Duration: 00:00:03.0" in info
+
+
+def test_timing_shares_the_frames_by_a_frames_list_and_refuses_what_does_not_fit(tmp_path):
+    audio = clicks(tmp_path / "clicks.wav")
+    config = load_config(tiny_job(tmp_path, prompts=["a", "b", "c"], frames=[1, 3],
+                                  timing={"audio": str(audio), "duration": 2.05}))
+    assert config.frame_count() == 41 and config.steps() == [10, 30]
+    for keys, expected in [({"frames": 50}, "frame count is timing.duration x fps"),
+                           ({"spacing": "even"}, "do not combine yet"),
+                           ({"model": "no/such-model", "timing": {"audio": "missing.wav", "duration": 2}},
+                            "is not a file")]:
+        path = tiny_job(tmp_path, **{"timing": {"audio": str(audio), "duration": 2}, "frames": None, **keys})
+        result = CliRunner().invoke(cli, ["run", str(path), "--quiet"])
+        assert result.exit_code == 2 and expected in result.output, result.output

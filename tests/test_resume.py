@@ -137,7 +137,8 @@ def test_changing_the_walk_renders_exactly_the_frames_whose_conditioning_changed
     config = load_config(write_config(frames=5, batch_size=1, prompts=["a cat", "a dog", "a red circle"]))
     run_job(config, quiet=True)
     # the second segment changes; frames 0-2 (the first segment and keyframe "a dog") stay
-    manifest = run_job(config.model_copy(update={"prompts": ["a cat", "a dog", "a blue square"]}), quiet=True)
+    changed = load_config(write_config(frames=5, batch_size=1, prompts=["a cat", "a dog", "a blue square"]))
+    manifest = run_job(changed, quiet=True)
     assert manifest["reused"] == 3 and manifest["rendered"] == 2
 
 

@@ -1,0 +1,56 @@
+"""The music a walk is timed to: decoded with the ffmpeg that imageio-ffmpeg ships, and muxed into the MP4."""
+
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+
+from .errors import MorphError
+from .files import partial_name
+from .onsets import onset_strength, per_frame, placed_t
+
+RATE = 22050  # Hz: enough for onsets, and cheap
+
+
+def decode(path: str, start: float, duration: float) -> np.ndarray:
+    """Mono float32 samples [N] of `path` from `start` for `duration` seconds, at RATE."""
+    if not Path(path).is_file():
+        raise MorphError(f"timing.audio: {path!r} is not a file")
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-ss", f"{start}", "-t",
+               f"{duration}", "-i", path, "-vn", "-ac", "1", "-ar", str(RATE), "-f", "f32le", "-"]
+    done = subprocess.run(command, capture_output=True)
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise MorphError(f"timing.audio: ffmpeg cannot read {path!r} ({message[-1] if message else 'no message'})")
+    samples = np.frombuffer(done.stdout, dtype=np.float32)
+    if samples.size < 0.9 * duration * RATE:
+        raise MorphError(f"timing: {path!r} has {samples.size / RATE:.2f} s from start {start:g}, "
+                         f"less than duration {duration:g}; shorten timing.duration or move timing.start")
+    return samples
+
+
+def timed_schedule(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(segment [F], t [F], onset strength per step [F - 1]) of a walk timed to its music."""
+    timing = config.timing
+    samples = decode(timing.audio, timing.start, timing.duration)
+    strength, times = onset_strength(samples, RATE)
+    frames = config.frame_count()
+    steps = per_frame(strength, times, frames, config.fps)
+    segment, t = placed_t(steps, config.steps())
+    return segment, t, steps
+
+
+def mux(video: Path, timing) -> None:
+    """Put the music (AAC) under `video`, trimmed to it; the video stream is copied, not encoded again."""
+    partial = partial_name(video)
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video),
+               "-ss", f"{timing.start}", "-t", f"{timing.duration}", "-i", timing.audio, "-map", "0:v", "-map", "1:a",
+               "-c:v", "copy", "-c:a", "aac", "-b:a", "192k", "-shortest", "-movflags", "+faststart", "-f", "mp4",
+               str(partial)]
+    done = subprocess.run(command, capture_output=True)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise MorphError(f"timing.audio: ffmpeg could not add the music ({message[-1] if message else 'no message'})")
+    partial.replace(video)
