@@ -367,8 +367,9 @@ class _Keyframed(JobConfig):
         if self.timing and "frames" in self.model_fields_set and not isinstance(self.frames, list):
             raise MorphError("frames: with timing, the frame count is timing.duration x fps; leave frames out, or "
                              "give a list to share the frames between segments in those proportions")
-        if self.timing and self.spacing.mode == "even":
-            raise MorphError("timing and spacing: even do not combine yet; use one of them")
+        if self.timing and self.spacing.mode == "even" and self.spacing.budget == "walk":
+            raise MorphError("spacing.budget: walk moves frames between segments, and timing keeps each segment's "
+                             "frames (from a frames list, or evenly); use budget: segment with timing")
         return self
 
     @model_validator(mode="before")

@@ -27,6 +27,7 @@ from .produce import (claimed, missing_after, plan_frames, plan_record, produce,
                       video_from_store)
 from .report import write_report
 from .respace import even_spacing
+from .spacing import shares_of
 from .render import BatchRenderer, HostCopy, RenderSettings, render_batch, shared_latent
 from .shard import this_process
 from .store import FrameStore
@@ -43,6 +44,7 @@ class PreparedJob:
     settings: RenderSettings
     renderer: BatchRenderer
     timings: dict = field(default_factory=dict)
+    music: tuple | None = None  # timing: (segment [F], t [F], onset strength per step [F - 1])
 
     def use_path(self, path: WalkPath | GridPath) -> None:
         """Render frames of `path` from now on (spacing: even places its samples and frames this way)."""
@@ -77,7 +79,8 @@ def _build_path(config: JobConfig, encoder: PromptEncoder, timing=None) -> WalkP
                         config.interpolation, names=(rows.start, rows.end, columns.add))
     keyframes = _keyframes(config, encoder)
     path = WalkPath(keyframes, config.steps(), config.interpolation)
-    return path.placed(*timing[:2]) if timing else path
+    # music places the frames now; with spacing: even it warps the even spacing later (job.music)
+    return path.placed(*timing[:2]) if timing and config.spacing.mode != "even" else path
 
 
 def _walking(config: JobConfig, encoder: PromptEncoder, pipe, height: int, width: int) -> tuple[dict, dict]:
@@ -151,7 +154,7 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
         compile_pipeline(pipe)
     renderer = BatchRenderer(pipe, path.conditionings, negative, latent, settings, batch_size,
                              fixed_shape=config.compile, inputs_for=path.frame_inputs)
-    return PreparedJob(config, loaded, path, settings, renderer, timings)
+    return PreparedJob(config, loaded, path, settings, renderer, timings, music=timing)
 
 
 def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, verbose: bool = False,
@@ -189,8 +192,9 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         #    the uniform walk and samples between its frames, then picks the frames among them (all in the store)
         spaced, render_started = None, time.perf_counter()
         if even:
+            shares = shares_of(job.music[1], config.steps()) if job.music else None
             spaced = even_spacing(job, store, shard, fresh, log, bar, config.analysis.metric,
-                                  config.spacing.extra_renders(count), config.spacing.budget)
+                                  config.spacing.extra_renders(count), config.spacing.budget, shares)
         plan = spaced.plan if spaced else plan_frames(job, selection, store, fresh)
         bar.total = (bar.total or 0) + len(plan.missing)
         if shard.leader:

@@ -131,11 +131,12 @@ def _steps_and_targets(samples: _Samples, stuck: list[set[int]], uniform_steps: 
     return uniform_steps, [c / n for c, n in zip(change, uniform_steps)]
 
 
-def _pick(samples: _Samples, segment: int, stuck: set[int], steps: int, target: float):
+def _pick(samples: _Samples, segment: int, stuck: set[int], steps: int, target: float, shares=None):
     """Indices [steps + 1] of the segment's samples to keep: a step may skip samples (up to a window), never
     a discontinuity, which is one step between the samples either side of it and costs nothing (it cannot be
     made even). Changes between samples further apart are measured, not summed: change is not additive.
-    The target step is then moved to the mean of the steps picked, twice, since skipping shrinks it."""
+    The target step is then moved to the mean of the steps picked, twice, since skipping shrinks it.
+    `shares` [steps] (summing to 1; music): step k aims at shares[k] of the segment's change instead."""
     seg = samples.segments[segment]
     size = len(seg)
     window = max(4, 2 * math.ceil((size - 1) / steps))
@@ -148,18 +149,21 @@ def _pick(samples: _Samples, segment: int, stuck: set[int], steps: int, target: 
                 change[j, w] = samples.change(seg[j - w - 1], seg[j])
             elif w == 0:
                 free[j, w] = True
+    aims = torch.full((steps,), 1 / steps, dtype=torch.float64) if shares is None else shares
+    scale = target * steps  # the segment's change, spread over its steps by `aims`
     for _ in range(3):
-        cost = torch.where(free, 0.0, step_cost(change, target))
-        picked = pick_steps(cost, steps)
+        picked = pick_steps(lambda k: torch.where(free, 0.0, step_cost(change, scale * float(aims[k - 1]))), steps)
         kept = change[picked[1:], picked[1:] - picked[:-1] - 1]
         if torch.isfinite(kept).any():
-            target = float(kept[torch.isfinite(kept)].mean())
+            scale = float(kept[torch.isfinite(kept)].sum() / aims[torch.isfinite(kept)].sum())
     return picked
 
 
 def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress, metric: str, max_extra_renders: int,
-                 budget: str) -> EvenSpacing:
-    """Render the samples spacing: even needs, pick the frames, point `job` at them; see the module's docstring."""
+                 budget: str, shares=None) -> EvenSpacing:
+    """Render the samples spacing: even needs, pick the frames, point `job` at them; see the module's docstring.
+    `shares` (timing to music): per segment, each step's share of its change [n]; the even samples are then
+    picked so that the change follows the music instead of being equal."""
     uniform = job.path
     count, renderer = len(uniform), _Renderer(job, store, shard, fresh, progress)
     samples = _Samples(store, metric)
@@ -201,7 +205,8 @@ def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress, metric
     steps, targets = _steps_and_targets(samples, stuck, uniform_steps, budget)
     picked = [samples.segments[0][0]]
     for s, seg in enumerate(samples.segments):
-        picked += [seg[j] for j in _pick(samples, s, stuck[s], steps[s], targets[s]).tolist()[1:]]
+        picked += [seg[j] for j in _pick(samples, s, stuck[s], steps[s], targets[s],
+                                         shares[s] if shares else None).tolist()[1:]]
     job.use_path(uniform.placed([p.segment for p in picked], [p.t for p in picked]))
     plan = FramePlan(render_identity(job), [frame_identity(job.config, job.path.describe(i)) for i in range(count)],
                      (job.settings.height, job.settings.width, 3), keys=[p.key for p in picked],

@@ -26,20 +26,33 @@ def step_cost(change, target):
     return (change.double() - target) ** 2
 
 
+def shares_of(t, steps):
+    """Each segment's share of its change per step [n] (summing to 1), from frames placed at t [F] in segments
+    of `steps` [K] (t from 0 at a segment's first frame to 1 at its last): a list of K tensors."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    shares, first = [], 0
+    for n in steps:
+        segment_t = torch.cat([torch.zeros(1, dtype=torch.float64), t[first + 1:first + n + 1]])
+        shares.append(torch.diff(segment_t))
+        first += n
+    return shares
+
+
 def pick_steps(cost, steps):
     """Indices [steps + 1] of the samples to keep as frames, first and last included, with the least total cost.
-    cost [S, W]: of the step from sample j - w - 1 to sample j (inf where there is none, or it is not allowed)."""
-    size, window = cost.shape
+    cost [S, W]: of the step from sample j - w - 1 to sample j (inf where there is none, or it is not allowed);
+    or a function of k = 1 .. steps giving that for the k-th step (steps aimed at different changes)."""
+    cost_of = cost if callable(cost) else (lambda k, fixed=cost.double(): fixed)
+    size, window = cost_of(1).shape
     if size - 1 < steps:
         raise ValueError(f"{size} samples cannot give {steps} steps")
-    cost = cost.double()
     best = torch.full((size,), float("inf"), dtype=torch.float64)
     best[0] = 0.0
     back = torch.zeros((steps + 1, size), dtype=torch.long)
     for k in range(1, steps + 1):
         options = torch.full((size, window), float("inf"), dtype=torch.float64)
         for w in range(min(window, size - 1)):  # a step of w + 1 samples ending at every j
-            options[w + 1:, w] = best[:size - w - 1] + cost[w + 1:, w]
+            options[w + 1:, w] = best[:size - w - 1] + cost_of(k)[w + 1:, w]
         best, back[k] = options.min(dim=1)
     picked = [size - 1]
     for k in range(steps, 0, -1):

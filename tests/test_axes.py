@@ -127,9 +127,41 @@ def test_timing_shares_the_frames_by_a_frames_list_and_refuses_what_does_not_fit
                                   timing={"audio": str(audio), "duration": 2.05}))
     assert config.frame_count() == 41 and config.steps() == [10, 30]
     for keys, expected in [({"frames": 50}, "frame count is timing.duration x fps"),
-                           ({"spacing": "even"}, "do not combine yet"),
                            ({"model": "no/such-model", "timing": {"audio": "missing.wav", "duration": 2}},
                             "is not a file")]:
         path = tiny_job(tmp_path, **{"timing": {"audio": str(audio), "duration": 2}, "frames": None, **keys})
         result = CliRunner().invoke(cli, ["run", str(path), "--quiet"])
         assert result.exit_code == 2 and expected in result.output, result.output
+
+
+def test_even_spacing_then_music_puts_the_biggest_measured_changes_on_the_clicks(tmp_path):
+    audio = clicks(tmp_path / "clicks.wav")
+    manifest, _ = run(tmp_path, "both", prompts=["a red circle", "a blue square"], seed=3, batch_size=8, frames=None,
+                      spacing="even", timing={"audio": str(audio), "duration": 3})
+    d = np.array(manifest["analysis"]["distances"])  # measured on the video's frames
+    uniform = np.array(manifest["spacing"]["uniform"]["distances"])
+    near = list(range(18, 22)) + list(range(38, 42))
+    assert set(np.argsort(d)[-2:].tolist()) <= set(near)
+    assert d[near].sum() / d.sum() > 3 * uniform[near].sum() / uniform.sum()
+    assert len(d) == 59 and manifest["spacing"]["extra_renders"] <= 30
+
+
+def test_music_with_a_walk_wide_spacing_budget_is_one_line(tmp_path):
+    audio = clicks(tmp_path / "clicks.wav")
+    path = tiny_job(tmp_path, frames=None, spacing={"mode": "even", "budget": "walk"},
+                    timing={"audio": str(audio), "duration": 2})
+    result = CliRunner().invoke(cli, ["run", str(path), "--quiet"])
+    assert result.exit_code == 2 and "use budget: segment with timing" in result.output
+
+
+def test_the_seed_walk_example_runs_and_its_goldens_check(tmp_path):
+    from pathlib import Path
+
+    from morph.golden import check_golden, save_golden
+
+    example = Path(__file__).parent.parent / "configs" / "seed_walk.yaml"
+    config = load_config(example, output=str(tmp_path / "out"), device="cpu")
+    manifest = run_job(config, frames="0,20,30", quiet=True)
+    assert [r["seeds"] for r in manifest["frames"]] == [[1, 2], [1, 2], [2, 3]]
+    save_golden(config, [0, 30], tmp_path / "golden")
+    assert check_golden(config, tmp_path / "golden", "exact", report_dir=tmp_path / "report").passed

@@ -94,12 +94,13 @@ def test_the_readme_table_is_the_presets():
 
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory):
-    """A toy walk of 8 frames (each visibly different) with files for X, TikTok (padded, held ends), YouTube, GIF
-    and WebM."""
+    """A toy walk of 8 frames (each visibly different) with a file for every platform preset (padded with a blurred
+    copy where the platform is vertical-first, the ends held 1.5 s)."""
     folder = tmp_path_factory.mktemp("delivery")
     config = load_config(tiny_job(folder, "walk", model="toy", prompts=["a red circle", "a blue square"], frames=8,
                                   num_inference_steps=10, height=None, width=None, video={
-        "presets": ["x", "tiktok", "youtube", "gif", "webm"], "fit": "pad", "pad": "blur", "hold_ends": 1.5}))
+        "presets": ["x", "instagram", "tiktok", "youtube", "youtube-shorts", "gif", "webm"], "fit": "pad",
+        "pad": "blur", "hold_ends": 1.5}))
     manifest = run_job(config, quiet=True)
     frames = [read_png(config.output_dir / "frames" / r["file"]) for r in manifest["frames"]]
     return config.output_dir, manifest, frames
@@ -108,7 +109,7 @@ def walk(tmp_path_factory):
 def test_every_file_reads_back_within_its_preset(walk):
     out, manifest, _ = walk
     made = {d["preset"]: d for d in manifest["deliveries"]}
-    assert sorted(made) == ["gif", "tiktok", "webm", "x", "youtube"]
+    assert sorted(made) == ["gif", "instagram", "tiktok", "webm", "x", "youtube", "youtube-shorts"]
     shown = 8 + 2 * 30  # 1.5 s held at each end, at 20 fps
     for name, d in made.items():
         preset, found = PRESETS[name], probe(Path(d["file"]))
@@ -136,6 +137,11 @@ def test_every_file_reads_back_within_its_preset(walk):
     assert made["gif"]["codec"] == "gif"
     assert (made["tiktok"]["width"], made["tiktok"]["height"]) == (720, 1280)  # padded to 9:16
     assert (made["x"]["width"], made["x"]["height"]) == (64, 64)  # X takes a square: nothing to pad
+    assert (made["instagram"]["width"], made["instagram"]["height"]) == (720, 1280)
+    assert (made["youtube-shorts"]["width"], made["youtube-shorts"]["height"]) == (64, 114)  # 9:16, even sides
+    master = probe(out / "walk.mp4")  # the master: the walk itself, frame k = render k
+    assert (master["codec"], master["profile"], master["pix_fmt"], master["fps"], master["frames"]) == \
+        ("h264", "High", "yuv420p", 20.0, 8)
 
 
 def test_sixty_fps_holds_every_render_exactly_three_times(walk):

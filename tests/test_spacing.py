@@ -69,3 +69,18 @@ def test_steps_across_a_gap_are_found():
     assert crossing(positions, 0.45, 0.46).tolist() == [False, True, False]
     assert crossing(positions, 0.4, 0.6).tolist() == [False, True, False]
     assert not crossing(positions, 0.5, 0.7).any()  # no single step spans it
+
+
+def test_steps_can_aim_at_different_changes():
+    c = torch.arange(13, dtype=torch.float64)  # one unit of change per sample
+    targets = [1.0, 1.0, 8.0, 1.0, 1.0]  # a beat in the middle: one big step
+    picked = pick_steps(lambda k: step_cost(additive_steps(c, 10), targets[k - 1]), 5)
+    assert torch.diff(picked).tolist() == [1, 1, 8, 1, 1]
+
+
+def test_shares_of_music_placed_frames_sum_to_one_per_segment():
+    from morph.spacing import shares_of
+
+    t = [0.0, 0.1, 0.5, 1.0, 0.25, 1.0]  # segments of 3 and 2 steps
+    shares = shares_of(t, [3, 2])
+    assert [s.tolist() for s in shares] == [pytest.approx([0.1, 0.4, 0.5]), pytest.approx([0.25, 0.75])]
