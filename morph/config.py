@@ -208,9 +208,15 @@ class JobConfig(Section):
     name: str = Field("job", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
     """Names the output folder and the video; default: the config file's name."""
     model: Text
-    """A diffusers model id or local folder (SD 1.x, 2.x or XL: read from its files), toy, tiny, tiny-sd2, tiny-sdxl."""
+    """A diffusers model id, local folder or single .safetensors file (SD 1.x, 2.x or XL, read from its files), or
+    toy, tiny, tiny-sd2, tiny-sdxl."""
+    configs_from: str | None = Field(None, min_length=1)
+    """For a single-file checkpoint: a diffusers folder or hub id whose configs describe it (default: the hub model
+    diffusers picks for its family)."""
+    allow_pickle: bool = False
+    """Allow .ckpt/.pt checkpoints and VAEs (pickle: loading one can run code); .safetensors needs nothing."""
     vae: str | None = Field(None, min_length=1)
-    """A diffusers VAE folder or hub id to use instead of the model's (e.g. madebyollin/sdxl-vae-fp16-fix)."""
+    """A diffusers VAE folder, hub id (e.g. madebyollin/sdxl-vae-fp16-fix) or single file instead of the model's."""
     embeddings: list[Text | Embedding] = []
     """Textual-inversion .safetensors files, each a path or {path, token}: its token works in prompts."""
     interpolation: Literal["lerp", "slerp"] = "slerp"

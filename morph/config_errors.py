@@ -1,5 +1,6 @@
 """pydantic's findings about a config, said as morph's one line: `key.path: value is not allowed; expected ...`."""
 
+import difflib
 import re
 from typing import get_args
 
@@ -64,8 +65,16 @@ def _section_at(cls, loc: tuple):
     return cls
 
 
-def _allowed_keys(cls) -> str:
-    return ", ".join(sorted(f.alias or name for name, f in cls.model_fields.items()))
+def _suggest(key: str, section) -> str:
+    """What to write instead of an unknown key: the close ones, or every key of a small section."""
+    if section is None:
+        return ""
+    keys = sorted(f.alias or name for name, f in section.model_fields.items())
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    if close:
+        return f"; did you mean {' or '.join(close)}?"
+    listed = ", ".join(keys)
+    return f"; allowed keys: {listed}" if len(listed) <= 200 else "; `morph schema` lists the allowed keys"
 
 
 def one_line(error: dict, cls) -> MorphError:
@@ -74,8 +83,7 @@ def one_line(error: dict, cls) -> MorphError:
     if kind == "extra_forbidden":
         section = _section_at(cls, loc[:-1])
         where = f"{_key(loc[:-1])}: " if loc[:-1] else ""
-        allowed = f"; allowed keys: {_allowed_keys(section)}" if section else ""
-        return MorphError(f"{where}unknown key {loc[-1]!r}{allowed}")
+        return MorphError(f"{where}unknown key {loc[-1]!r}{_suggest(str(loc[-1]), section)}")
     if kind == "missing":
         return MorphError(f"{key}: missing; {_MISSING_HINTS.get(key, 'this key is required')}")
     number = "a whole number" if isinstance(value, int) else "a number"

@@ -122,7 +122,8 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     # 2. Load the model, in the memory layout that is fastest on its device
     started = time.perf_counter()
     loaded = load_model(config.model, device, dtype, config.scheduler, config.safety_checker, config.vae,
-                        [e if isinstance(e, str) else e.model_dump() for e in config.embeddings])
+                        [e if isinstance(e, str) else e.model_dump() for e in config.embeddings],
+                        config.configs_from, config.allow_pickle)
     pipe = loaded.pipe
     channels_last(pipe)
     timings["load_s"] = time.perf_counter() - started

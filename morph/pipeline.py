@@ -1,6 +1,7 @@
 """Load a diffusers Stable Diffusion 1.x pipeline: built-in, local folder or hub id; device, dtype, scheduler."""
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,20 +130,78 @@ def _pipeline_class(model: str, location: str):
     return getattr(diffusers, name)
 
 
-def load_vae(vae: str, dtype: torch.dtype):
-    """A VAE to use instead of the model's: a diffusers VAE folder (or a model folder with vae/) or hub id."""
+SINGLE_FILES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
+SINGLE_FILE_PIPELINES = {"v1": "StableDiffusionPipeline", "v2": "StableDiffusionPipeline",
+                         "xl_base": "StableDiffusionXLPipeline"}  # diffusers' names for what a checkpoint holds
+
+
+def is_single_file(model: str) -> bool:
+    return model.lower().endswith(SINGLE_FILES)
+
+
+def _check_single_file(what: str, path: str, allow_pickle: bool) -> None:
+    """A single-file checkpoint exists, and is safetensors unless pickle was allowed (a pickle can run code)."""
+    if not Path(path).is_file():
+        raise MorphError(f"{what}: {path!r} is not a file")
+    if not path.lower().endswith(".safetensors"):
+        if not allow_pickle:
+            raise MorphError(f"{what}: {path!r} is a pickle checkpoint, and loading one can run code; convert it to "
+                             ".safetensors, or set allow_pickle: true if you trust where it came from")
+        warnings.warn(f"{path}: loading a pickle checkpoint (allow_pickle: true); only do this for files you trust",
+                      stacklevel=3)
+
+
+def _single_file(what: str, load, path: str, config: str | None, **kwargs):
+    """`load` (a from_single_file) with the configs of `config`, or of the hub model diffusers picks for the
+    checkpoint's family; offline that needs the configs in the cache, which one line says how to get."""
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    try:
+        return load(path, config=config, local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1", **kwargs)
+    except (OSError, ValueError, SingleFileComponentError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MorphError(f"{what}: {path!r} could not be loaded as a single-file checkpoint ({first[:200]}); set "
+                         "configs_from: to a diffusers folder or hub id of the same family (its configs only, e.g. "
+                         "`hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include '*.json' '*.txt'`)") from None
+
+
+def load_vae(vae: str, dtype: torch.dtype, configs_from: str | None = None, allow_pickle: bool = False):
+    """A VAE to use instead of the model's: a diffusers VAE folder (or a model folder with vae/), a hub id, or a
+    single file (its config from configs_from's vae/)."""
     from diffusers import AutoencoderKL
 
-    if vae.endswith((".safetensors", ".ckpt", ".pt")):
-        raise MorphError(f"vae: {vae!r} is a single file; give a diffusers VAE folder or hub id "
-                         "(such as madebyollin/sdxl-vae-fp16-fix)")
+    if is_single_file(vae):
+        _check_single_file("vae", vae, allow_pickle)
+        return _single_file("vae", AutoencoderKL.from_single_file, vae, configs_from, subfolder="vae",
+                            torch_dtype=dtype)
     subfolder = "vae" if (Path(vae) / "vae" / "config.json").is_file() else None
     return _from_pretrained(AutoencoderKL.from_pretrained, vae, subfolder=subfolder, torch_dtype=dtype,
                             use_safetensors=True)
 
 
+def _load_single_file_pipeline(model: str, dtype: torch.dtype, safety_checker: bool, configs_from: str | None,
+                               allow_pickle: bool):
+    """A whole pipeline from one checkpoint file (as model sites share them); the family from its weights."""
+    import diffusers
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
+
+    _check_single_file("model", model, allow_pickle)
+    kind = infer_diffusers_model_type(load_single_file_checkpoint(model))
+    if configs_from:
+        cls = _pipeline_class(configs_from, configs_from)
+    elif kind in SINGLE_FILE_PIPELINES:
+        cls = getattr(diffusers, SINGLE_FILE_PIPELINES[kind])
+    else:
+        raise MorphError(f"model: {model!r} holds a {kind} checkpoint; morph renders Stable Diffusion 1.x, 2.x and XL")
+    kwargs = {"torch_dtype": dtype}
+    if cls.__name__ == "StableDiffusionPipeline" and not safety_checker:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    return _single_file("model", cls.from_single_file, model, configs_from, **kwargs)
+
+
 def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: str | None,
-               safety_checker: bool, vae: str | None = None, embeddings: list | None = None) -> LoadedModel:
+               safety_checker: bool, vae: str | None = None, embeddings: list | None = None,
+               configs_from: str | None = None, allow_pickle: bool = False) -> LoadedModel:
     """Load the pipeline named by `model` (its family read from its files), move it to `device`/`dtype`, swap
     the scheduler or the VAE if asked, and load textual-inversion embeddings."""
     scheduler_cls = scheduler_class(scheduler) if scheduler else None
@@ -157,7 +216,12 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
         if dtype != torch.float32:  # built in float32; hub and toy weights load in `dtype` directly
             pipe = pipe.to(dtype=dtype)
         if vae:
-            pipe.vae = load_vae(vae, dtype)
+            pipe.vae = load_vae(vae, dtype, configs_from, allow_pickle)
+    elif is_single_file(model):
+        pipe, location, revision = _load_single_file_pipeline(model, dtype, safety_checker, configs_from,
+                                                              allow_pickle), model, None
+        if vae:
+            pipe.vae = load_vae(vae, dtype, configs_from, allow_pickle)
     else:
         location = _location(model)
         cls = _pipeline_class(model, location)
@@ -165,7 +229,7 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
         if not safety_checker and cls.__name__ == "StableDiffusionPipeline":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         if vae:
-            kwargs["vae"] = load_vae(vae, dtype)
+            kwargs["vae"] = load_vae(vae, dtype, configs_from, allow_pickle)
         pipe = _from_pretrained(cls.from_pretrained, location, **kwargs)
         revision = _hub_revision(location)
         if safety_checker and getattr(pipe, "safety_checker", None) is None:

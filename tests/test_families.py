@@ -125,7 +125,7 @@ def test_vae_decodes_in_float32_only_for_sdxl_in_half_precision():
     assert family_of(Pipe(True, torch.float16)) == "sdxl" and family_of(Pipe(False, torch.float16)) == "sd1"
 
 
-def test_a_vae_folder_replaces_the_models_and_a_file_is_refused(tmp_path, xl):
+def test_a_vae_folder_replaces_the_models_and_a_missing_file_is_one_line(tmp_path, xl):
     xl.vae.save_pretrained(tmp_path / "vae")
     with_vae = run_job(load_config(tiny_job(tmp_path, "v", model="tiny-sdxl", frames=3, vae=str(tmp_path / "vae"))),
                        quiet=True)
@@ -134,7 +134,7 @@ def test_a_vae_folder_replaces_the_models_and_a_file_is_refused(tmp_path, xl):
     assert all(np.array_equal(a, b) for a, b in zip(frames(with_vae, tmp_path / "out" / "v"),
                                                     frames(plain, tmp_path / "out" / "p")))  # the same weights
     result = CliRunner().invoke(cli, ["run", str(tiny_job(tmp_path, "f", vae="fix.safetensors")), "--quiet"])
-    assert result.exit_code == 2 and "is a single file" in result.output
+    assert result.exit_code == 2 and "vae: 'fix.safetensors' is not a file" in result.output
 
 
 @pytest.fixture
@@ -194,35 +194,62 @@ def test_goldens_work_for_sdxl(tmp_path):
     assert result.passed and len(result.frames) == 2
 
 
-def test_the_sdxl_example_runs_on_the_built_in_shape(tmp_path):
+@pytest.fixture(scope="module")
+def single_file(tmp_path_factory):
+    """The tiny SD 1.x pipeline as a diffusers folder, and the same weights as one original-layout checkpoint."""
+    from ldm_checkpoint import ldm_checkpoint
+
+    from morph.tiny import build_pipeline
+
+    folder = tmp_path_factory.mktemp("single")
+    pipe = build_pipeline()
+    pipe.save_pretrained(folder / "tiny")
+    checkpoint = ldm_checkpoint(pipe)
+    save_file(checkpoint, str(folder / "tiny.safetensors"))
+    save_file({k: v for k, v in checkpoint.items() if k.startswith("first_stage_model.")},
+              str(folder / "vae.safetensors"))
+    return folder
+
+
+def test_a_single_file_checkpoint_gives_the_frames_of_the_folder_it_came_from(tmp_path, single_file):
+    from_file = run_job(load_config(tiny_job(tmp_path, "file", model=str(single_file / "tiny.safetensors"),
+                                             configs_from=str(single_file / "tiny"), frames=3)), quiet=True)
+    from_folder = run_job(load_config(tiny_job(tmp_path, "folder", model=str(single_file / "tiny"), frames=3)),
+                          quiet=True)
+    assert from_file["family"] == "sd1" and from_file["model"]["location"].endswith("tiny.safetensors")
+    pairs = zip(frames(from_file, tmp_path / "out" / "file"), frames(from_folder, tmp_path / "out" / "folder"))
+    assert all(np.array_equal(a, b) for a, b in pairs)
+
+
+def test_a_single_file_vae_replaces_the_models(tmp_path, single_file):
+    with_vae = run_job(load_config(tiny_job(tmp_path, "v", model=str(single_file / "tiny"), frames=2,
+                                            vae=str(single_file / "vae.safetensors"),
+                                            configs_from=str(single_file / "tiny"))), quiet=True)
+    plain = run_job(load_config(tiny_job(tmp_path, "p", model=str(single_file / "tiny"), frames=2)), quiet=True)
+    pairs = zip(frames(with_vae, tmp_path / "out" / "v"), frames(plain, tmp_path / "out" / "p"))
+    assert all(np.array_equal(a, b) for a, b in pairs)  # the same VAE weights, read from the single file
+
+
+def test_a_pickle_checkpoint_is_refused_without_the_opt_in(tmp_path, single_file):
+    pickle = tmp_path / "old.ckpt"
+    torch.save({"state_dict": {}}, pickle)
+    result = CliRunner().invoke(cli, ["run", str(tiny_job(tmp_path, model=str(pickle))), "--quiet"])
+    assert result.exit_code == 2 and "is a pickle checkpoint" in result.output and "allow_pickle: true" in result.output
+
+
+def test_a_single_file_without_configs_offline_says_how_to_get_them(tmp_path, single_file):
+    result = CliRunner().invoke(cli, ["run", str(tiny_job(tmp_path, model=str(single_file / "tiny.safetensors"))),
+                                      "--quiet"])
+    assert result.exit_code == 2 and "set configs_from:" in result.output, result.output
+
+
+@pytest.mark.parametrize("example, model, family", [("sdxl_cat_kitten.yaml", "tiny-sdxl", "sdxl"),
+                                                     ("single_file.yaml", "tiny-sd2", "sd2")])
+def test_the_family_examples_run_on_the_built_in_shapes(tmp_path, example, model, family):
     from pathlib import Path
 
-    config = Path(__file__).parent.parent / "configs" / "sdxl_cat_kitten.yaml"
-    result = CliRunner().invoke(cli, ["run", str(config), "--model", "tiny-sdxl", "--frames", "0,199", "--out",
+    config = Path(__file__).parent.parent / "configs" / example
+    result = CliRunner().invoke(cli, ["run", str(config), "--model", model, "--frames", "0,1", "--out",
                                       str(tmp_path / "out"), "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["family"] == "sdxl"
-
-
-def test_sdxl_size_conditioning_comes_from_the_configs_size(xl, monkeypatch):
-    seen = []
-    forward = xl.unet.forward
-
-    def spy(*args, added_cond_kwargs=None, **kwargs):
-        seen.append(added_cond_kwargs["time_ids"].clone())
-        return forward(*args, added_cond_kwargs=added_cond_kwargs, **kwargs)
-
-    monkeypatch.setattr(xl.unet, "forward", spy)
-    encoder = prompt_encoder(xl)
-    settings = RenderSettings(48, 80, 1, 7.5, 0)
-    render_batch(xl, encoder.text("a cat")[None], encoder.negative(""), shared_latent(xl, 0, 48, 80), settings)
-    assert seen and seen[0].tolist() == [[48, 80, 0, 0, 48, 80]] * 2  # negative and positive halves
-
-
-def test_an_sdxl_grid_adds_k_times_a_prompt_to_tokens_and_pooled(tmp_path):
-    path = tiny_job(tmp_path, "grid", model="tiny-sdxl", prompts=None, frames=None, grid={
-        "rows": {"from": "a photo of a cat", "to": "a drawing of a dog", "steps": 2},
-        "columns": {"add": "red", "start": 0, "end": 1, "steps": 2}})
-    manifest = run_job(load_config(path), quiet=True)
-    assert manifest["family"] == "sdxl" and len(manifest["frames"]) == 4
-    assert (tmp_path / "out" / "grid" / "grid.png").exists()
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["family"] == family
