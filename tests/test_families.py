@@ -253,3 +253,19 @@ def test_the_family_examples_run_on_the_built_in_shapes(tmp_path, example, model
                                       str(tmp_path / "out"), "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["family"] == family
+
+
+def test_sdxl_in_half_precision_decodes_in_float32_unless_the_vae_is_made_for_float16(tmp_path, xl):
+    half = run_job(load_config(tiny_job(tmp_path, "half", model="tiny-sdxl", frames=2, dtype="float16")), quiet=True)
+    assert (half["dtype"], half["vae_decode"]) == ("float16", "float32")
+    full = run_job(load_config(tiny_job(tmp_path, "full", model="tiny-sdxl", frames=2)), quiet=True)
+    assert full["vae_decode"] == "float32"
+    pairs = zip(frames(half, tmp_path / "out" / "half"), frames(full, tmp_path / "out" / "full"))
+    assert all(np.abs(a.astype(int) - b).max() <= 16 for a, b in pairs)  # float16 against float32
+    config = {k: v for k, v in xl.vae.config.items() if not k.startswith("_")}
+    fixed = type(xl.vae).from_config({**config, "force_upcast": False})  # as the fp16-fix VAE's config says
+    fixed.load_state_dict(xl.vae.state_dict())
+    fixed.save_pretrained(tmp_path / "fp16-vae")
+    made_for_half = run_job(load_config(tiny_job(tmp_path, "fix", model="tiny-sdxl", frames=2, dtype="float16",
+                                                 vae=str(tmp_path / "fp16-vae"))), quiet=True)
+    assert made_for_half["vae_decode"] == "float16"
