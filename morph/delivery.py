@@ -9,10 +9,12 @@ import re
 import subprocess
 from dataclasses import fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import imageio_ffmpeg
 import numpy as np
 
+from .audio import mux
 from .errors import MorphError
 from .files import partial_name, read_walk
 from .presets import PRESETS, DeliveryPlan, Shape, VideoOptions, plan
@@ -159,8 +161,9 @@ def check(delivery: DeliveryPlan, found: dict) -> list[str]:
     return problems
 
 
-def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: VideoOptions) -> dict:
-    """Make, read back and check one platform file; a GIF over its size limit is made smaller until it fits."""
+def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: VideoOptions, timing=None) -> dict:
+    """Make, read back and check one platform file; a GIF over its size limit is made smaller until it fits.
+    `timing` (a walk timed to music): an MP4 that shows the walk as it was timed carries the music too."""
     height, width = read_png(frames[0]).shape[:2]
     delivery = plan(preset, len(frames), fps, width, height, options)
     while True:
@@ -177,8 +180,13 @@ def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: Vide
     if problems:
         path.unlink()
         raise MorphError(f"{path.name} would break {preset}'s limits ({'; '.join(problems)}); not written")
+    # the music fits only the walk as timed: not bounced, held or reversed (a held frame moves the beats)
+    music = timing is not None and delivery.preset.container == "mp4" and delivery.timeline == list(range(len(frames)))
+    if music:
+        mux(path, timing)
     return {"preset": preset, "file": str(path), "fps": delivery.fps, "repeat": delivery.repeat,
-            "shown_frames": len(delivery.timeline), "notes": delivery.shape.notes, **found}
+            "shown_frames": len(delivery.timeline), "notes": delivery.shape.notes, "audio": music,
+            **found, "bytes": path.stat().st_size}
 
 
 def check_platforms(config, count: int) -> None:
@@ -191,7 +199,7 @@ def check_platforms(config, count: int) -> None:
 def deliver_all(config, frames: list[Path], output: Path) -> list[dict]:
     """The job's platform files, from its published frames."""
     return [deliver(preset, frames, config.fps, output / f"{config.name}{PRESETS[preset].suffix}",
-                    config.video.options()) for preset in config.video.platforms()]
+                    config.video.options(), config.timing) for preset in config.video.platforms()]
 
 
 def export(output: Path, preset: str, out: Path | None = None, overrides: dict | None = None) -> dict:
@@ -205,5 +213,6 @@ def export(output: Path, preset: str, out: Path | None = None, overrides: dict |
     saved = VideoOptions(**{k: v for k, v in (manifest["config"].get("video") or {}).items()
                             if k in {f.name for f in fields(VideoOptions)}})
     options = replace(saved, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    timing = manifest["config"].get("timing")
     return deliver(preset, frames, manifest["fps"], out or output / f"{manifest['name']}{PRESETS[preset].suffix}",
-                   options)
+                   options, SimpleNamespace(**timing) if timing else None)

@@ -165,3 +165,24 @@ def test_the_seed_walk_example_runs_and_its_goldens_check(tmp_path):
     assert [r["seeds"] for r in manifest["frames"]] == [[1, 2], [1, 2], [2, 3]]
     save_golden(config, [0, 30], tmp_path / "golden")
     assert check_golden(config, tmp_path / "golden", "exact", report_dir=tmp_path / "report").passed
+
+
+def test_platform_files_of_a_timed_walk_carry_the_music_unless_held_or_bounced(tmp_path):
+    from pathlib import Path
+
+    from morph.delivery import export
+
+    audio = clicks(tmp_path / "clicks.wav", seconds=3.2)
+    config = load_config(tiny_job(tmp_path, "timed", frames=None, video={"presets": ["tiktok", "gif"]},
+                                  timing={"audio": str(audio), "duration": 3.2}))
+    made = {d["preset"]: d for d in run_job(config, quiet=True)["deliveries"]}
+    from morph.delivery import probe
+
+    assert made["tiktok"]["audio"] and not made["gif"]["audio"]
+    assert probe(Path(made["tiktok"]["file"]))["frames"] == 3 * 64  # the music took no frame away
+    held = export(config.output_dir, "x", tmp_path / "held.mp4", {"hold_ends": 0.5})
+    master = export(config.output_dir, "master", tmp_path / "master.mp4")
+    assert not held["audio"] and master["audio"]
+    info = __import__("subprocess").run([__import__("imageio_ffmpeg").get_ffmpeg_exe(), "-hide_banner", "-i",
+                                         made["tiktok"]["file"]], capture_output=True, text=True).stderr
+    assert "Audio: aac" in info and "60 fps" in info
