@@ -14,7 +14,8 @@ import warnings
 import click
 
 from . import __version__
-from .config import TOLERANCES, load_config
+from .config import load_config
+from .config_sections import TOLERANCES
 from .presets import PRESET_NAMES
 from .errors import MorphError
 

@@ -2,7 +2,8 @@
 
 Three job kinds share the common keys: a walk (`prompts`), a one-word edit (`base` + `edit`) and a
 grid (`grid`); which one a config is follows from which of those keys it has. Every key is
-declared below with its type, range and meaning; `morph schema` prints the JSON Schema.
+declared with its type, range and meaning (the sections in config_sections.py); `morph schema` prints
+the JSON Schema.
 """
 
 import hashlib
@@ -12,194 +13,14 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, PrivateAttr, Tag,
-                      TypeAdapter, ValidationError, model_serializer, model_validator)
+from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, ValidationError, model_validator
 
 from .config_errors import bad, one_line, short
+from .config_sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, EditSpec, Embedding, Frames, GoldenSpec,
+                              GridSpec, KeyframeEntry, Limits, Section, Size, Spacing, SpacingSpec, Text, TimingSpec,
+                              VideoSpec)
 from .errors import MorphError
-from .expr import parse_number, parse_prompt_expression
-from .presets import PRESET_NAMES, VideoOptions
-
-TOLERANCES = ("exact", "same-device", "cross-device")  # golden presets, defined in golden.py
-MAX_TEXT = 10_000  # characters in one prompt text; CLIP reads 77 tokens of it anyway
-
-
-def _batch_size(value):
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096):
-        return value
-    raise ValueError("expected a whole number 1..4096 or auto")
-
-
-def _frames(value):
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                                 for v in value):
-        return value
-    raise ValueError("expected a whole number of frames, or a list of steps per segment (whole numbers >= 1)")
-
-
-def _number(value):
-    """A grid coefficient: a number, or a string such as -3/7 in the expression grammar."""
-    try:
-        return parse_number(value, "value")
-    except MorphError as e:
-        raise ValueError(str(e).removeprefix("value: ")) from None
-
-
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
-Size = Annotated[int, Field(ge=8, multiple_of=8)]  # pixels; the VAE works on 8 x 8 blocks
-BatchSize = Annotated[int | Literal["auto"], PlainValidator(
-    _batch_size, json_schema_input_type=Annotated[int, Field(ge=1, le=4096)] | Literal["auto"])]
-Frames = Annotated[int | list[int], PlainValidator(_frames, json_schema_input_type=int | list[Annotated[int, Field(
-    ge=1)]])]
-Number = Annotated[float, PlainValidator(_number, json_schema_input_type=float | str)]
-DefineName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-
-
-class Section(BaseModel):
-    """Unknown keys are errors; no type coercion (YAML's `yes` is not true, '10' is not 10); numbers are finite."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True,
-                              use_attribute_docstrings=True)  # the docstring under a field describes it
-
-
-class EditSpec(Section):
-    word: Text
-    """The word of `base` whose token slots are edited."""
-    prompts: list[Text] = Field(min_length=2)
-    """What the word's slots walk through: words, or expressions over `define`."""
-    occurrence: int | None = Field(None, ge=1)
-    """Which occurrence of `word` (1-based), when it appears more than once."""
-    slots: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(None, min_length=1)
-    """Slot indices given by hand (BOS = 0), instead of finding the word's slots."""
-
-
-class GridRows(Section):
-    start: Text = Field(alias="from")
-    """The first row's prompt (text or expression)."""
-    end: Text = Field(alias="to")
-    """The last row's prompt."""
-    steps: int = Field(ge=1, le=1000)
-    """Rows: cells along this axis."""
-
-
-class GridColumns(Section):
-    add: Text
-    """The prompt added k times to each row's prompt tensor."""
-    start: Number = Field(alias="from")
-    """The first column's k: a number, or a fraction such as -3/7."""
-    end: Number = Field(alias="to")
-    """The last column's k."""
-    steps: int = Field(ge=1, le=1000)
-    """Columns: cells along this axis."""
-
-
-class GridSpec(Section):
-    rows: GridRows
-    """Rows walk from one prompt to another."""
-    columns: GridColumns
-    """Columns add k times a third prompt."""
-
-
-class Embedding(Section):
-    path: Text
-    """A textual-inversion .safetensors file."""
-    token: str | None = Field(None, pattern=r"^\S+$")
-    """The token prompts use for it; default: the file's own, or <file name>."""
-
-
-class GoldenSpec(Section):
-    tolerance: Literal[TOLERANCES] | None = None
-    """Preset for `morph golden check`; unset: same-device or cross-device by the environments compared."""
-    min_psnr: float | None = Field(None, ge=0)
-    """Override of the preset's lowest PSNR, in dB."""
-    min_ssim: float | None = Field(None, ge=-1, le=1)
-    """Override of the preset's lowest SSIM."""
-    max_abs_diff: int | None = Field(None, ge=0, le=255)
-    """Override of the preset's largest per-pixel difference (0..255)."""
-
-
-class AnalysisSpec(Section):
-    metric: Literal["ssim", "pixel", "lpips"] = "ssim"
-    """How the change between neighbouring frames is measured: 1 - SSIM, mean pixel difference, or LPIPS."""
-    storm_factor: float = Field(3.0, ge=1, le=1000)
-    """A step is stormy when its change exceeds this many times the median change."""
-
-
-class SpacingSpec(Section):
-    mode: Literal["uniform", "even"] = "uniform"
-    """uniform: equal steps of t; even: frames placed so that neighbours differ by about the same amount."""
-    max_extra_renders: int | None = Field(None, ge=0)
-    """even: most renders beyond the frame count spent on refining the spacing; default: half the frame count."""
-    budget: Literal["segment", "walk"] = "segment"
-    """even: segment keeps each segment's frame count; walk gives frames to the segments that change most."""
-
-    def extra_renders(self, frames: int) -> int:
-        return frames // 2 if self.max_extra_renders is None else self.max_extra_renders
-
-
-def _spacing(value):
-    """`spacing: even` is short for `spacing: {mode: even}`."""
-    return {"mode": value} if isinstance(value, str) else value
-
-
-Spacing = Annotated[SpacingSpec, BeforeValidator(_spacing, json_schema_input_type=Literal["uniform", "even"]
-                                                  | SpacingSpec)]
-
-
-class VideoSpec(Section):
-    """The files made from the frames: the master MP4 always, and one file per platform preset."""
-
-    preset: Literal[PRESET_NAMES] | None = None
-    """One platform file besides the master: x, instagram, tiktok, youtube, youtube-shorts, gif, webm."""
-    presets: list[Literal[PRESET_NAMES]] = []
-    """Several: [tiktok, gif, webm] (master is always written)."""
-    fit: Literal["none", "pad", "crop"] = "none"
-    """none keeps the render's aspect; pad or crop reach the platform's (9:16 on vertical-first platforms)."""
-    pad: str = Field("black", pattern=r"^(blur|black|white|#[0-9a-fA-F]{6})$")
-    """What fit: pad fills with: blur (a blurred copy of the frame), black, white or #RRGGBB."""
-    loop: Literal["none", "pingpong"] = "none"
-    """pingpong: forward, then back from the same frames (no frame twice at a turn)."""
-    hold_ends: float = Field(0.0, ge=0, le=60)
-    """Seconds the first and last frames are held."""
-    reverse: bool = False
-    """Show the walk from its last frame to its first."""
-
-    def platforms(self) -> list[str]:
-        """The platform files to make, in order, each once (not the master, which streams while rendering)."""
-        names = ([self.preset] if self.preset else []) + self.presets
-        return [n for i, n in enumerate(names) if n != "master" and n not in names[:i]]
-
-    def options(self) -> VideoOptions:
-        return VideoOptions(self.fit, self.pad, self.loop, self.hold_ends, self.reverse)
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.preset and self.presets:
-            raise MorphError("video: give preset (one) or presets (a list), not both")
-        if self.options() != VideoOptions() and not self.platforms():
-            raise MorphError("video: fit, pad, loop, hold_ends and reverse shape the platform files, and the "
-                             "master is the walk itself; add a preset such as tiktok or gif")
-        return self
-
-
-class TimingSpec(Section):
-    audio: Text
-    """The music: a .wav, .mp3 or anything ffmpeg reads."""
-    start: float = Field(0.0, ge=0)
-    """Where in the music the video starts, in seconds."""
-    duration: float = Field(gt=0, le=3600)
-    """Seconds of video (and music): the frame count is duration x fps."""
-
-
-class Limits(Section):
-    """Caps that catch typos (frames: 10000000000) before they cost hours; raise them here on purpose."""
-
-    max_frames: int = Field(100_000, ge=1)
-    """Most frames of a walk or an edit, or cells of a grid."""
-    max_size: int = Field(4096, ge=8)
-    """Most pixels of height and of width."""
+from .expr import parse_prompt_expression
 
 
 class JobConfig(Section):
@@ -397,40 +218,6 @@ class _Keyframed(JobConfig):
             raise bad("frames", value, f"expected a whole number >= {max(2, segments + 1)} "
                                         f"(every one of the {len(keyframes)} keyframes lands on a frame)")
         return raw
-
-
-class Keyframe(Section):
-    """A keyframe with its own settings; what it does not set comes from the top level."""
-
-    prompt: Text
-    """The keyframe's prompt (a text, or an expression over `define`)."""
-    seed: int | None = Field(None, ge=0, le=2**64 - 1)
-    """Its starting noise; between keyframes the noise is slerped (a seed walk)."""
-    negative_prompt: str | None = Field(None, max_length=MAX_TEXT)
-    """Its negative prompt (a text, or an expression over `define`); interpolated like the prompts."""
-    guidance_scale: float | None = Field(None, ge=0, le=100)
-    """Its classifier-free guidance; linear between keyframes."""
-
-
-    @model_serializer(mode="wrap")
-    def _plain(self, handler):
-        """A keyframe that sets nothing but its prompt is written as the prompt alone, as the user wrote it."""
-        data = {k: v for k, v in handler(self).items() if v is not None}
-        return self.prompt if list(data) == ["prompt"] else data
-
-
-def _keyframe(value):
-    """A keyframe is a prompt text, or a mapping with its own settings."""
-    if isinstance(value, str):
-        if not value:
-            raise ValueError("expected a non-empty string")
-        return {"prompt": value}
-    if isinstance(value, dict):
-        return value
-    raise ValueError("expected a prompt text, or a mapping {prompt, seed, negative_prompt, guidance_scale}")
-
-
-KeyframeEntry = Annotated[Keyframe, BeforeValidator(_keyframe, json_schema_input_type=Text | Keyframe)]
 
 
 class WalkJob(_Keyframed):
