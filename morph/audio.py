@@ -9,6 +9,7 @@ import numpy as np
 from .errors import MorphError
 from .files import partial_name
 from .onsets import onset_strength, per_frame, placed_t
+from .video import ffmpeg_said
 
 RATE = 22050  # Hz: enough for onsets, and cheap
 
@@ -21,8 +22,7 @@ def decode(path: str, start: float, duration: float) -> np.ndarray:
                f"{duration}", "-i", path, "-vn", "-ac", "1", "-ar", str(RATE), "-f", "f32le", "-"]
     done = subprocess.run(command, capture_output=True)
     if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").strip().splitlines()
-        raise MorphError(f"timing.audio: ffmpeg cannot read {path!r} ({message[-1] if message else 'no message'})")
+        raise MorphError(f"timing.audio: ffmpeg cannot read {path!r} ({ffmpeg_said(done.stderr)})")
     samples = np.frombuffer(done.stdout, dtype=np.float32)
     if samples.size < 0.9 * duration * RATE:
         raise MorphError(f"timing: {path!r} has {samples.size / RATE:.2f} s from start {start:g}, "
@@ -51,6 +51,5 @@ def mux(video: Path, timing) -> None:
     done = subprocess.run(command, capture_output=True)
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
-        message = done.stderr.decode(errors="replace").strip().splitlines()
-        raise MorphError(f"timing.audio: ffmpeg could not add the music ({message[-1] if message else 'no message'})")
+        raise MorphError(f"timing.audio: ffmpeg could not add the music ({ffmpeg_said(done.stderr)})")
     partial.replace(video)

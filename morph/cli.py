@@ -178,10 +178,9 @@ def export(output, preset, out, fit, pad, loop, hold_ends, direction):
 
 def _delivered(made: dict) -> str:
     """One line per platform file: where, what it holds, and what was changed to fit."""
-    held = f", each frame held {made['repeat']}x" if made["repeat"] > 1 else ""
-    notes = f" ({'; '.join(made['notes'])})" if made["notes"] else ""
-    return (f"-> {made['file']}: {made['width']}x{made['height']}, {made['fps']:g} fps{held}, "
-            f"{made['duration']:.2f} s, {made['bytes'] / 1e6:.2f} MB{notes}")
+    from .delivery import summary
+
+    return f"-> {made['file']}: {summary(made)}"
 
 
 @cli.command(epilog="Example: morph status outputs/cat_kitten")

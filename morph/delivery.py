@@ -18,7 +18,7 @@ from .audio import mux
 from .errors import MorphError
 from .files import partial_name, read_walk
 from .presets import PRESETS, DeliveryPlan, Shape, VideoOptions, plan
-from .video import read_png
+from .video import ffmpeg_said, read_png
 
 MASTER_CRF = 16  # the master's x264 quality (video.py); the platform files use the same
 WEBM_CRF = 24  # VP9 quality whose PSNR against the PNG frames is about the master's (README: the test measures it)
@@ -112,9 +112,9 @@ def encode(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str = "b
             for _ in range(delivery.repeat):
                 process.stdin.write(image)
         process.stdin.close()
-        error = process.stderr.read().decode(errors="replace").strip()
+        error = process.stderr.read()
         if process.wait() != 0:
-            raise MorphError(f"ffmpeg could not write {path.name}: {error.splitlines()[-1] if error else 'no message'}")
+            raise MorphError(f"ffmpeg could not write {path.name}: {ffmpeg_said(error)}")
         partial.replace(path)
     except BaseException:
         process.kill()
@@ -173,9 +173,9 @@ def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: Vide
         too_big = delivery.preset.container == "gif" and any("bytes" in p for p in problems)
         if not too_big or delivery.shape.width * GIF_SHRINK < GIF_SMALLEST:
             break
-        smaller = int(delivery.shape.width * GIF_SHRINK)
-        delivery.shape = Shape(smaller - smaller % 2, 2 * round(delivery.shape.height * GIF_SHRINK / 2),
-                               content=(smaller - smaller % 2, 2 * round(delivery.shape.height * GIF_SHRINK / 2)),
+        width = int(delivery.shape.width * GIF_SHRINK) // 2 * 2  # even sides, as everywhere
+        height = 2 * round(delivery.shape.height * GIF_SHRINK / 2)
+        delivery.shape = Shape(width, height, content=(width, height),
                                notes=delivery.shape.notes + [f"made smaller to stay under {preset}'s size limit"])
     if problems:
         path.unlink()
@@ -189,6 +189,15 @@ def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: Vide
             **found, "bytes": path.stat().st_size}
 
 
+def summary(made: dict) -> str:
+    """What a platform file holds and what was changed to make it fit, in one line."""
+    held = f", each frame held {made['repeat']}x" if made["repeat"] > 1 else ""
+    music = ", with the music" if made.get("audio") else ""
+    notes = f" ({'; '.join(made['notes'])})" if made["notes"] else ""
+    return (f"{made['width']}x{made['height']}, {made['fps']:g} fps{held}, {made['duration']:.2f} s, "
+            f"{made['bytes'] / 1e6:.2f} MB{music}{notes}")
+
+
 def check_platforms(config, count: int) -> None:
     """Before rendering: every platform file the job asks for can be made (duration, aspect, frame rate), or a
     MorphError that says what to change. An unset size is the model's own, square for every SD family."""
@@ -196,9 +205,12 @@ def check_platforms(config, count: int) -> None:
         plan(preset, count, config.fps, config.width or 512, config.height or 512, config.video.options())
 
 
-def deliver_all(config, frames: list[Path], output: Path) -> list[dict]:
-    """The job's platform files, from its published frames."""
-    return [deliver(preset, frames, config.fps, output / f"{config.name}{PRESETS[preset].suffix}",
+def deliver_all(config, frames: list[Path], master: Path) -> list[dict]:
+    """After the master MP4 (`master`) is written: its music, if the walk is timed to some, and the job's platform
+    files beside it, from its published frames."""
+    if config.timing:
+        mux(master, config.timing)
+    return [deliver(preset, frames, config.fps, master.parent / f"{config.name}{PRESETS[preset].suffix}",
                     config.video.options(), config.timing) for preset in config.video.platforms()]
 
 

@@ -23,7 +23,6 @@ class PromptEncoder:
         self.pairs, self.penultimate, self.pooled = list(pairs), penultimate, pooled
         self.expand = expand or (lambda text, tokenizer: text)  # a textual-inversion token of n vectors -> n tokens
         self.zero_empty_negative = zero_empty_negative
-        self.tokenizer = self.pairs[0][0]
         widths = [encoder.config.hidden_size for _, encoder in self.pairs]
         self.columns = [slice(sum(widths[:i]), sum(widths[:i + 1])) for i in range(len(widths))]
         self._cache: dict[str, torch.Tensor] = {}

@@ -9,25 +9,24 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from .acceleration import auto_batch_size, channels_last, compile_pipeline
 from .analysis import keyframes_of, lpips_missing, storm_map
-from .audio import mux, timed_schedule
+from .audio import timed_schedule
+from .conditioning import build_path, refuse_non_finite, walk_along
 from .config import JobConfig, parse_frame_spec
 from .delivery import check_platforms, deliver_all
-from .encode import PromptEncoder, prompt_encoder
+from .encode import prompt_encoder
 from .errors import MorphError
 from .files import check_output, write_atomic
 from .manifest import FrameLog, manifest, write_manifest
-from .path import GridPath, WalkPath, linspace
+from .path import GridPath, WalkPath
 from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
 from .produce import (claimed, missing_after, plan_frames, plan_record, produce, publish, resumed_batch_size,
                       video_from_store)
 from .report import write_report
 from .respace import even_spacing
-from .spacing import shares_of
 from .render import BatchRenderer, HostCopy, RenderSettings, render_batch, shared_latent
 from .shard import this_process
 from .store import FrameStore
@@ -59,56 +58,6 @@ class PreparedJob:
             yield from zip(chunk, HostCopy(batch.images).wait(), batch.nsfw)
 
 
-def _keyframes(config: JobConfig, encoder: PromptEncoder) -> torch.Tensor:
-    """Keyframe tensors [K, L, D] of a walk or a one-word edit."""
-    if config.kind == "edit":
-        edit = config.edit
-        return torch.stack([
-            encoder.edit(config.base, edit.word, config.prompt_terms(p, f"edit.prompts[{i}]"), edit.occurrence,
-                         edit.slots)
-            for i, p in enumerate(edit.prompts)])
-    return torch.stack([encoder.terms(config.prompt_terms(source, where)) for where, source in config.prompt_sources()])
-
-
-def _build_path(config: JobConfig, encoder: PromptEncoder, timing=None) -> WalkPath | GridPath:
-    if config.kind == "grid":
-        rows, columns = config.grid.rows, config.grid.columns
-        start, end, add = (encoder.terms(config.prompt_terms(source, where))
-                           for where, source in config.prompt_sources())
-        return GridPath(start, end, add, linspace(0, 1, rows.steps), linspace(columns.start, columns.end, columns.steps),
-                        config.interpolation, names=(rows.start, rows.end, columns.add))
-    keyframes = _keyframes(config, encoder)
-    path = WalkPath(keyframes, config.steps(), config.interpolation)
-    # music places the frames now; with spacing: even it warps the even spacing later (job.music)
-    return path.placed(*timing[:2]) if timing and config.spacing.mode != "even" else path
-
-
-def _walking(config: JobConfig, encoder: PromptEncoder, pipe, height: int, width: int) -> tuple[dict, dict]:
-    """What walks with the prompts where keyframes set their own seed, negative_prompt or guidance_scale
-    (path.WalkPath's `along`), and what each frame's record names (its `labels`)."""
-    settings, varying, along, labels = config.keyframe_settings(), config.varying(), {}, {}
-    if "seed" in varying:
-        along["latent"] = torch.cat([shared_latent(pipe, s["seed"], height, width) for s in settings])
-        labels["seeds"] = [s["seed"] for s in settings]
-    if "negative_prompt" in varying:
-        terms = [config.prompt_terms(s["negative_prompt"], f"prompts[{i}].negative_prompt") if s["negative_prompt"]
-                 else {} for i, s in enumerate(settings)]
-        along["negative"] = torch.stack([encoder.terms(t) if t else encoder.negative("") for t in terms])
-        labels["negative_prompts"] = terms
-    if "guidance_scale" in varying:
-        along["guidance"] = torch.tensor([s["guidance_scale"] for s in settings], dtype=torch.float64)
-    return along, labels
-
-
-def _refuse_non_finite(config: JobConfig, path, negative: torch.Tensor) -> None:
-    """A NaN or inf in a conditioning would render black or garbage frames: stop before rendering any."""
-    named = list(zip((where for where, _ in config.prompt_sources()), path.sources())) + [("negative_prompt", negative)]
-    for where, tensor in named:
-        if not torch.isfinite(tensor).all():
-            raise MorphError(f"{where}: its encoded tensor holds NaN or inf ({tensor.dtype} overflowed); "
-                             "use smaller weights, or dtype: float32")
-
-
 def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     """Steps 1-5 of a job: everything before the first frame is rendered."""
     timings = {}
@@ -131,9 +80,9 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     # 3. Encode the prompts, each distinct text once, into full [L, D] tensors
     started = time.perf_counter()
     encoder = prompt_encoder(pipe)
-    path = _build_path(config, encoder, timing)
+    path = build_path(config, encoder, timing)
     negative = encoder.negative(config.negative_prompt)
-    _refuse_non_finite(config, path, negative)
+    refuse_non_finite(config, path, negative)
     timings["encode_s"] = time.perf_counter() - started
 
     # 4. One starting latent, shared by every frame; where keyframes set their own seed, negative_prompt or
@@ -143,7 +92,7 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     settings = RenderSettings(height, width, config.num_inference_steps, config.guidance_scale, config.seed)
     latent = shared_latent(pipe, config.seed, height, width)
     if config.kind != "grid" and config.varying():
-        path.along, path.labels = _walking(config, encoder, pipe, height, width)
+        walk_along(path, config, encoder, pipe, height, width)
 
     # 5. The batch size (auto: probe renders, before compiling so that they compile nothing), then compile
     batch_size = config.batch_size
@@ -191,11 +140,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
 
         # 6. Plan: every frame's key; which aligned batches miss frames in the store. spacing: even first renders
         #    the uniform walk and samples between its frames, then picks the frames among them (all in the store)
-        spaced, render_started = None, time.perf_counter()
-        if even:
-            shares = shares_of(job.music[1], config.steps()) if job.music else None
-            spaced = even_spacing(job, store, shard, fresh, log, bar, config.analysis.metric,
-                                  config.spacing.extra_renders(count), config.spacing.budget, shares)
+        render_started = time.perf_counter()
+        spaced = even_spacing(job, store, shard, fresh, log, bar) if even else None
         plan = spaced.plan if spaced else plan_frames(job, selection, store, fresh)
         bar.total = (bar.total or 0) + len(plan.missing)
         if shard.leader:
@@ -221,14 +167,12 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             if video is not None and streaming is None:
                 video_from_store(plan, store, video)
 
-        # 8. Publish the frames under their names (links into the store); walks: the platform files made from them;
-        #    grids: the contact sheet
+        # 8. Publish the frames under their names (links into the store); walks: the music under the master and the
+        #    platform files made from the frames; grids: the contact sheet
         publish(plan, store, selection, folder, lambda i: job.path.describe(i)["file"], full)
         records = [job.path.describe(i) for i in selection]
         files = [folder / r["file"] for r in records]
-        if make_video and config.timing:
-            mux(video.path, config.timing)
-        deliveries = deliver_all(config, files, out) if make_video else []
+        deliveries = deliver_all(config, files, video_path) if make_video else []
         sheet = None
         if grid and full:
             sheet = out / "grid.png"

@@ -58,6 +58,7 @@ def manifest(job, records: list[dict], log: FrameLog, counts: dict, video, sheet
     """The manifest of a run of the PreparedJob `job`: config, model, environment, frames and outputs."""
     config, pipe, renderer = job.config, job.loaded.pipe, job.renderer
     attention = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
+    shape = conditioning_shape(pipe)
     return {
         "name": config.name,
         "kind": config.kind,
@@ -77,8 +78,8 @@ def manifest(job, records: list[dict], log: FrameLog, counts: dict, video, sheet
         "width": job.settings.width,
         "family": family_of(pipe),
         "prediction_type": prediction_type(pipe),
-        "embedding_shape": conditioning_shape(pipe)["tokens"],
-        "pooled_dim": conditioning_shape(pipe)["pooled"],
+        "embedding_shape": shape["tokens"],
+        "pooled_dim": shape["pooled"],
         "vae_decode": "float32" if vae_decodes_in_float32(pipe) else str(pipe.vae.dtype).removeprefix("torch."),
         "prompts": _prompt_terms(config),
         "frame_count": len(job.path),

@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 
 from .analysis import Analysis, keyframes_of, storm_map
+from .delivery import summary
 from .files import read_walk, write_atomic
 from .manifest import write_manifest
 
@@ -68,10 +69,8 @@ def _deliveries(deliveries: list[dict] | None) -> str:
     """Links to the platform files beside the report, with what each holds."""
     if not deliveries:
         return ""
-    items = "\n".join(
-        f'<li><a href="{escape(Path(d["file"]).name)}">{escape(Path(d["file"]).name)}</a>: {d["preset"]}, '
-        f'{d["width"]} × {d["height"]}, {d["fps"]:g} fps, {d["duration"]:.2f} s, {d["bytes"] / 1e6:.2f} MB'
-        f'{escape("; " + "; ".join(d["notes"])) if d["notes"] else ""}</li>' for d in deliveries)
+    items = "\n".join(f'<li><a href="{escape(Path(d["file"]).name)}">{escape(Path(d["file"]).name)}</a>: '
+                      f'{escape(d["preset"])}, {escape(summary(d))}</li>' for d in deliveries)
     return f"<h2>Files for the platforms</h2>\n<ul>{items}</ul>\n"
 
 

@@ -16,7 +16,7 @@ import torch
 from .analysis import distance_function
 from .manifest import FrameLog
 from .produce import FramePlan, aligned_groups, plan_frames, produce, render_identity
-from .spacing import crossing, gaps_to_split, pick_steps, share_steps, step_cost
+from .spacing import crossing, gaps_to_split, pick_steps, share_steps, shares_of, step_cost
 from .storm import downscale, summarize
 from .store import frame_identity
 
@@ -159,12 +159,14 @@ def _pick(samples: _Samples, segment: int, stuck: set[int], steps: int, target: 
     return picked
 
 
-def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress, metric: str, max_extra_renders: int,
-                 budget: str, shares=None) -> EvenSpacing:
+def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> EvenSpacing:
     """Render the samples spacing: even needs, pick the frames, point `job` at them; see the module's docstring.
-    `shares` (timing to music): per segment, each step's share of its change [n]; the even samples are then
-    picked so that the change follows the music instead of being equal."""
-    uniform = job.path
+    A walk timed to music (job.music) has its samples picked so that the change follows the music's share of
+    each segment instead of being equal."""
+    config, uniform = job.config, job.path
+    metric, budget = config.analysis.metric, config.spacing.budget
+    max_extra_renders = config.spacing.extra_renders(len(uniform))
+    shares = shares_of(job.music[1], config.steps()) if job.music else None
     count, renderer = len(uniform), _Renderer(job, store, shard, fresh, progress)
     samples = _Samples(store, metric)
 

@@ -9,6 +9,13 @@ import numpy as np
 from .files import partial_name, write_atomic
 
 
+def ffmpeg_said(stderr: bytes | str) -> str:
+    """The line of ffmpeg's error output that says what went wrong: its last."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "no message"
+
+
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write a uint8 [H, W, 3] image losslessly; it appears under `path` only once complete."""
     write_atomic(path, lambda partial: iio.imwrite(partial, image, extension=".png"))

@@ -1,5 +1,8 @@
 """Further axes of a walk: keyframes with their own seed, negative prompt and guidance, walked with the prompts."""
 
+import subprocess
+
+import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
@@ -17,6 +20,12 @@ from morph.video import read_png
 
 TOY = {"model": "toy", "height": None, "width": None, "num_inference_steps": 10, "guidance_scale": 5.0,
        "batch_size": 3}
+
+
+def ffmpeg_info(path):
+    """What ffmpeg says about a file's streams (its stderr for `ffmpeg -i`)."""
+    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True,
+                          text=True).stderr
 
 
 def run(tmp_path, name, **keys):
@@ -115,8 +124,7 @@ def test_a_walk_timed_to_clicks_moves_most_on_the_clicks_and_carries_the_music(t
     biggest = set(np.argsort(np.diff(t))[-4:].tolist())
     assert biggest <= {19, 20, 21, 39, 40, 41}  # the steps around 1 s and 2 s (frames 20 and 40 at 20 fps)
     assert np.diff(t)[:15].max() < 0.01  # stillness before the first click
-    info = __import__("subprocess").run([__import__("imageio_ffmpeg").get_ffmpeg_exe(), "-hide_banner", "-i",
-                                         manifest["video"]], capture_output=True, text=True).stderr
+    info = ffmpeg_info(manifest["video"])
     assert "Audio: aac" in info and probe(config.output_dir / "music.mp4")["frames"] == 60
     assert "Duration: 00:00:03.0" in info
 
@@ -183,6 +191,5 @@ def test_platform_files_of_a_timed_walk_carry_the_music_unless_held_or_bounced(t
     held = export(config.output_dir, "x", tmp_path / "held.mp4", {"hold_ends": 0.5})
     master = export(config.output_dir, "master", tmp_path / "master.mp4")
     assert not held["audio"] and master["audio"]
-    info = __import__("subprocess").run([__import__("imageio_ffmpeg").get_ffmpeg_exe(), "-hide_banner", "-i",
-                                         made["tiktok"]["file"]], capture_output=True, text=True).stderr
+    info = ffmpeg_info(made["tiktok"]["file"])
     assert "Audio: aac" in info and "60 fps" in info

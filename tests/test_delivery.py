@@ -9,6 +9,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from conftest import tiny_job
 from morph.cli import cli
@@ -159,7 +160,7 @@ def test_padding_keeps_the_render_whole_and_centred(walk):
     out, _, frames = walk
     first = decoded(out / "walk.tiktok.mp4")[0]
     middle = first[280:1000]  # the 720 x 720 render, between 280 px of blurred copy above and below
-    scaled = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(frames[0]).resize((720, 720)))
+    scaled = np.asarray(Image.fromarray(frames[0]).resize((720, 720)))
     assert psnr(middle, scaled) > 20 and psnr(first[:280], scaled[:280]) < psnr(middle, scaled)
 
 

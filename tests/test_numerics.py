@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import morph.job
+import morph.encode
 import morph.render
 from morph.cli import cli
 from morph.config import load_config
@@ -66,13 +66,13 @@ def test_frames_that_stay_bad_are_reported_and_the_manifest_stays_strict_json(wr
 
 
 def test_a_conditioning_that_overflowed_is_refused_before_rendering(write_config, monkeypatch):
-    real_terms = morph.job.PromptEncoder.terms
+    real_terms = morph.encode.PromptEncoder.terms
 
     def overflowing(self, terms):
         out = real_terms(self, terms)
         return out * float("inf") if "a drawing of a dog in kyoto" in terms else out
 
-    monkeypatch.setattr(morph.job.PromptEncoder, "terms", overflowing)
+    monkeypatch.setattr(morph.encode.PromptEncoder, "terms", overflowing)
     with pytest.raises(MorphError, match=r"prompts\[1\]: its encoded tensor holds NaN or inf"):
         run_job(load_config(write_config()), quiet=True)
 

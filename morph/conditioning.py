@@ -1,0 +1,62 @@
+"""From a checked config and a loaded model to the path of conditionings: the keyframe tensors of a walk or a
+one-word edit, a grid's three prompts, what walks along with the prompts, and where music places the frames."""
+
+import torch
+
+from .config import JobConfig
+from .encode import PromptEncoder
+from .errors import MorphError
+from .path import GridPath, WalkPath, linspace
+from .render import shared_latent
+
+
+def keyframe_tensors(config: JobConfig, encoder: PromptEncoder) -> torch.Tensor:
+    """Keyframe tensors [K, L, D] of a walk or a one-word edit."""
+    if config.kind == "edit":
+        edit = config.edit
+        return torch.stack([
+            encoder.edit(config.base, edit.word, config.prompt_terms(p, f"edit.prompts[{i}]"), edit.occurrence,
+                         edit.slots)
+            for i, p in enumerate(edit.prompts)])
+    return torch.stack([encoder.terms(config.prompt_terms(source, where)) for where, source in config.prompt_sources()])
+
+
+def build_path(config: JobConfig, encoder: PromptEncoder, timing=None) -> WalkPath | GridPath:
+    """The path of a job's frames: a grid's cells, or a walk's (or edit's) frames between its keyframe tensors,
+    placed by the music when `timing` (audio.timed_schedule) is given and spacing is uniform."""
+    if config.kind == "grid":
+        rows, columns = config.grid.rows, config.grid.columns
+        start, end, add = (encoder.terms(config.prompt_terms(source, where))
+                           for where, source in config.prompt_sources())
+        return GridPath(start, end, add, linspace(0, 1, rows.steps), linspace(columns.start, columns.end, columns.steps),
+                        config.interpolation, names=(rows.start, rows.end, columns.add))
+    keyframes = keyframe_tensors(config, encoder)
+    path = WalkPath(keyframes, config.steps(), config.interpolation)
+    # music places the frames now; with spacing: even it warps the even spacing later (job.music)
+    return path.placed(*timing[:2]) if timing and config.spacing.mode != "even" else path
+
+
+def walk_along(path: WalkPath, config: JobConfig, encoder: PromptEncoder, pipe, height: int, width: int) -> None:
+    """Where keyframes set their own seed, negative_prompt or guidance_scale, those walk with the prompts: the
+    path's `along` (the seeds' noise, the negatives, the guidance) and its frames' `labels`."""
+    settings, varying, along, labels = config.keyframe_settings(), config.varying(), {}, {}
+    if "seed" in varying:
+        along["latent"] = torch.cat([shared_latent(pipe, s["seed"], height, width) for s in settings])
+        labels["seeds"] = [s["seed"] for s in settings]
+    if "negative_prompt" in varying:
+        terms = [config.prompt_terms(s["negative_prompt"], f"prompts[{i}].negative_prompt") if s["negative_prompt"]
+                 else {} for i, s in enumerate(settings)]
+        along["negative"] = torch.stack([encoder.terms(t) if t else encoder.negative("") for t in terms])
+        labels["negative_prompts"] = terms
+    if "guidance_scale" in varying:
+        along["guidance"] = torch.tensor([s["guidance_scale"] for s in settings], dtype=torch.float64)
+    path.along, path.labels = along, labels
+
+
+def refuse_non_finite(config: JobConfig, path, negative: torch.Tensor) -> None:
+    """A NaN or inf in a conditioning would render black or garbage frames: stop before rendering any."""
+    named = list(zip((where for where, _ in config.prompt_sources()), path.sources())) + [("negative_prompt", negative)]
+    for where, tensor in named:
+        if not torch.isfinite(tensor).all():
+            raise MorphError(f"{where}: its encoded tensor holds NaN or inf ({tensor.dtype} overflowed); "
+                             "use smaller weights, or dtype: float32")
