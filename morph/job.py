@@ -44,6 +44,7 @@ class PreparedJob:
     renderer: BatchRenderer
     timings: dict = field(default_factory=dict)
     music: tuple | None = None  # timing: (segment [F], t [F], onset strength per step [F - 1])
+    identity: dict | None = None  # produce.render_identity, once made
 
     def use_path(self, path: WalkPath | GridPath) -> None:
         """Render frames of `path` from now on (spacing: even places its samples and frames this way)."""

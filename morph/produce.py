@@ -16,16 +16,22 @@ import torch
 
 from .errors import MorphError
 from .render import HostCopy
-from .store import FrameStore, OutputLock, digest, file_digest, folder_digest, frame_identity
+from .store import FrameStore, OutputLock, content_digest, digest, frame_identity
 from .writer import FrameWriter
 
 
 def render_identity(job) -> dict:
-    """Everything shared by all frames that decides their pixels: model, scheduler, settings, environment."""
+    """Everything shared by all frames that decides their pixels: model, scheduler, settings, environment.
+    Made once per prepared job (job.identity): hashing local weights reads every byte of them, and spacing: even
+    plans a batch of samples at a time."""
+    if job.identity is None:
+        job.identity = _render_identity(job)
+    return job.identity
+
+
+def _render_identity(job) -> dict:
     pipe, loaded, config = job.loaded.pipe, job.loaded, job.config
-    location = Path(loaded.location)
-    weights = folder_digest(location) if location.is_dir() else file_digest(location) if location.is_file() else \
-        loaded.revision
+    weights = content_digest(loaded.location, loaded.revision)
     scheduler_config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}  # no bookkeeping
     return {"model": loaded.model, "location": loaded.location, "weights": weights,
             "scheduler": type(pipe.scheduler).__name__, "scheduler_config": scheduler_config,
@@ -33,9 +39,8 @@ def render_identity(job) -> dict:
             "height": job.settings.height, "width": job.settings.width, "seed": config.seed,
             "negative_prompt": config.negative_prompt, "dtype": str(pipe.unet.dtype), "device": pipe.device.type,
             "compiled": config.compile, "safety_checker": config.safety_checker,
-            "vae": config.vae and (folder_digest(Path(config.vae)) if Path(config.vae).is_dir() else
-                                   file_digest(Path(config.vae)) if Path(config.vae).is_file() else config.vae),
-            "embeddings": [file_digest(Path(e if isinstance(e, str) else e.path)) for e in config.embeddings],
+            "vae": config.vae and content_digest(config.vae, config.vae),
+            "embeddings": [content_digest(e if isinstance(e, str) else e.path, None) for e in config.embeddings],
             # on the CPU the thread count changes the summation order, and so the last bit of a pixel
             "cpu_threads": torch.get_num_threads() if pipe.device.type == "cpu" else None}
 

@@ -41,8 +41,15 @@ def folder_digest(folder: Path) -> str:
     return sha.hexdigest()[:32]
 
 
+def content_digest(location: str, otherwise):
+    """A local folder's or file's weights by content (folder_digest, file_digest); `otherwise` for what is not on
+    disk (a hub id: its revision or name)."""
+    path = Path(location)
+    return folder_digest(path) if path.is_dir() else file_digest(path) if path.is_file() else otherwise
+
+
 def file_digest(path: Path) -> str:
-    """One file's bytes (a textual-inversion embedding), by content."""
+    """One file's bytes (a single-file checkpoint, a VAE, a textual-inversion embedding), by content."""
     sha = hashlib.sha256()
     _hash_file(sha, path)
     return sha.hexdigest()[:32]
