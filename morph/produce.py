@@ -82,16 +82,29 @@ class FramePlan:
         return digest({"render": self.render, "batch": batch_size, "frame": self.identities[i]})
 
 
+def _identified(job) -> FramePlan:
+    """A plan with what identifies the job's frames (render and frame identities, shape) and nothing chosen yet."""
+    return FramePlan(render_identity(job), [frame_identity(job.config, job.path.describe(i))
+                                            for i in range(len(job.path))], (job.settings.height, job.settings.width, 3))
+
+
 def plan_frames(job, selection: list[int], store: FrameStore, fresh: bool) -> FramePlan:
     """Which aligned batches to look at, and which of their frames the store lacks."""
     count, renderer = len(job.path), job.renderer
-    plan = FramePlan(render_identity(job), [frame_identity(job.config, job.path.describe(i)) for i in range(count)],
-                     (job.settings.height, job.settings.width, 3))
+    plan = _identified(job)
     groups = aligned_groups(count, renderer.batch_size)
     plan.keys = [plan.key(i, renderer.rendered_size(len(group))) for group in groups for i in group]
     wanted = set(selection)
     plan.groups = [group for group in groups if wanted.intersection(group)]
     plan.missing = {i for i in selection if fresh or not store.has(plan.keys[i], plan.shape)}
+    return plan
+
+
+def stored_plan(job, keys: list[str]) -> FramePlan:
+    """The plan of frames that are all in the store already under `keys` (spacing: even picks them among its
+    samples): nothing to render, every batch there to write the video from."""
+    plan = _identified(job)
+    plan.keys, plan.groups = list(keys), aligned_groups(len(keys), job.renderer.batch_size)
     return plan
 
 

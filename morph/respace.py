@@ -15,10 +15,9 @@ import torch
 
 from .analysis import distance_function
 from .manifest import FrameLog
-from .produce import FramePlan, aligned_groups, plan_frames, produce, render_identity
+from .produce import FramePlan, plan_frames, produce, stored_plan
 from .spacing import crossing, gaps_to_split, pick_steps, share_steps, shares_of, step_cost
 from .storm import downscale, summarize
-from .store import frame_identity
 
 
 @dataclass
@@ -164,10 +163,10 @@ def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> Eve
     A walk timed to music (job.music) has its samples picked so that the change follows the music's share of
     each segment instead of being equal."""
     config, uniform = job.config, job.path
-    metric, budget = config.analysis.metric, config.spacing.budget
-    max_extra_renders = config.spacing.extra_renders(len(uniform))
+    count, metric, budget = len(uniform), config.analysis.metric, config.spacing.budget
+    max_extra_renders = config.spacing.extra_renders(count)
     shares = shares_of(job.music[1], config.steps()) if job.music else None
-    count, renderer = len(uniform), _Renderer(job, store, shard, fresh, progress)
+    renderer = _Renderer(job, store, shard, fresh, progress)
     samples = _Samples(store, metric)
 
     # 1. The uniform walk of the same frame count: the first samples, and the "before"
@@ -210,14 +209,13 @@ def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> Eve
         picked += [seg[j] for j in _pick(samples, s, stuck[s], steps[s], targets[s],
                                          shares[s] if shares else None).tolist()[1:]]
     job.use_path(uniform.placed([p.segment for p in picked], [p.t for p in picked]))
-    plan = FramePlan(render_identity(job), [frame_identity(job.config, job.path.describe(i)) for i in range(count)],
-                     (job.settings.height, job.settings.width, 3), keys=[p.key for p in picked],
-                     groups=aligned_groups(count, job.renderer.batch_size))
+    plan = stored_plan(job, [p.key for p in picked])
     renderer.log_into(log, plan.keys)
     discontinuities = [{"segment": s, "from_t": seg[g].position, "to_t": seg[g + 1].position,
                         "change": samples.change(seg[g], seg[g + 1])}
                        for s, seg in enumerate(samples.segments) for g in sorted(stuck[s])]
     total = sum(len(seg) - 1 for seg in samples.segments) + 1
-    return EvenSpacing(plan, before, [uniform.position(i) for i in range(count)], total, renderer.rendered,
-                       sum(key not in renderer.new for key in plan.keys), discontinuities, max_extra_renders, budget, metric)
+    reused = sum(key not in renderer.new for key in plan.keys)
+    return EvenSpacing(plan, before, [uniform.position(i) for i in range(count)], total, renderer.rendered, reused,
+                       discontinuities, max_extra_renders, budget, metric)
 
