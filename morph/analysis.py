@@ -73,10 +73,15 @@ def analyze_frames(files: list[Path], metric: str = "ssim", storm_factor: float 
     return Analysis(metric, d, threshold, summarize(d_t), storm_zones(d_t, threshold), blinks(d_t, s_t, threshold))
 
 
+def uniform_curve(distances: list[float], estimated: bool) -> tuple[list[float], str]:
+    """The uniform walk's neighbour changes [F - 1] with their label in storm.png (spacing: even's "before")."""
+    return distances, "the same frame count, uniform spacing" + (" (estimated, not rendered)" if estimated else "")
+
+
 def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], path: Path,
-               before: list[float] | None = None) -> None:
+               before: tuple[list[float], str] | None = None) -> None:
     """storm.png: the distance of every step against video time, storm zones shaded, blinks and keyframes marked;
-    below, the cumulative change against the walk's position. `before`: the same walk's uniform spacing, in grey."""
+    below, the cumulative change against the walk's position. `before`: uniform_curve, drawn in grey."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
@@ -87,8 +92,9 @@ def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], p
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), height_ratios=[3, 2], constrained_layout=True)
     measure = "1 - SSIM" if analysis.metric == "ssim" else analysis.metric
     if before is not None:
-        top.plot(time, before, color="#999999", linewidth=1.0, label="the same frame count, uniform spacing")
-        bottom.plot(range(len(before) + 1), torch.cumsum(torch.tensor([0.0, *before]), 0).tolist(), color="#999999")
+        top.plot(time, before[0], color="#999999", linewidth=1.0, label=before[1])
+        bottom.plot(range(len(before[0]) + 1), torch.cumsum(torch.tensor([0.0, *before[0]]), 0).tolist(),
+                    color="#999999")
     top.plot(time, d, color="#1f4e79", linewidth=1.2, label=f"change to the next frame ({measure})")
     top.axhline(analysis.threshold, color="#c0392b", linestyle="--", linewidth=0.8,
                 label=f"storm threshold ({analysis.threshold:.3g})")
@@ -157,7 +163,7 @@ def lpips_missing() -> bool:
 
 
 def storm_map(output: Path, files: list[Path], fps: int, keyframes: list[tuple[int, str]], metric: str,
-              storm_factor: float, before: list[float] | None = None) -> Analysis:
+              storm_factor: float, before: tuple[list[float], str] | None = None) -> Analysis:
     """Analyse a walk's frames and write storm.png and filmstrip.png into `output` (`before`: see storm_plot)."""
     analysis = analyze_frames(files, metric, storm_factor)
     analysis.plot, analysis.filmstrip = str(output / "storm.png"), str(output / "filmstrip.png")

@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .acceleration import auto_batch_size, channels_last, compile_pipeline
-from .analysis import keyframes_of, lpips_missing, storm_map
+from .analysis import keyframes_of, lpips_missing, storm_map, uniform_curve
 from .audio import timed_schedule
 from .conditioning import build_path, refuse_non_finite, walk_along
 from .config import JobConfig, parse_frame_spec
@@ -140,7 +140,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         settings, log = job.settings, FrameLog()
 
         # 6. Plan: every frame's key; which aligned batches miss frames in the store. spacing: even first renders
-        #    the uniform walk and samples between its frames, then picks the frames among them (all in the store)
+        #    samples along the walk, places frames at equal steps of change, and picks them (all in the store)
         render_started = time.perf_counter()
         spaced = even_spacing(job, store, shard, fresh, log, bar) if even else None
         plan = spaced.plan if spaced else plan_frames(job, selection, store, fresh)
@@ -186,7 +186,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             storms = storm_map(out, files, config.fps,
                                keyframes_of(records, [source for _, source in config.prompt_sources()]),
                                config.analysis.metric, config.analysis.storm_factor,
-                               before=spaced.uniform if spaced else None)
+                               before=uniform_curve(spaced.uniform, spaced.uniform_estimated) if spaced else None)
 
         # 10. Write the manifest (strict JSON: no NaN or Infinity; never half a file) and, for walks, report.html
         counts = {"selected": len(selection), "rendered": rendered,

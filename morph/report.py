@@ -6,7 +6,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from .analysis import Analysis, keyframes_of, storm_map
+from .analysis import Analysis, keyframes_of, storm_map, uniform_curve
 from .delivery import summary
 from .files import read_walk, write_atomic
 from .manifest import write_manifest
@@ -52,7 +52,8 @@ def _spacing(spacing: dict | None) -> str:
     jumps = "; ".join(f"segment {d['segment']}, t {d['from_t']:.6f} → {d['to_t']:.6f} (change {d['change']:.3g})"
                       for d in spacing["discontinuities"]) or "none"
     rows = _rows([
-        ("uniform spacing (grey in the plot)", figures(uniform["summary"])),
+        ("uniform spacing (grey in the plot" + (", estimated: not rendered)" if uniform.get("estimated") else ")"),
+         figures(uniform["summary"])),
         ("even spacing (this video)", figures(even["summary"])),
         ("uniform, steps across discontinuities left out", figures(uniform["summary_without_discontinuities"])),
         ("even, steps across discontinuities left out", figures(even["summary_without_discontinuities"])),
@@ -119,7 +120,8 @@ def reanalyze(output: Path, metric: str | None, storm_factor: float | None) -> A
     settings = manifest["config"].get("analysis") or {}
     metric = metric or settings.get("metric", "ssim")
     spacing = manifest.get("spacing")
-    before = spacing["uniform"]["distances"] if spacing and spacing["metric"] == metric else None  # comparable only
+    uniform = spacing["uniform"] if spacing and spacing["metric"] == metric else None  # comparable only
+    before = uniform_curve(uniform["distances"], uniform.get("estimated", False)) if uniform else None
     analysis = storm_map(output, [output / "frames" / r["file"] for r in manifest["frames"]], manifest["fps"],
                          keyframes_of(manifest["frames"], [p["source"] for p in manifest["prompts"]]),
                          metric, storm_factor or settings.get("storm_factor", 3.0), before)

@@ -1,9 +1,18 @@
-"""spacing: even. The walk's uniform frames are rendered first (they are the "before"); samples are added
-between neighbours that still differ by more than an even step, biggest gaps first, one batch at a time,
-within max_extra_renders; then the video's frames are picked among all the samples at equal steps of the
-cumulative change. Every frame is a render that exists in the store: none is rendered twice, none blended.
+"""spacing: even. Frames go where the picture has changed by equal steps, each a real render (none blended):
 
-A gap that bisection narrows below spacing.MIN_GAP while it still differs by more than a step is a true
+1. a coarse uniform pass (a quarter of the frames) shows roughly where the change is;
+2. a few typical gaps are bisected to measure how change grows with distance along t (1 - SSIM: about as
+   distance ** 1.5), so that change ** (1 / growth) can be added up along the walk;
+3. gaps holding a storm are bisected, biggest first, one batch at a time;
+4. the frames are placed at equal steps of that cumulative length, and rendered where no sample is near; then
+   frames whose steps still miss the mean are placed again between their neighbours, on the changes now measured
+   frame to frame, while max_extra_renders lasts;
+5. the video's frames are picked among all the samples by the measured change of every step.
+
+Samples count against the budget whether this run rendered them or found them in the store, so a run that is
+resumed, or run again, makes the same choices; no sample renders twice.
+
+A gap that bisection narrows below spacing.MIN_GAP while it still holds more than a step is a true
 discontinuity (the picture flips between two almost equal conditionings): it is reported, not split further,
 and its change is left out of the even steps, because no spacing can spread it.
 """
@@ -16,8 +25,20 @@ import torch
 from .analysis import distance_function
 from .manifest import FrameLog
 from .produce import FramePlan, plan_frames, produce, stored_plan
-from .spacing import crossing, gaps_to_split, pick_steps, share_steps, shares_of, step_cost
+from .spacing import (crossing, cumulative, gaps_to_split, growth, interpolate, marks, pick_steps, share_steps,
+                      shares_of, step_cost)
 from .storm import downscale, summarize
+
+COARSE = 4  # the first pass renders a quarter of each segment's steps: enough to see where the change is
+SPLIT = 2 * COARSE  # gaps this many even steps long (twice a coarse gap's) are bisected before frames go in them
+SNAP = 0.2  # a sample within this fraction of a step of where a frame should be is used instead of a new render
+ROUNDS = 6  # placing frames, then placing them again along the curve their renders measured
+TOLERANCE = 0.1  # of the mean step: steps further off than this are placed again
+CONCENTRATED = 0.8  # a half of a bisected gap holding this much of its length may hold a discontinuity
+NEAR = 0.1  # an estimated uniform step is measured between samples this close (in steps) to its ends
+ROUNDING = 1e-9  # a smaller change is the arithmetic's, between identical frames
+TIES = 1e-12  # steps that change the picture equally are told apart by how even they are in t
+CALIBRATION = 4  # typical coarse gaps bisected to measure how change grows with distance
 
 
 @dataclass
@@ -34,6 +55,7 @@ class EvenSpacing:
 
     plan: FramePlan
     uniform: list[float]  # change between neighbouring frames of the uniform walk with the same frame count
+    uniform_estimated: bool  # not measured: that walk's frames were not in the store
     uniform_positions: list[float]  # where those frames sit along the walk (segment + t)
     samples: int  # renders spent in all: the frame count plus the refinement
     rendered: int  # how many of them this run rendered (the rest were in the store)
@@ -42,14 +64,16 @@ class EvenSpacing:
     max_extra_renders: int
     budget: str
     metric: str
+    growth: float  # change grows about as distance ** growth along t (measured; see _calibrate)
 
     def record(self, positions: list[float], distances: list[float]) -> dict:
         """The manifest's spacing section, with the picked frames' positions and neighbour changes [F - 1]."""
         return {
             "spacing": "even", "metric": self.metric, "budget": self.budget, "max_extra_renders": self.max_extra_renders,
             "renders": self.samples, "extra_renders": self.samples - len(positions), "rendered": self.rendered,
-            "discontinuities": self.discontinuities,
-            "uniform": {"distances": self.uniform, **self._figures(self.uniform_positions, self.uniform)},
+            "growth": self.growth, "discontinuities": self.discontinuities,
+            "uniform": {"distances": self.uniform, "estimated": self.uniform_estimated,
+                        **self._figures(self.uniform_positions, self.uniform)},
             "even": self._figures(positions, distances),
         }
 
@@ -69,11 +93,14 @@ class _Samples:
     def __init__(self, store, metric: str):
         self.store, self.distance = store, distance_function(metric)
         self.segments: list[list[Sample]] = []
+        self.jumps: set[tuple[int, str]] = set()  # (segment, key of the sample before it) of every discontinuity
+        self.growth = 1.0  # change grows about as distance ** growth along t; see _calibrate
         self._frames, self._changes = {}, {}
 
     def change(self, a: Sample, b: Sample) -> float:
         if (a.key, b.key) not in self._changes:
-            self._changes[a.key, b.key] = self.distance(self._frame(a.key), self._frame(b.key))
+            change = self.distance(self._frame(a.key), self._frame(b.key))
+            self._changes[a.key, b.key] = change if change > ROUNDING else 0.0
         return self._changes[a.key, b.key]
 
     def _frame(self, key: str):
@@ -84,6 +111,10 @@ class _Samples:
     def changes(self, segment: int) -> list[float]:
         samples = self.segments[segment]
         return [self.change(a, b) for a, b in zip(samples, samples[1:])]
+
+    def stuck(self, segment: int) -> set[int]:
+        """The segment's gaps (indices into its changes) that are discontinuities."""
+        return {g for g, sample in enumerate(self.segments[segment][:-1]) if (segment, sample.key) in self.jumps}
 
     def insert(self, segment: int, sample: Sample) -> None:
         samples = self.segments[segment]
@@ -119,24 +150,38 @@ class _Renderer:
                 getattr(log, name).append(i)
 
 
-def _steps_and_targets(samples: _Samples, stuck: list[set[int]], uniform_steps: list[int], budget: str):
-    """Steps per segment and the even change per step each segment aims at (discontinuities left out)."""
-    change = [sum(d for g, d in enumerate(samples.changes(s)) if g not in stuck[s])
+def _shortfall(samples: _Samples, steps: list[int]) -> list[int]:
+    """How many samples each segment lacks for its steps' frames."""
+    return [max(0, n + 1 - len(seg)) for n, seg in zip(steps, samples.segments)]
+
+
+def _lengths(samples: _Samples, segment: int) -> list[float]:
+    """How far apart the segment's neighbouring samples are: change ** (1 / growth), which adds up along t."""
+    return [c ** (1 / samples.growth) for c in samples.changes(segment)]
+
+
+def _steps_and_lengths(samples: _Samples, uniform_steps: list[int], budget: str, caps=None):
+    """Steps per segment, and the length of one even step in each (discontinuities left out): the config's steps,
+    or with budget: walk, the walk's steps shared in proportion to the segments' lengths, within caps [K]."""
+    jumps = [len(samples.stuck(s)) for s in range(len(samples.segments))]
+    length = [sum(x for g, x in enumerate(_lengths(samples, s)) if g not in samples.stuck(s))
               for s in range(len(samples.segments))]
-    if budget == "walk":
-        steps = share_steps(change, sum(uniform_steps), [len(seg) - 1 for seg in samples.segments]).tolist()
-        step = sum(change) / sum(steps)
-        return steps, [step] * len(steps)
-    return uniform_steps, [c / n for c, n in zip(change, uniform_steps)]
+    steps = uniform_steps
+    if budget == "walk":  # each discontinuity keeps a step of its own; the other steps follow length
+        caps = caps or [sum(uniform_steps)] * len(jumps)
+        free = share_steps(length, sum(uniform_steps) - sum(jumps), [c - j for c, j in zip(caps, jumps)])
+        steps = (free + torch.tensor(jumps)).tolist()
+    return steps, [x / max(1, n - j) for x, n, j in zip(length, steps, jumps)]
 
 
-def _pick(samples: _Samples, segment: int, stuck: set[int], steps: int, target: float, shares=None):
+def _pick(samples: _Samples, segment: int, steps: int, length: float, shares=None):
     """Indices [steps + 1] of the segment's samples to keep: a step may skip samples (up to a window), never
     a discontinuity, which is one step between the samples either side of it and costs nothing (it cannot be
     made even). Changes between samples further apart are measured, not summed: change is not additive.
     The target step is then moved to the mean of the steps picked, twice, since skipping shrinks it.
-    `shares` [steps] (summing to 1; music): step k aims at shares[k] of the segment's change instead."""
-    seg = samples.segments[segment]
+    `length`: of one even step (see _lengths). `shares` [steps] (summing to 1; music): step k aims at shares[k]
+    of the segment's change instead."""
+    seg, stuck = samples.segments[segment], samples.stuck(segment)
     size = len(seg)
     window = max(4, 2 * math.ceil((size - 1) / steps))
     change = torch.full((size, window), math.inf, dtype=torch.float64)
@@ -149,73 +194,223 @@ def _pick(samples: _Samples, segment: int, stuck: set[int], steps: int, target: 
             elif w == 0:
                 free[j, w] = True
     aims = torch.full((steps,), 1 / steps, dtype=torch.float64) if shares is None else shares
-    scale = target * steps  # the segment's change, spread over its steps by `aims`
+    scale = length ** samples.growth * steps  # the segment's change, spread over its steps by `aims`
+    position = torch.tensor([x.position for x in seg], dtype=torch.float64)
+    span = torch.full((size, window), math.inf, dtype=torch.float64)  # in t, of the step ending at each sample
+    for w in range(min(window, size - 1)):
+        span[w + 1:, w] = position[w + 1:] - position[:size - w - 1]
     for _ in range(3):
-        picked = pick_steps(lambda k: torch.where(free, 0.0, step_cost(change, scale * float(aims[k - 1]))), steps)
+        picked = pick_steps(lambda k: torch.where(free, 0.0, step_cost(change, scale * float(aims[k - 1])) +
+                                                  TIES * (span - float(aims[k - 1])) ** 2), steps)
         kept = change[picked[1:], picked[1:] - picked[:-1] - 1]
         if torch.isfinite(kept).any():
             scale = float(kept[torch.isfinite(kept)].sum() / aims[torch.isfinite(kept)].sum())
     return picked
 
 
+def _render_into(samples: _Samples, renderer: _Renderer, wanted: list[tuple]) -> None:
+    """Render samples at wanted (priority, segment, position) places and add them to their segments."""
+    keys = renderer.render([s for _, s, _ in wanted], [t for _, _, t in wanted])
+    for (_, s, t), key in zip(wanted, keys):
+        samples.insert(s, Sample(t, s, t, key))
+
+
+def _curve(samples: _Samples, segment: int, base: list[int]):
+    """Positions [B] of the base samples (indices into the segment), the lengths [B - 1] between neighbours among
+    them, and the indices of those steps that are discontinuities."""
+    seg, stuck = samples.segments[segment], samples.stuck(segment)
+    position = torch.tensor([seg[j].position for j in base], dtype=torch.float64)
+    lengths = torch.tensor([samples.change(seg[a], seg[b]) for a, b in zip(base, base[1:])]) ** (1 / samples.growth)
+    return position, lengths.double(), [g for g, a in enumerate(base[:-1]) if a in stuck]
+
+
+def _placed(samples: _Samples, segment: int, steps: int, shares):
+    """Where the segment's frames go: equal steps of the cumulative length along all its samples."""
+    position, lengths, jumps = _curve(samples, segment, list(range(len(samples.segments[segment]))))
+    return marks(position, lengths, jumps, steps, shares), (position, lengths, jumps)
+
+
+def _replaced(samples: _Samples, segment: int, picked: list[int], shares):
+    """Where frames picked among the segment's samples go instead: between frames whose steps are both within
+    TOLERANCE of the mean (and keyframes, and discontinuities' sides), the others evenly along the picked ones."""
+    position, lengths, jumps = _curve(samples, segment, picked)
+    even = [g for g in range(len(lengths)) if g not in jumps]
+    off = (lengths / lengths[even].mean() - 1).abs() > TOLERANCE
+    off[jumps] = False
+    anchors = [j for j in range(len(picked))
+               if j in (0, len(picked) - 1) or j in jumps or j - 1 in jumps or not (off[j - 1] or off[j])]
+    places = []
+    for a, b in zip(anchors, anchors[1:]):
+        if b - a > 1:
+            aims = None if shares is None else shares[a:b]
+            places.append(marks(position[a:b + 1], lengths[a:b], [], b - a, aims)[1:-1])
+    return torch.cat(places) if places else torch.zeros(0, dtype=torch.float64), (position, lengths, jumps)
+
+
+def _unsampled(samples: _Samples, segment: int, places, curve, steps: int) -> list[tuple]:
+    """(miss, segment, place) of the places that have no sample of their own within SNAP steps (of the segment's
+    `steps`), along the curve (positions, lengths, jumps) they were placed on; miss is how far along it the
+    nearest sample is. Each sample serves one place; where nothing changes, the nearest in t."""
+    position, lengths, jumps = curve
+    level = cumulative(lengths)
+    step = float(lengths.sum() - lengths[jumps].sum()) / max(1, steps - len(jumps))
+    at = torch.tensor([x.position for x in samples.segments[segment]], dtype=torch.float64)
+    miss = (interpolate(places, position, level)[:, None] - interpolate(at, position, level)).abs()  # [P, S]
+    apart = (torch.as_tensor(places, dtype=torch.float64)[:, None] - at).abs()
+    exact = apart == 0  # keyframes, discontinuities' sides: samples already, never rendered again
+    wanted, taken = [], set(torch.nonzero(exact)[:, 1].tolist())
+    for p, place in enumerate(places.tolist()):
+        if exact[p].any():
+            continue
+        nearest = int(torch.where(miss[p] <= miss[p].min() + 1e-12, apart[p], math.inf).argmin())
+        if nearest not in taken and miss[p, nearest] <= SNAP * step:
+            taken.add(nearest)
+        else:
+            wanted.append((float(miss[p, nearest]), segment, place))
+    return wanted
+
+
+def _calibrate(samples: _Samples, renderer: _Renderer) -> int:
+    """Set samples.growth and return the samples it took: bisect the CALIBRATION coarse gaps whose change is
+    nearest their segment's median, and find the exponent at which their halves add up to them (the median of
+    those; 1 when nothing changes)."""
+    typical = []
+    for s in range(len(samples.segments)):
+        d = torch.tensor(samples.changes(s), dtype=torch.float64)
+        typical += [(abs(float(d[g] - d.median())), s, g) for g in range(len(d)) if d[g] > 0]
+    chosen = sorted(typical)[:CALIBRATION]
+    gaps = [(s, samples.segments[s][g], samples.segments[s][g + 1]) for _, s, g in chosen]
+    _render_into(samples, renderer, [(0, s, (a.position + b.position) / 2) for s, a, b in gaps])
+    found = []
+    for s, a, b in gaps:
+        middle = samples.segments[s][samples.segments[s].index(a) + 1]
+        found.append(growth(samples.change(a, b), [samples.change(a, middle), samples.change(middle, b)]))
+    samples.growth = float(torch.tensor(found).median()) if found else 1.0
+    return len(gaps)
+
+
+def _estimated_step(samples: _Samples, seg: list[Sample], position, lengths, jumps: list[int], a: float, b: float):
+    """The change between frames at positions a < b of a segment whose samples sit at position [S]: measured
+    between samples within NEAR of a step from both ends; otherwise the cumulative length between them (to the
+    power growth) plus the change of any discontinuity in between, which does not grow with distance."""
+    nearest = [int((position - end).abs().argmin()) for end in (a, b)]
+    close = all(abs(float(position[i]) - end) <= NEAR * (b - a) for i, end in zip(nearest, (a, b)))
+    if close and nearest[0] != nearest[1]:
+        return samples.change(seg[nearest[0]], seg[nearest[1]])
+    calm = lengths.clone()
+    calm[jumps] = 0.0
+    at = interpolate(torch.tensor([a, b], dtype=torch.float64), position, cumulative(calm))
+    inside = [g for g in jumps if a <= position[g] < b]
+    return float((at[1] - at[0]) ** samples.growth) + sum(float(lengths[g]) ** samples.growth for g in inside)
+
+
+def _uniform_before(samples: _Samples, renderer: _Renderer) -> tuple[list[float], bool]:
+    """The change between neighbouring frames of the walk before spacing [F - 1] (uniform, or timed to music), and
+    whether it is estimated: measured when its frames are in the store (a uniform run into the same output),
+    otherwise estimated along the cumulative length of all the samples (it is not rendered for the comparison)."""
+    walk = renderer.uniform
+    renderer.job.use_path(walk)
+    plan = plan_frames(renderer.job, list(range(len(walk))), renderer.store, False)
+    if not plan.missing:
+        frames = [Sample(float(t), int(s), float(t), key) for s, t, key in zip(walk.segment, walk.t, plan.keys)]
+        return [samples.change(a, b) for a, b in zip(frames, frames[1:])], False
+    estimate = []
+    for s, seg in enumerate(samples.segments):
+        ends = torch.cat([torch.zeros(1, dtype=torch.float64), walk.t[1:][walk.segment[1:] == s]])
+        position, lengths, jumps = _curve(samples, s, list(range(len(seg))))
+        estimate += [_estimated_step(samples, seg, position, lengths, jumps, a, b) for a, b in zip(ends, ends[1:])]
+    return estimate, True
+
+
 def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> EvenSpacing:
     """Render the samples spacing: even needs, pick the frames, point `job` at them; see the module's docstring.
-    A walk timed to music (job.music) has its samples picked so that the change follows the music's share of
+    A walk timed to music (job.music) has its frames placed so that the change follows the music's share of
     each segment instead of being equal."""
     config, uniform = job.config, job.path
     count, metric, budget = len(uniform), config.analysis.metric, config.spacing.budget
     max_extra_renders = config.spacing.extra_renders(count)
-    shares = shares_of(job.music[1], config.steps()) if job.music else None
+    uniform_steps = config.steps()
+    shares = shares_of(job.music[1], uniform_steps) if job.music else [None] * len(uniform_steps)
     renderer = _Renderer(job, store, shard, fresh, progress)
     samples = _Samples(store, metric)
 
-    # 1. The uniform walk of the same frame count: the first samples, and the "before"
-    keys = renderer.render(uniform.segment.tolist(), uniform.t.tolist())
-    first = [Sample(0.0, 0, 0.0, keys[0])] + [Sample(float(uniform.t[i]), int(uniform.segment[i]), float(uniform.t[i]),
-                                                     keys[i]) for i in range(1, count)]
-    uniform_steps = []
-    for i, sample in enumerate(first[1:], start=1):
-        if sample.segment == len(samples.segments):  # a new segment starts at the keyframe before it
-            keyframe = first[i - 1]
-            samples.segments.append([Sample(0.0, keyframe.segment, keyframe.t, keyframe.key)])
-            uniform_steps.append(0)
-        samples.segments[-1].append(sample)
-        uniform_steps[-1] += 1
-    before = [samples.change(a, b) for a, b in zip(first, first[1:])]
+    # 1. A coarse uniform pass: the change along t, roughly
+    coarse = [max(1, math.ceil(n / COARSE)) for n in uniform_steps]
+    segment = [0] + [s for s, n in enumerate(coarse) for _ in range(n)]
+    t = [0.0] + [j / n for n in coarse for j in range(1, n + 1)]
+    keys = renderer.render(segment, t)
+    for i in range(1, len(t)):
+        if segment[i] == len(samples.segments):  # a segment starts at the keyframe before it
+            samples.segments.append([Sample(0.0, segment[i - 1], t[i - 1], keys[i - 1])])
+        samples.segments[-1].append(Sample(t[i], segment[i], t[i], keys[i]))
+    remaining = count + max_extra_renders - len(keys)
 
-    # 2. Bisect the biggest gaps that still exceed their segment's even step, one batch of samples at a time
-    remaining = max_extra_renders
-    stuck = [set() for _ in samples.segments]
+    # 2. How change grows with distance along t (1 - SSIM: faster than linearly), so that it can be added up
+    if remaining > count + CALIBRATION:
+        remaining -= _calibrate(samples, renderer)
+
+    # 3. Bisect the gaps that hold a storm, biggest first, one batch at a time, keeping renders for half the frames
+    #    (a discontinuity found is worth more than a frame placed in it). A half that still holds most of its gap's
+    #    change is followed down; narrowed below MIN_GAP while it holds more than a step, it is a discontinuity
+    narrowing = set()  # (key, key) of such halves
     while True:
-        _, targets = _steps_and_targets(samples, stuck, uniform_steps, budget)
+        _, lengths = _steps_and_lengths(samples, uniform_steps, budget)
         wanted = []
-        for s, step in enumerate(targets):
-            seg, d = samples.segments[s], samples.changes(s)
+        for s, step in enumerate(lengths):
+            seg, d = samples.segments[s], _lengths(samples, s)
             split, narrow = gaps_to_split([x.position for x in seg], d, step)
-            stuck[s] = {int(g) for g in narrow}
-            wanted += [(d[g], s, (seg[g].position + seg[g + 1].position) / 2) for g in split.tolist()]
+            samples.jumps |= {(s, seg[g].key) for g in narrow.tolist()}
+            wanted += [(d[g], s, seg[g], seg[g + 1]) for g in split.tolist()
+                       if d[g] > SPLIT * step or (seg[g].key, seg[g + 1].key) in narrowing]
+        spend = min(len(wanted), renderer.job.renderer.batch_size,
+                    remaining - max(count // 2, sum(_shortfall(samples, uniform_steps))))
+        if spend <= 0:
+            break
+        chosen = sorted(wanted, key=lambda w: w[0], reverse=True)[:spend]
+        _render_into(samples, renderer, [(0, s, (a.position + b.position) / 2) for _, s, a, b in chosen])
+        for whole, s, a, b in chosen:
+            middle = samples.segments[s][samples.segments[s].index(a) + 1]
+            narrowing |= {(x.key, y.key) for x, y in ((a, middle), (middle, b))
+                          if samples.change(x, y) ** (1 / samples.growth) >= CONCENTRATED * whole}
+        remaining -= spend
+
+    # 4. Place the frames at equal steps of the cumulative change and render the places no sample is near; then
+    #    place them again along the frames picked among those renders, where change is measured step by step
+    steps, lengths = _steps_and_lengths(samples, uniform_steps, budget)
+    for placing in range(ROUNDS):
+        if placing and any(_shortfall(samples, steps)):  # out of renders before every frame had a sample
+            break
+        wanted = []
+        for s in range(len(samples.segments)):
+            places, curve = _replaced(samples, s, _pick(samples, s, steps[s], lengths[s], shares[s]).tolist(),
+                                      shares[s]) if placing else _placed(samples, s, steps[s], shares[s])
+            wanted += _unsampled(samples, s, places, curve, steps[s])
         if not wanted or remaining <= 0:
             break
-        wanted = sorted(wanted, reverse=True)[:min(renderer.job.renderer.batch_size, remaining)]
-        keys = renderer.render([s for _, s, _ in wanted], [t for _, _, t in wanted])
-        for (_, s, t), key in zip(wanted, keys):
-            samples.insert(s, Sample(t, s, t, key))
+        # a segment short of samples for its frames gets its places first
+        short, first = _shortfall(samples, steps), []
+        for want in sorted(wanted, reverse=True):
+            first.append((short[want[1]] > 0, want))
+            short[want[1]] -= 1
+        wanted = [want for _, want in sorted(first, key=lambda x: x[0], reverse=True)[:remaining]]
+        _render_into(samples, renderer, wanted)
         remaining -= len(wanted)
 
-    # 3. Pick each segment's frames: the steps whose changes come closest to even
-    steps, targets = _steps_and_targets(samples, stuck, uniform_steps, budget)
+    # 5. Pick each segment's frames among all the samples: the steps whose measured changes come closest to even
+    caps = [len(seg) - 1 for seg in samples.segments]
+    if any(n > c for n, c in zip(steps, caps)):  # too few renders to place every frame
+        steps, lengths = _steps_and_lengths(samples, uniform_steps, budget, caps)
     picked = [samples.segments[0][0]]
     for s, seg in enumerate(samples.segments):
-        picked += [seg[j] for j in _pick(samples, s, stuck[s], steps[s], targets[s],
-                                         shares[s] if shares else None).tolist()[1:]]
+        picked += [seg[j] for j in _pick(samples, s, steps[s], lengths[s], shares[s]).tolist()[1:]]
+    before, estimated = _uniform_before(samples, renderer)
     job.use_path(uniform.placed([p.segment for p in picked], [p.t for p in picked]))
     plan = stored_plan(job, [p.key for p in picked])
     renderer.log_into(log, plan.keys)
     discontinuities = [{"segment": s, "from_t": seg[g].position, "to_t": seg[g + 1].position,
                         "change": samples.change(seg[g], seg[g + 1])}
-                       for s, seg in enumerate(samples.segments) for g in sorted(stuck[s])]
+                       for s, seg in enumerate(samples.segments) for g in sorted(samples.stuck(s))]
     total = sum(len(seg) - 1 for seg in samples.segments) + 1
     reused = sum(key not in renderer.new for key in plan.keys)
-    return EvenSpacing(plan, before, [uniform.position(i) for i in range(count)], total, renderer.rendered, reused,
-                       discontinuities, max_extra_renders, budget, metric)
-
+    return EvenSpacing(plan, before, estimated, [uniform.position(i) for i in range(count)], total, renderer.rendered,
+                       reused, discontinuities, max_extra_renders, budget, metric, samples.growth)

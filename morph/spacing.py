@@ -85,6 +85,64 @@ def share_steps(change, total, cap):
     return steps
 
 
+def interpolate(x, xp, fp):
+    """Piecewise-linear f at x [n] from samples at xp [S] (non-decreasing) with values fp [S]: [n]; flat past the
+    ends."""
+    x, xp, fp = (torch.as_tensor(v, dtype=torch.float64) for v in (x, xp, fp))
+    right = torch.searchsorted(xp, x, right=True).clamp(1, xp.numel() - 1)
+    x0, x1, f0, f1 = xp[right - 1], xp[right], fp[right - 1], fp[right]
+    w = torch.where(x1 > x0, (x - x0) / torch.where(x1 > x0, x1 - x0, 1.0), 0.0).clamp(0, 1)
+    return f0 + w * (f1 - f0)
+
+
+def cumulative(change):
+    """Cumulative change [S] at samples whose neighbours differ by change [S - 1], from 0."""
+    change = torch.as_tensor(change, dtype=torch.float64)
+    return torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(change, 0)])
+
+
+def marks(position, change, stuck, steps, shares=None):
+    """Positions [steps + 1] that cut the change along samples at position [S] (neighbour changes [S - 1]) into
+    `steps` equal steps, or steps holding shares [steps] of it, by linear interpolation between samples. A stuck gap
+    (indices into change) is a step of its own between its two samples, unless there are too few steps for that."""
+    position, change = torch.as_tensor(position, dtype=torch.float64), torch.as_tensor(change, dtype=torch.float64)
+    stuck = sorted(stuck)
+    starts, ends = [0] + [g + 1 for g in stuck], stuck + [position.numel() - 1]
+    pieces = [(a, b) for a, b in zip(starts, ends) if b > a]
+    if steps - len(stuck) < len(pieces):
+        return marks(position, change, [], steps, shares)
+    piece_steps = share_steps([float(change[a:b].sum()) for a, b in pieces], steps - len(stuck),
+                              [steps] * len(pieces)).tolist() if pieces else []
+    shares = torch.full((steps,), 1.0 / steps, dtype=torch.float64) if shares is None else torch.as_tensor(shares)
+    placed, k = [], 0
+    for a, b in zip(starts, ends):
+        n = piece_steps.pop(0) if b > a else 0
+        aims = cumulative(shares[k:k + n].double())
+        level = cumulative(change[a:b])
+        if level[-1] > 0 and aims[-1] > 0:
+            placed.append(interpolate(aims / aims[-1] * level[-1], level, position[a:b + 1]))
+        else:
+            placed.append(torch.linspace(float(position[a]), float(position[b]), n + 1, dtype=torch.float64))
+        placed[-1][0], placed[-1][-1] = position[a], position[b]
+        k += n + 1  # the piece's steps, then the stuck gap's
+    return torch.cat(placed)
+
+
+def growth(whole, parts, low=1.0, high=3.0):
+    """The exponent p in [low, high] at which a gap's change `whole` is the sum of its parts' [k]: sum(parts ** (1/p))
+    = whole ** (1/p), i.e. how change grows with distance (change ~ distance ** p); by bisection on p."""
+    ratio = torch.as_tensor(parts, dtype=torch.float64) / whole
+    excess = lambda p: float((ratio ** (1 / p)).sum()) - 1  # grows with p
+    if excess(low) >= 0:
+        return low
+    if excess(high) <= 0:
+        return high
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if excess(mid) < 0 else (low, mid)
+    return (low + high) / 2
+
+
 def crossing(t, cut_low, cut_high):
     """Which steps between frames at t [F] (increasing) span a gap (cut_low, cut_high): bool [F - 1]."""
     t = torch.as_tensor(t, dtype=torch.float64)

@@ -26,8 +26,8 @@ def toy_walk(folder, spacing):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The uniform walk, then the even walk into the same output (its first pass is the uniform walk), then
-    the even walk again; and the store's size after the even walk."""
+    """The uniform walk, then the even walk into the same output (which finds the uniform frames there and
+    measures its "before" on them), then the even walk again; and the store's size after the even walk."""
     folder = tmp_path_factory.mktemp("even")
     uniform = run_job(toy_walk(folder, "uniform"), quiet=True)
     uniform_frames = {r["index"]: read_png(folder / "out" / "frames" / r["file"]) for r in uniform["frames"]}
@@ -47,29 +47,28 @@ def test_even_keeps_exactly_n_real_frames_in_increasing_t(runs):
     assert even["video_frames"] == FRAMES
 
 
-def test_the_uniform_frames_are_reused_and_no_sample_renders_twice(runs):
+def test_samples_keep_to_the_budget_and_none_renders_twice(runs):
     out, uniform, uniform_frames, even, stored, again = runs
     spacing = even["spacing"]
     assert uniform["rendered"] == FRAMES
-    assert 0 < spacing["extra_renders"] <= EXTRA
-    assert even["rendered"] == spacing["extra_renders"]  # the first pass came from the store
-    assert stored == FRAMES + spacing["extra_renders"]  # every sample is in the store once
-    assert again["rendered"] == 0 and again["frames"] == even["frames"]
-    # the even video's frames are renders that exist: the keyframes' are the uniform walk's, bit for bit
-    for i in (0, FRAMES - 1):
-        assert np.array_equal(read_png(out / "frames" / f"{i:05d}.png"), uniform_frames[i])
-    uniform_t = {r["t"] for r in uniform["frames"]}
-    assert sum(r["t"] in uniform_t for r in even["frames"]) == even["reused"]
+    assert spacing["renders"] == FRAMES + spacing["extra_renders"] and 0 < spacing["extra_renders"] <= EXTRA
+    assert stored == FRAMES + even["rendered"]  # every render is a new file in the store
+    # the first frame is the uniform walk's, found in the store: a sample that was not rendered again
+    assert even["rendered"] == spacing["renders"] - 1 and even["reused"] == 1
+    assert np.array_equal(read_png(out / "frames" / "00000.png"), uniform_frames[0])
+    # run again, every sample is in the store: the same choices, nothing rendered
+    assert again["rendered"] == 0 and again["frames"] == even["frames"] and again["reused"] == FRAMES
 
 
 def test_even_spreads_the_change_and_reports_the_discontinuity(runs):
     out, uniform, _, even, _, _ = runs
     spacing = even["spacing"]
     before, after = spacing["uniform"], spacing["even"]
-    assert before["distances"] == pytest.approx(uniform["analysis"]["distances"])
+    assert not before["estimated"] and before["distances"] == pytest.approx(uniform["analysis"]["distances"])
     assert after["summary"] == even["analysis"]["summary"]
     assert after["summary"]["smoothness"] > before["summary"]["smoothness"]
     assert after["summary"]["max_over_median"] < before["summary"]["max_over_median"]
+    assert 1 < spacing["growth"] < 3  # 1 - SSIM grows faster than distance
     # the triangle's jump does not shrink however close the samples: one step of the video, and reported
     [jump] = spacing["discontinuities"]
     assert jump["to_t"] - jump["from_t"] <= 1e-4 and jump["change"] > 10 * before["summary"]["median"]
@@ -78,7 +77,19 @@ def test_even_spreads_the_change_and_reports_the_discontinuity(runs):
     assert calm_after["smoothness"] > calm_before["smoothness"] + 0.1
     assert calm_after["max_over_median"] * 3 < calm_before["max_over_median"]
     page = (out / "report.html").read_text()
-    assert "Even spacing" in page and "no spacing can spread them" in page
+    assert "Even spacing" in page and "no spacing can spread them" in page and "estimated" not in page
+
+
+def test_without_the_uniform_frames_the_before_is_estimated_and_says_so(runs, tmp_path):
+    uniform = runs[1]
+    even = run_job(toy_walk(tmp_path, {"mode": "even", "max_extra_renders": EXTRA}), quiet=True)
+    before = even["spacing"]["uniform"]
+    assert before["estimated"] and len(before["distances"]) == FRAMES - 1
+    # the estimate finds the uniform walk's biggest step: the one across the triangle's jump
+    measured = uniform["analysis"]["distances"]
+    assert np.argmax(before["distances"]) == np.argmax(measured)
+    assert 0.8 < np.median(np.array(before["distances"]) / np.array(measured)) < 1.25
+    assert "estimated: not rendered" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_morph_analyze_keeps_the_uniform_curve_of_an_even_walk(runs):
@@ -98,6 +109,19 @@ def test_a_global_budget_moves_frames_to_the_segment_that_changes_most(tmp_path)
     keyframes = [0] + [i for i, r in enumerate(frames) if r["t"] == 1.0]
     assert len(frames) == 13 and len(keyframes) == 3 and keyframes[-1] == 12
     assert keyframes[1] < 6  # segment 0 walks from a prompt to itself: no change, so it keeps few frames
+
+
+def test_a_walk_that_does_not_change_keeps_uniform_steps(tmp_path):
+    # every frame is the same picture: no change to even out, so ties go to equal steps of t
+    config = load_config(tiny_job(tmp_path, prompts=["a cat", "a cat"], frames=5, spacing="even"))
+    assert [r["t"] for r in run_job(config, quiet=True)["frames"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_with_no_extra_renders_every_sample_is_a_frame(tmp_path):
+    config = load_config(tiny_job(tmp_path, prompts=["a cat", "a dog", "a cow"], frames=9,
+                                  spacing={"mode": "even", "max_extra_renders": 0}))
+    manifest = run_job(config, quiet=True)
+    assert manifest["spacing"]["renders"] == manifest["rendered"] == 9 and manifest["video_frames"] == 9
 
 
 def test_even_spacing_refuses_a_frame_selection_before_loading_a_model(tmp_path):

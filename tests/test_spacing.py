@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from morph.spacing import MIN_GAP, crossing, gaps_to_split, pick_steps, share_steps, step_cost
+from morph.spacing import (MIN_GAP, crossing, cumulative, gaps_to_split, growth, interpolate, marks, pick_steps,
+                           share_steps, step_cost)
 
 
 def additive_steps(c, window):
@@ -84,3 +85,36 @@ def test_shares_of_music_placed_frames_sum_to_one_per_segment():
     t = [0.0, 0.1, 0.5, 1.0, 0.25, 1.0]  # segments of 3 and 2 steps
     shares = shares_of(t, [3, 2])
     assert [s.tolist() for s in shares] == [pytest.approx([0.1, 0.4, 0.5]), pytest.approx([0.25, 0.75])]
+
+
+def test_marks_sit_at_equal_steps_of_the_cumulative_change():
+    t = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    c = t**2
+    placed = marks(t, torch.diff(c), [], 4)
+    assert torch.allclose(placed, torch.sqrt(torch.arange(5, dtype=torch.float64) / 4), atol=1e-3)
+    # a music-timed walk: the last step holds half the change
+    even = torch.full((10,), 0.1, dtype=torch.float64)
+    assert torch.allclose(marks(torch.linspace(0, 1, 11, dtype=torch.float64), even, [], 3, shares=[0.25, 0.25, 0.5]),
+                          torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64))
+
+
+def test_a_discontinuity_is_a_step_of_its_own_and_the_rest_is_shared_by_change():
+    position = [0.0, 0.2, 0.4, 0.5, 0.5 + MIN_GAP / 2, 0.7, 1.0]
+    change = [0.1, 0.1, 0.1, 5.0, 0.2, 0.4]  # 0.3 before the jump, 0.6 after: 2 and 3 of the 5 other steps
+    placed = marks(position, change, [3], 6)
+    assert placed.tolist() == pytest.approx([0.0, 0.3, 0.5, 0.5 + MIN_GAP / 2, 0.7, 0.85, 1.0])
+    # one step cannot keep the jump apart: the ends only
+    assert marks(position, change, [3], 1).tolist() == [0.0, 1.0]
+
+
+def test_growth_is_the_exponent_at_which_halves_add_up():
+    assert growth(2.0, [1.0, 1.0]) == 1.0  # change adds up: linear in distance
+    assert growth(2**1.5, [1.0, 1.0]) == pytest.approx(1.5)  # change ~ distance ** 1.5
+    assert growth(3.0**2, [1.0, 4.0]) == pytest.approx(2.0)  # unequal halves: 1 + 2 = 3
+    assert growth(1.5, [1.0, 1.0]) == 1.0 and growth(100.0, [1.0, 1.0]) == 3.0  # clamped to [1, 3]
+
+
+def test_interpolation_is_piecewise_linear_and_flat_past_the_ends():
+    xp, fp = [0.0, 1.0, 1.0, 3.0], [0.0, 2.0, 2.0, 3.0]  # a repeated sample
+    assert interpolate([-1.0, 0.5, 1.0, 2.0, 5.0], xp, fp).tolist() == [0.0, 1.0, 2.0, 2.5, 3.0]
+    assert cumulative([1.0, 2.0]).tolist() == [0.0, 1.0, 3.0]
