@@ -60,6 +60,8 @@ def _spacing(spacing: dict | None) -> str:
         ("renders: frames + extra (most extra allowed)",
          f"{spacing['renders'] - spacing['extra_renders']} + {spacing['extra_renders']} "
          f"({spacing['max_extra_renders']}), budget per {spacing['budget']}"),
+        ("how change grows with distance (change ≈ distance^p)",
+         f"p = {spacing['growth']:.2f}" if "growth" in spacing else "–"),
         ("discontinuities (no spacing can spread them)", jumps),
     ])
     measure = "1 - SSIM" if spacing["metric"] == "ssim" else spacing["metric"]

@@ -78,6 +78,7 @@ def test_even_spreads_the_change_and_reports_the_discontinuity(runs):
     assert calm_after["max_over_median"] * 3 < calm_before["max_over_median"]
     page = (out / "report.html").read_text()
     assert "Even spacing" in page and "no spacing can spread them" in page and "estimated" not in page
+    assert f"p = {spacing['growth']:.2f}" in page
 
 
 def test_without_the_uniform_frames_the_before_is_estimated_and_says_so(runs, tmp_path):
