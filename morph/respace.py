@@ -155,17 +155,12 @@ def _shortfall(samples: _Samples, steps: list[int]) -> list[int]:
     return [max(0, n + 1 - len(seg)) for n, seg in zip(steps, samples.segments)]
 
 
-def _lengths(samples: _Samples, segment: int) -> list[float]:
-    """How far apart the segment's neighbouring samples are: change ** (1 / growth), which adds up along t."""
-    return [c ** (1 / samples.growth) for c in samples.changes(segment)]
-
-
 def _steps_and_lengths(samples: _Samples, uniform_steps: list[int], budget: str, caps=None):
     """Steps per segment, and the length of one even step in each (discontinuities left out): the config's steps,
     or with budget: walk, the walk's steps shared in proportion to the segments' lengths, within caps [K]."""
-    jumps = [len(samples.stuck(s)) for s in range(len(samples.segments))]
-    length = [sum(x for g, x in enumerate(_lengths(samples, s)) if g not in samples.stuck(s))
-              for s in range(len(samples.segments))]
+    curves = [_curve(samples, s) for s in range(len(samples.segments))]
+    jumps = [len(j) for _, _, j in curves]
+    length = [float(lengths.sum() - lengths[j].sum()) for _, lengths, j in curves]
     steps = uniform_steps
     if budget == "walk":  # each discontinuity keeps a step of its own; the other steps follow length
         caps = caps or [sum(uniform_steps)] * len(jumps)
@@ -179,7 +174,7 @@ def _pick(samples: _Samples, segment: int, steps: int, length: float, shares=Non
     a discontinuity, which is one step between the samples either side of it and costs nothing (it cannot be
     made even). Changes between samples further apart are measured, not summed: change is not additive.
     The target step is then moved to the mean of the steps picked, twice, since skipping shrinks it.
-    `length`: of one even step (see _lengths). `shares` [steps] (summing to 1; music): step k aims at shares[k]
+    `length`: of one even step (see _curve). `shares` [steps] (summing to 1; music): step k aims at shares[k]
     of the segment's change instead."""
     seg, stuck = samples.segments[segment], samples.stuck(segment)
     size = len(seg)
@@ -215,18 +210,20 @@ def _render_into(samples: _Samples, renderer: _Renderer, wanted: list[tuple]) ->
         samples.insert(s, Sample(t, s, t, key))
 
 
-def _curve(samples: _Samples, segment: int, base: list[int]):
-    """Positions [B] of the base samples (indices into the segment), the lengths [B - 1] between neighbours among
-    them, and the indices of those steps that are discontinuities."""
+def _curve(samples: _Samples, segment: int, base: list[int] | None = None):
+    """Positions [B] of the base samples (indices into the segment; default all of them), the lengths [B - 1]
+    between neighbours among them, change ** (1 / growth), which adds up along t, and the indices of those steps
+    that are discontinuities."""
     seg, stuck = samples.segments[segment], samples.stuck(segment)
+    base = list(range(len(seg))) if base is None else base
     position = torch.tensor([seg[j].position for j in base], dtype=torch.float64)
-    lengths = torch.tensor([samples.change(seg[a], seg[b]) for a, b in zip(base, base[1:])]) ** (1 / samples.growth)
-    return position, lengths.double(), [g for g, a in enumerate(base[:-1]) if a in stuck]
+    change = torch.tensor([samples.change(seg[a], seg[b]) for a, b in zip(base, base[1:])], dtype=torch.float64)
+    return position, change ** (1 / samples.growth), [g for g, a in enumerate(base[:-1]) if a in stuck]
 
 
 def _placed(samples: _Samples, segment: int, steps: int, shares):
     """Where the segment's frames go: equal steps of the cumulative length along all its samples."""
-    position, lengths, jumps = _curve(samples, segment, list(range(len(samples.segments[segment]))))
+    position, lengths, jumps = _curve(samples, segment)
     return marks(position, lengths, jumps, steps, shares), (position, lengths, jumps)
 
 
@@ -289,19 +286,26 @@ def _calibrate(samples: _Samples, renderer: _Renderer) -> int:
     return len(gaps)
 
 
-def _estimated_step(samples: _Samples, seg: list[Sample], position, lengths, jumps: list[int], a: float, b: float):
-    """The change between frames at positions a < b of a segment whose samples sit at position [S]: measured
-    between samples within NEAR of a step from both ends; otherwise the cumulative length between them (to the
-    power growth) plus the change of any discontinuity in between, which does not grow with distance."""
-    nearest = [int((position - end).abs().argmin()) for end in (a, b)]
-    close = all(abs(float(position[i]) - end) <= NEAR * (b - a) for i, end in zip(nearest, (a, b)))
-    if close and nearest[0] != nearest[1]:
-        return samples.change(seg[nearest[0]], seg[nearest[1]])
+def _estimated(samples: _Samples, segment: int, ends) -> list[float]:
+    """The change between frames at positions ends [E] of a segment [E - 1]: measured between samples within NEAR
+    of a step from both ends; otherwise the cumulative length between them (to the power growth) plus the change
+    of any discontinuity in between, which does not grow with distance."""
+    seg = samples.segments[segment]
+    position, lengths, jumps = _curve(samples, segment)
     calm = lengths.clone()
     calm[jumps] = 0.0
-    at = interpolate(torch.tensor([a, b], dtype=torch.float64), position, cumulative(calm))
-    inside = [g for g in jumps if a <= position[g] < b]
-    return float((at[1] - at[0]) ** samples.growth) + sum(float(lengths[g]) ** samples.growth for g in inside)
+    level = interpolate(ends, position, cumulative(calm))
+    nearest = (ends[:, None] - position).abs().argmin(1)
+    estimate = []
+    for i, (a, b) in enumerate(zip(ends.tolist(), ends[1:].tolist())):
+        ja, jb = int(nearest[i]), int(nearest[i + 1])
+        if ja != jb and max(abs(float(position[ja]) - a), abs(float(position[jb]) - b)) <= NEAR * (b - a):
+            estimate.append(samples.change(seg[ja], seg[jb]))
+        else:
+            inside = [g for g in jumps if a <= position[g] < b]
+            estimate.append(float(level[i + 1] - level[i]) ** samples.growth +
+                            sum(float(lengths[g]) ** samples.growth for g in inside))
+    return estimate
 
 
 def _uniform_before(samples: _Samples, renderer: _Renderer) -> tuple[list[float], bool]:
@@ -314,12 +318,9 @@ def _uniform_before(samples: _Samples, renderer: _Renderer) -> tuple[list[float]
     if not plan.missing:
         frames = [Sample(float(t), int(s), float(t), key) for s, t, key in zip(walk.segment, walk.t, plan.keys)]
         return [samples.change(a, b) for a, b in zip(frames, frames[1:])], False
-    estimate = []
-    for s, seg in enumerate(samples.segments):
-        ends = torch.cat([torch.zeros(1, dtype=torch.float64), walk.t[1:][walk.segment[1:] == s]])
-        position, lengths, jumps = _curve(samples, s, list(range(len(seg))))
-        estimate += [_estimated_step(samples, seg, position, lengths, jumps, a, b) for a, b in zip(ends, ends[1:])]
-    return estimate, True
+    zero = torch.zeros(1, dtype=torch.float64)
+    return [change for s in range(len(samples.segments))
+            for change in _estimated(samples, s, torch.cat([zero, walk.t[1:][walk.segment[1:] == s]]))], True
 
 
 def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> EvenSpacing:
@@ -357,10 +358,10 @@ def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> Eve
         _, lengths = _steps_and_lengths(samples, uniform_steps, budget)
         wanted = []
         for s, step in enumerate(lengths):
-            seg, d = samples.segments[s], _lengths(samples, s)
-            split, narrow = gaps_to_split([x.position for x in seg], d, step)
+            seg, (position, d, _) = samples.segments[s], _curve(samples, s)
+            split, narrow = gaps_to_split(position, d, step)
             samples.jumps |= {(s, seg[g].key) for g in narrow.tolist()}
-            wanted += [(d[g], s, seg[g], seg[g + 1]) for g in split.tolist()
+            wanted += [(float(d[g]), s, seg[g], seg[g + 1]) for g in split.tolist()
                        if d[g] > SPLIT * step or (seg[g].key, seg[g + 1].key) in narrowing]
         spend = min(len(wanted), renderer.job.renderer.batch_size,
                     remaining - max(count // 2, sum(_shortfall(samples, uniform_steps))))
