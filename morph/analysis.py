@@ -48,6 +48,11 @@ def _lpips_distance():
     return distance
 
 
+def measure_name(metric: str) -> str:
+    """How a metric's change reads in plots and reports: ssim's is 1 - SSIM."""
+    return "1 - SSIM" if metric == "ssim" else metric
+
+
 def distance_function(metric: str):
     """The change between two downscaled uint8 frames [h, w, 3] under `metric`: ssim, pixel or lpips."""
     if metric not in METRICS:
@@ -90,7 +95,7 @@ def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], p
     d = analysis.distances
     time = [(i + 0.5) / fps for i in range(len(d))]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), height_ratios=[3, 2], constrained_layout=True)
-    measure = "1 - SSIM" if analysis.metric == "ssim" else analysis.metric
+    measure = measure_name(analysis.metric)
     if before is not None:
         top.plot(time, before[0], color="#999999", linewidth=1.0, label=before[1])
         bottom.plot(range(len(before[0]) + 1), torch.cumsum(torch.tensor([0.0, *before[0]]), 0).tolist(),

@@ -6,7 +6,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from .analysis import Analysis, keyframes_of, storm_map, uniform_curve
+from .analysis import Analysis, keyframes_of, measure_name, storm_map, uniform_curve
 from .delivery import summary
 from .files import read_walk, write_atomic
 from .manifest import write_manifest
@@ -28,7 +28,7 @@ def _summary(analysis: dict) -> str:
     s = analysis["summary"]
     ratio = f"{s['max_over_median']:.1f}" if s["max_over_median"] else "inf (median change is 0)"
     return _rows([
-        ("measure of change", "1 - SSIM" if analysis["metric"] == "ssim" else analysis["metric"]),
+        ("measure of change", measure_name(analysis["metric"])),
         ("smoothness (1 - Gini; 1 = every step changes the picture equally)", f"{s['smoothness']:.3f}"),
         ("largest change / median change", ratio),
         ("share of all change in the worst 10 % of steps", f"{100 * s['worst_10_percent_share']:.0f} %"),
@@ -64,8 +64,8 @@ def _spacing(spacing: dict | None) -> str:
          f"p = {spacing['growth']:.2f}" if "growth" in spacing else "–"),
         ("discontinuities (no spacing can spread them)", jumps),
     ])
-    measure = "1 - SSIM" if spacing["metric"] == "ssim" else spacing["metric"]
-    return f"<h2>Even spacing (change measured as {escape(measure)})</h2>\n<table>{rows}</table>\n"
+    title = f"Even spacing (change measured as {measure_name(spacing['metric'])})"
+    return f"<h2>{escape(title)}</h2>\n<table>{rows}</table>\n"
 
 
 def _deliveries(deliveries: list[dict] | None) -> str:
