@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .analysis import distance_function
 from .manifest import FrameLog
-from .produce import FramePlan, plan_frames, produce, stored_plan
+from .produce import FramePlan, plan_frames, stored_plan
+from .samples import Sample, SampleRenderer, Samples, render_into
 from .spacing import (crossing, cumulative, gaps_to_split, growth, interpolate, marks, pick_steps, share_steps,
                       shares_of, step_cost)
-from .storm import downscale, summarize
+from .storm import summarize
 
 COARSE = 4  # the first pass renders a quarter of each segment's steps: enough to see where the change is
 SPLIT = 2 * COARSE  # gaps this many even steps long (twice a coarse gap's) are bisected before frames go in them
@@ -36,17 +36,8 @@ ROUNDS = 6  # placing frames, then placing them again along the curve their rend
 TOLERANCE = 0.1  # of the mean step: steps further off than this are placed again
 CONCENTRATED = 0.8  # a half of a bisected gap holding this much of its length may hold a discontinuity
 NEAR = 0.1  # an estimated uniform step is measured between samples this close (in steps) to its ends
-ROUNDING = 1e-9  # a smaller change is the arithmetic's, between identical frames
 TIES = 1e-12  # steps that change the picture equally are told apart by how even they are in t
 CALIBRATION = 4  # typical coarse gaps bisected to measure how change grows with distance
-
-
-@dataclass
-class Sample:
-    position: float  # where it sits within its segment, 0..1 (a keyframe shared by two segments: 1 and 0)
-    segment: int  # the segment and t it was rendered as (its store identity)
-    t: float
-    key: str
 
 
 @dataclass
@@ -69,8 +60,8 @@ class EvenSpacing:
     def record(self, positions: list[float], distances: list[float]) -> dict:
         """The manifest's spacing section, with the picked frames' positions and neighbour changes [F - 1]."""
         return {
-            "spacing": "even", "metric": self.metric, "budget": self.budget, "max_extra_renders": self.max_extra_renders,
-            "renders": self.samples, "extra_renders": self.samples - len(positions), "rendered": self.rendered,
+            "spacing": "even", "metric": self.metric, "budget": self.budget,
+            "max_extra_renders": self.max_extra_renders, "renders": self.samples, "extra_renders": self.samples - len(positions), "rendered": self.rendered,
             "growth": self.growth, "discontinuities": self.discontinuities,
             "uniform": {"distances": self.uniform, "estimated": self.uniform_estimated,
                         **self._figures(self.uniform_positions, self.uniform)},
@@ -87,78 +78,15 @@ class EvenSpacing:
                 "summary_without_discontinuities": summarize(calm) if across.any() and calm.numel() else None}
 
 
-class _Samples:
-    """Every segment's samples in order, their frames downscaled for measuring, and the changes measured."""
-
-    def __init__(self, store, metric: str):
-        self.store, self.distance = store, distance_function(metric)
-        self.segments: list[list[Sample]] = []
-        self.jumps: set[tuple[int, str]] = set()  # (segment, key of the sample before it) of every discontinuity
-        self.growth = 1.0  # change grows about as distance ** growth along t; see _calibrate
-        self._frames, self._changes = {}, {}
-
-    def change(self, a: Sample, b: Sample) -> float:
-        if (a.key, b.key) not in self._changes:
-            change = self.distance(self._frame(a.key), self._frame(b.key))
-            self._changes[a.key, b.key] = change if change > ROUNDING else 0.0
-        return self._changes[a.key, b.key]
-
-    def _frame(self, key: str):
-        if key not in self._frames:
-            self._frames[key] = downscale(torch.from_numpy(self.store.read(key)))
-        return self._frames[key]
-
-    def changes(self, segment: int) -> list[float]:
-        samples = self.segments[segment]
-        return [self.change(a, b) for a, b in zip(samples, samples[1:])]
-
-    def stuck(self, segment: int) -> set[int]:
-        """The segment's gaps (indices into its changes) that are discontinuities."""
-        return {g for g, sample in enumerate(self.segments[segment][:-1]) if (segment, sample.key) in self.jumps}
-
-    def insert(self, segment: int, sample: Sample) -> None:
-        samples = self.segments[segment]
-        samples.insert(next(i for i, s in enumerate(samples) if s.position > sample.position), sample)
-
-
-class _Renderer:
-    """Renders samples at chosen places through the job's renderer and store, counting and logging them."""
-
-    def __init__(self, job, store, shard, fresh: bool, progress):
-        self.job, self.store, self.shard, self.fresh, self.progress = job, store, shard, fresh, progress
-        self.uniform, self.rendered, self.new = job.path, 0, set()  # new: keys rendered by this run
-        self.flags = {}  # key -> the FrameLog lists it belongs to
-
-    def render(self, segment: list[int], t: list[float]) -> list[str]:
-        """Keys of frames at segment [n], t [n], rendered where the store lacks them."""
-        self.job.use_path(self.uniform.placed(segment, t))
-        plan = plan_frames(self.job, list(range(len(segment))), self.store, self.fresh)
-        self.progress.total = (self.progress.total or 0) + len(plan.missing)
-        self.progress.refresh()
-        log = FrameLog()
-        self.rendered += produce(self.job, plan, self.store, self.shard, log, on_frame=lambda: self.progress.update(1))
-        self.new.update(plan.keys[i] for i in plan.missing)
-        for name in ("nsfw", "redecoded", "broken"):
-            for i in getattr(log, name):
-                self.flags.setdefault(plan.keys[i], []).append(name)
-        return plan.keys
-
-    def log_into(self, log: FrameLog, keys: list[str]) -> None:
-        """The flags of the picked frames, by their index in the video."""
-        for i, key in enumerate(keys):
-            for name in self.flags.get(key, []):
-                getattr(log, name).append(i)
-
-
-def _shortfall(samples: _Samples, steps: list[int]) -> list[int]:
+def _shortfall(samples: Samples, steps: list[int]) -> list[int]:
     """How many samples each segment lacks for its steps' frames."""
     return [max(0, n + 1 - len(seg)) for n, seg in zip(steps, samples.segments)]
 
 
-def _steps_and_lengths(samples: _Samples, uniform_steps: list[int], budget: str, caps=None):
+def _steps_and_lengths(samples: Samples, uniform_steps: list[int], budget: str, caps=None):
     """Steps per segment, and the length of one even step in each (discontinuities left out): the config's steps,
     or with budget: walk, the walk's steps shared in proportion to the segments' lengths, within caps [K]."""
-    curves = [_curve(samples, s) for s in range(len(samples.segments))]
+    curves = [samples.curve(s) for s in range(len(samples.segments))]
     jumps = [len(j) for _, _, j in curves]
     length = [float(lengths.sum() - lengths[j].sum()) for _, lengths, j in curves]
     steps = uniform_steps
@@ -169,7 +97,7 @@ def _steps_and_lengths(samples: _Samples, uniform_steps: list[int], budget: str,
     return steps, [x / max(1, n - j) for x, n, j in zip(length, steps, jumps)]
 
 
-def _pick(samples: _Samples, segment: int, steps: int, length: float, shares=None):
+def _pick(samples: Samples, segment: int, steps: int, length: float, shares=None):
     """Indices [steps + 1] of the segment's samples to keep: a step may skip samples (up to a window), never
     a discontinuity, which is one step between the samples either side of it and costs nothing (it cannot be
     made even). Changes between samples further apart are measured, not summed: change is not additive.
@@ -203,34 +131,16 @@ def _pick(samples: _Samples, segment: int, steps: int, length: float, shares=Non
     return picked
 
 
-def _render_into(samples: _Samples, renderer: _Renderer, wanted: list[tuple]) -> None:
-    """Render samples at wanted (priority, segment, position) places and add them to their segments."""
-    keys = renderer.render([s for _, s, _ in wanted], [t for _, _, t in wanted])
-    for (_, s, t), key in zip(wanted, keys):
-        samples.insert(s, Sample(t, s, t, key))
-
-
-def _curve(samples: _Samples, segment: int, base: list[int] | None = None):
-    """Positions [B] of the base samples (indices into the segment; default all of them), the lengths [B - 1]
-    between neighbours among them, change ** (1 / growth), which adds up along t, and the indices of those steps
-    that are discontinuities."""
-    seg, stuck = samples.segments[segment], samples.stuck(segment)
-    base = list(range(len(seg))) if base is None else base
-    position = torch.tensor([seg[j].position for j in base], dtype=torch.float64)
-    change = torch.tensor([samples.change(seg[a], seg[b]) for a, b in zip(base, base[1:])], dtype=torch.float64)
-    return position, change ** (1 / samples.growth), [g for g, a in enumerate(base[:-1]) if a in stuck]
-
-
-def _placed(samples: _Samples, segment: int, steps: int, shares):
+def _placed(samples: Samples, segment: int, steps: int, shares):
     """Where the segment's frames go: equal steps of the cumulative length along all its samples."""
-    position, lengths, jumps = _curve(samples, segment)
+    position, lengths, jumps = samples.curve(segment)
     return marks(position, lengths, jumps, steps, shares), (position, lengths, jumps)
 
 
-def _replaced(samples: _Samples, segment: int, picked: list[int], shares):
+def _replaced(samples: Samples, segment: int, picked: list[int], shares):
     """Where frames picked among the segment's samples go instead: between frames whose steps are both within
     TOLERANCE of the mean (and keyframes, and discontinuities' sides), the others evenly along the picked ones."""
-    position, lengths, jumps = _curve(samples, segment, picked)
+    position, lengths, jumps = samples.curve(segment, picked)
     even = [g for g in range(len(lengths)) if g not in jumps]
     off = (lengths / lengths[even].mean() - 1).abs() > TOLERANCE
     off[jumps] = False
@@ -244,7 +154,7 @@ def _replaced(samples: _Samples, segment: int, picked: list[int], shares):
     return torch.cat(places) if places else torch.zeros(0, dtype=torch.float64), (position, lengths, jumps)
 
 
-def _unsampled(samples: _Samples, segment: int, places, curve, steps: int) -> list[tuple]:
+def _unsampled(samples: Samples, segment: int, places, curve, steps: int) -> list[tuple]:
     """(miss, segment, place) of the places that have no sample of their own within SNAP steps (of the segment's
     `steps`), along the curve (positions, lengths, jumps) they were placed on; miss is how far along it the
     nearest sample is. Each sample serves one place; where nothing changes, the nearest in t."""
@@ -267,7 +177,7 @@ def _unsampled(samples: _Samples, segment: int, places, curve, steps: int) -> li
     return wanted
 
 
-def _calibrate(samples: _Samples, renderer: _Renderer) -> int:
+def _calibrate(samples: Samples, renderer: SampleRenderer) -> int:
     """Set samples.growth and return the samples it took: bisect the CALIBRATION coarse gaps whose change is
     nearest their segment's median, and find the exponent at which their halves add up to them (the median of
     those; 1 when nothing changes)."""
@@ -277,7 +187,7 @@ def _calibrate(samples: _Samples, renderer: _Renderer) -> int:
         typical += [(abs(float(d[g] - d.median())), s, g) for g in range(len(d)) if d[g] > 0]
     chosen = sorted(typical)[:CALIBRATION]
     gaps = [(s, samples.segments[s][g], samples.segments[s][g + 1]) for _, s, g in chosen]
-    _render_into(samples, renderer, [(0, s, (a.position + b.position) / 2) for s, a, b in gaps])
+    render_into(samples, renderer, [(0, s, (a.position + b.position) / 2) for s, a, b in gaps])
     found = []
     for s, a, b in gaps:
         middle = samples.segments[s][samples.segments[s].index(a) + 1]
@@ -286,12 +196,12 @@ def _calibrate(samples: _Samples, renderer: _Renderer) -> int:
     return len(gaps)
 
 
-def _estimated(samples: _Samples, segment: int, ends) -> list[float]:
+def _estimated(samples: Samples, segment: int, ends) -> list[float]:
     """The change between frames at positions ends [E] of a segment [E - 1]: measured between samples within NEAR
     of a step from both ends; otherwise the cumulative length between them (to the power growth) plus the change
     of any discontinuity in between, which does not grow with distance."""
     seg = samples.segments[segment]
-    position, lengths, jumps = _curve(samples, segment)
+    position, lengths, jumps = samples.curve(segment)
     calm = lengths.clone()
     calm[jumps] = 0.0
     level = interpolate(ends, position, cumulative(calm))
@@ -308,7 +218,7 @@ def _estimated(samples: _Samples, segment: int, ends) -> list[float]:
     return estimate
 
 
-def _uniform_before(samples: _Samples, renderer: _Renderer) -> tuple[list[float], bool]:
+def _uniform_before(samples: Samples, renderer: SampleRenderer) -> tuple[list[float], bool]:
     """The change between neighbouring frames of the walk before spacing [F - 1] (uniform, or timed to music), and
     whether it is estimated: measured when its frames are in the store (a uniform run into the same output),
     otherwise estimated along the cumulative length of all the samples (it is not rendered for the comparison)."""
@@ -332,8 +242,8 @@ def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> Eve
     max_extra_renders = config.spacing.extra_renders(count)
     uniform_steps = config.steps()
     shares = shares_of(job.music[1], uniform_steps) if job.music else [None] * len(uniform_steps)
-    renderer = _Renderer(job, store, shard, fresh, progress)
-    samples = _Samples(store, metric)
+    renderer = SampleRenderer(job, store, shard, fresh, progress)
+    samples = Samples(store, metric)
 
     # 1. A coarse uniform pass: the change along t, roughly
     coarse = [max(1, math.ceil(n / COARSE)) for n in uniform_steps]
@@ -358,7 +268,7 @@ def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> Eve
         _, lengths = _steps_and_lengths(samples, uniform_steps, budget)
         wanted = []
         for s, step in enumerate(lengths):
-            seg, (position, d, _) = samples.segments[s], _curve(samples, s)
+            seg, (position, d, _) = samples.segments[s], samples.curve(s)
             split, narrow = gaps_to_split(position, d, step)
             samples.jumps |= {(s, seg[g].key) for g in narrow.tolist()}
             wanted += [(float(d[g]), s, seg[g], seg[g + 1]) for g in split.tolist()
@@ -368,7 +278,7 @@ def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> Eve
         if spend <= 0:
             break
         chosen = sorted(wanted, key=lambda w: w[0], reverse=True)[:spend]
-        _render_into(samples, renderer, [(0, s, (a.position + b.position) / 2) for _, s, a, b in chosen])
+        render_into(samples, renderer, [(0, s, (a.position + b.position) / 2) for _, s, a, b in chosen])
         for whole, s, a, b in chosen:
             middle = samples.segments[s][samples.segments[s].index(a) + 1]
             narrowing |= {(x.key, y.key) for x, y in ((a, middle), (middle, b))
@@ -394,7 +304,7 @@ def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> Eve
             first.append((short[want[1]] > 0, want))
             short[want[1]] -= 1
         wanted = [want for _, want in sorted(first, key=lambda x: x[0], reverse=True)[:remaining]]
-        _render_into(samples, renderer, wanted)
+        render_into(samples, renderer, wanted)
         remaining -= len(wanted)
 
     # 5. Pick each segment's frames among all the samples: the steps whose measured changes come closest to even
