@@ -3,13 +3,12 @@
 import subprocess
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 
 from .errors import MorphError
 from .files import partial_name
 from .onsets import onset_strength, per_frame, placed_t
-from .video import ffmpeg_said
+from .video import ffmpeg_command, ffmpeg_said
 
 RATE = 22050  # Hz: enough for onsets, and cheap
 
@@ -18,8 +17,8 @@ def decode(path: str, start: float, duration: float) -> np.ndarray:
     """Mono float32 samples [N] of `path` from `start` for `duration` seconds, at RATE."""
     if not Path(path).is_file():
         raise MorphError(f"timing.audio: {path!r} is not a file")
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-ss", f"{start}", "-t",
-               f"{duration}", "-i", path, "-vn", "-ac", "1", "-ar", str(RATE), "-f", "f32le", "-"]
+    command = ffmpeg_command("-ss", f"{start}", "-t", f"{duration}", "-i", path, "-vn", "-ac", "1", "-ar", str(RATE),
+                             "-f", "f32le", "-")
     done = subprocess.run(command, capture_output=True)
     if done.returncode != 0:
         raise MorphError(f"timing.audio: ffmpeg cannot read {path!r} ({ffmpeg_said(done.stderr)})")
@@ -44,10 +43,9 @@ def timed_schedule(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def mux(video: Path, timing) -> None:
     """Put the music (AAC) under `video`, trimmed to it; the video stream is copied, not encoded again."""
     partial = partial_name(video)
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video),
-               "-ss", f"{timing.start}", "-t", f"{timing.duration}", "-i", timing.audio, "-map", "0:v", "-map", "1:a",
-               "-c:v", "copy", "-c:a", "aac", "-b:a", "192k", "-shortest", "-movflags", "+faststart", "-f", "mp4",
-               str(partial)]
+    command = ffmpeg_command("-y", "-i", str(video), "-ss", f"{timing.start}", "-t", f"{timing.duration}",
+                             "-i", timing.audio, "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac",
+                             "-b:a", "192k", "-shortest", "-movflags", "+faststart", "-f", "mp4", str(partial))
     done = subprocess.run(command, capture_output=True)
     if done.returncode != 0:
         partial.unlink(missing_ok=True)

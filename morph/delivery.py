@@ -18,7 +18,7 @@ from .audio import mux
 from .errors import MorphError
 from .files import partial_name, read_walk
 from .presets import PRESETS, DeliveryPlan, Shape, VideoOptions, plan
-from .video import ffmpeg_said, read_png
+from .video import ffmpeg_command, ffmpeg_said, read_png
 
 MASTER_CRF = 16  # the master's x264 quality (video.py); the platform files use the same
 WEBM_CRF = 24  # VP9 quality whose PSNR against the PNG frames is about the master's (README: the test measures it)
@@ -101,10 +101,11 @@ def encode(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str = "b
     first = read_png(frames[0])
     height, width = first.shape[:2]
     partial = partial_name(path)
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", f"{delivery.fps:g}",
-               "-i", "-", "-filter_complex", _graph(delivery.shape, pad, delivery.preset.container == "gif"),
-               "-map", "[v]", *_codec(delivery), "-r", f"{delivery.fps:g}", "-f", delivery.preset.container, str(partial)]
+    command = ffmpeg_command("-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+                             "-framerate", f"{delivery.fps:g}", "-i", "-",
+                             "-filter_complex", _graph(delivery.shape, pad, delivery.preset.container == "gif"),
+                             "-map", "[v]", *_codec(delivery), "-r", f"{delivery.fps:g}",
+                             "-f", delivery.preset.container, str(partial))
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         for index in delivery.timeline:

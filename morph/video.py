@@ -9,6 +9,11 @@ import numpy as np
 from .files import partial_name, write_atomic
 
 
+def ffmpeg_command(*arguments: str) -> list[str]:
+    """The ffmpeg that imageio-ffmpeg ships, quiet but for errors, with `arguments`."""
+    return [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *arguments]
+
+
 def ffmpeg_said(stderr: bytes | str) -> str:
     """The line of ffmpeg's error output that says what went wrong: its last."""
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
