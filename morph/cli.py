@@ -5,7 +5,6 @@ torch and diffusers are imported inside the commands, after the config has been 
 permission) is one line too, with exit code 1.
 """
 
-import os
 import re
 import shlex
 import sys
@@ -18,6 +17,7 @@ from .config import load_config
 from .config_sections import TOLERANCES
 from .presets import PRESET_NAMES
 from .errors import MorphError
+from .quiet import quiet_environment
 
 
 class _UserError(click.ClickException):
@@ -42,8 +42,8 @@ class _BatchSize(click.ParamType):
 BATCH_SIZE = _BatchSize()
 MODEL_OPTION = click.option("--model", metavar="M",
                             help="Model to use instead of the config's: hub id, folder, tiny or toy.")
-DEVICE_OPTION = click.option("--device", metavar="D", help="Device instead of the config's: auto, cpu, cuda, "
-                                                            "cuda:N or mps.")
+DEVICE_OPTION = click.option("--device", metavar="D", help="Device instead of the config's: auto, cpu, cuda or "
+                                                            "cuda:N.")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -55,9 +55,7 @@ def _quiet(verbose: bool) -> None:
     warnings.showwarning = _show_warning
     if verbose:
         return
-    for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):  # read when the libraries are imported
-        os.environ.setdefault(name, "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet_environment()
     warnings.filterwarnings("ignore")
     warnings.filterwarnings("always", module=r"morph(\.|$)")
 

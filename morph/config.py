@@ -59,7 +59,7 @@ class JobConfig(Section):
     batch_size: BatchSize = "auto"
     """Frames per UNet call, or auto: on CUDA the largest batch that fits, elsewhere 4."""
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
-    """auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."""
+    """auto (CUDA, else the CPU), cpu, cuda or cuda:N; mps is refused (it has no float64)."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     """auto: float16 on CUDA, float32 elsewhere."""
     fps: int = Field(20, ge=1, le=240)

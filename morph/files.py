@@ -26,6 +26,8 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(temporary path), then rename it to `path`; on any error the temporary file is removed."""
     partial = partial_name(path)
     try:
+        # a leftover from a killed run may be a link to another file: writing through it would change that file
+        partial.unlink(missing_ok=True)
         write(partial)
         os.replace(partial, path)
     except BaseException as e:
@@ -33,6 +35,61 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         if isinstance(e, OSError):
             e.filename = str(path)  # the user knows the final name, not the temporary one
         raise
+
+
+STAGING = ".staging"
+
+
+class Staging:
+    """A run's outputs, written into `<output>/.staging/` under their final names and moved into `<output>` only
+    once every one of them is whole (the manifest last): until then the previous run's outputs stay as they were,
+    and a run that fails on the way leaves them untouched. Use as a context manager; call commit() at the end."""
+
+    def __init__(self, output: Path):
+        self.output, self.folder = output, output / STAGING
+
+    def __enter__(self):
+        shutil.rmtree(self.folder, ignore_errors=True)  # a killed run's leftovers
+        self.folder.mkdir(parents=True)
+        return self
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def path(self, name: str) -> Path:
+        """Where to write the output that will be `<output>/<name>`."""
+        return self.folder / name
+
+    def final_names(self, value):
+        """`value` (a manifest: dicts, lists, strings) with every path into the staging folder made the path the file
+        will have once committed."""
+        if isinstance(value, dict):
+            return {k: self.final_names(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.final_names(v) for v in value]
+        if isinstance(value, str) and value.startswith(str(self.folder)):
+            return str(self.output) + value[len(str(self.folder)):]
+        return value
+
+    def commit(self, frames: str, whole: bool, last: str = "manifest.json") -> None:
+        """Move everything staged into place: the `frames` folder (`whole`: replacing the old one, leftovers and all;
+        else file by file), then the other files, `last` last."""
+        staged, target = self.folder / frames, self.output / frames
+        if whole and staged.is_dir():
+            old = self.output / f".{frames}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if target.is_dir():
+                os.replace(target, old)
+            os.replace(staged, target)
+            shutil.rmtree(old, ignore_errors=True)
+        elif staged.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            for path in sorted(staged.iterdir()):
+                os.replace(path, target / path.name)
+        files = sorted((p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith(".")),
+                       key=lambda p: p.name == last)
+        for path in files:
+            os.replace(path, self.output / path.name)
 
 
 def _probe_write(folder: Path) -> None:

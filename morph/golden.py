@@ -3,6 +3,8 @@
 import hashlib
 import json
 import math
+import os
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import torch
 
 from .config import JobConfig, parse_frame_spec
 from .errors import MorphError
+from .files import write_atomic
 from .job import prepare_job
 from .manifest import environment
 from .metrics import compare, heat_map
@@ -88,11 +91,28 @@ def _sha256(image: np.ndarray) -> str:
 
 
 def save_golden(config: JobConfig, indices: list[int], directory: Path, verbose: bool = False) -> dict:
-    """Render `indices` and store them as lossless PNGs with golden.json."""
+    """Render `indices` and store them as lossless PNGs with golden.json. They are rendered into a folder of their
+    own first and moved in only once all are: a failed save leaves the old goldens as they were."""
     job = prepare_job(config, verbose=verbose)
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.png"):
-        stale.unlink()
+    new = directory.with_name(f".{directory.name}.new")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    try:
+        golden = _render_goldens(job, config, indices, new)
+        directory.mkdir(parents=True, exist_ok=True)
+        kept = {f["file"] for f in golden["frames"]}
+        for frame in kept:
+            os.replace(new / frame, directory / frame)
+        os.replace(new / GOLDEN_FILE, directory / GOLDEN_FILE)
+        for stale in directory.glob("*.png"):  # the old goldens' frames that the new ones do not have
+            if stale.name not in kept:
+                stale.unlink()
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+    return golden
+
+
+def _render_goldens(job, config: JobConfig, indices: list[int], directory: Path) -> dict:
     frames = []
     for i, image, _ in job.frames(indices):
         describe = job.path.describe(i)
@@ -107,8 +127,12 @@ def save_golden(config: JobConfig, indices: list[int], directory: Path, verbose:
         **environment(job.loaded.pipe),
         "frames": frames,
     }
-    (directory / GOLDEN_FILE).write_text(json.dumps(golden, indent=2))
+    _write_golden_file(directory, golden)
     return golden
+
+
+def _write_golden_file(directory: Path, golden: dict) -> None:
+    write_atomic(directory / GOLDEN_FILE, lambda path: path.write_text(json.dumps(golden, indent=2)))
 
 
 def _model_record(job) -> dict:
@@ -216,7 +240,7 @@ def update_golden(config: JobConfig, directory: Path, result: CheckResult) -> No
         by_index[check.index]["sha256"] = _sha256(check.image)
     golden.update(config_hash=config.pixel_hash(), config=config.pixel_keys(), model=result.model,
                   **result.environment)
-    (directory / GOLDEN_FILE).write_text(json.dumps(golden, indent=2))
+    _write_golden_file(directory, golden)
 
 
 def format_table(result: CheckResult) -> str:

@@ -6,28 +6,28 @@ The only module that knows every stage; `run_job` reads as the numbered script i
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .acceleration import auto_batch_size, channels_last, compile_pipeline
-from .analysis import keyframes_of, lpips_missing, storm_map, uniform_curve
+from .analysis import distance_function, keyframes_of, storm_map, uniform_curve
 from .audio import timed_schedule
 from .conditioning import build_path, refuse_non_finite, walk_along
 from .config import JobConfig, parse_frame_spec
 from .delivery import check_platforms, deliver_all
 from .encode import prompt_encoder
 from .errors import MorphError
-from .files import check_output, write_atomic
-from .manifest import FrameLog, manifest, write_manifest
+from .files import Staging, check_output, write_atomic
+from .manifest import manifest, write_manifest
 from .path import GridPath, WalkPath
 from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
-from .produce import (claimed, missing_after, plan_frames, plan_record, produce, publish, resumed_batch_size,
-                      video_from_store)
+from .produce import (claimed, flagged, missing_after, plan_frames, plan_record, produce, publish,
+                      resumed_batch_size, video_from_store)
 from .report import write_report
 from .respace import even_spacing
-from .render import BatchRenderer, HostCopy, RenderSettings, render_batch, shared_latent
+from .render import BatchRenderer, HostCopy, RenderSettings, shared_latent
 from .shard import this_process
 from .store import FrameStore
 from .video import VideoWriter
@@ -53,14 +53,13 @@ class PreparedJob:
 
     def frames(self, indices: list[int]):
         """Yield (index, uint8 image [H, W, 3] on the host, NSFW flag) for the chosen frames, batch_size at a time."""
-        size = self.renderer.batch_size
-        groups = [indices[i:i + size] for i in range(0, len(indices), size)]
-        for chunk, batch in self.renderer.batches(groups):
+        for chunk, batch in self.renderer.batches([indices]):
             yield from zip(chunk, HostCopy(batch.images).wait(), batch.nsfw)
 
 
-def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
-    """Steps 1-5 of a job: everything before the first frame is rendered."""
+def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_size: batch_size) -> PreparedJob:
+    """Steps 1-5 of a job: everything before the first frame is rendered. `agree(batch_size)`: the batch size every
+    process uses (under torchrun, the leader's)."""
     timings = {}
     # 1. Check inputs that need torch (devices) or decoding (music); the config itself was validated on load
     device = resolve_device(config.device)
@@ -95,16 +94,16 @@ def prepare_job(config: JobConfig, verbose: bool = False) -> PreparedJob:
     if config.kind != "grid" and config.varying():
         walk_along(path, config, encoder, pipe, height, width)
 
-    # 5. The batch size (auto: probe renders, before compiling so that they compile nothing), then compile
+    # 5. The batch size (auto: probe renders, decoded as the real ones are, before compiling so that they compile
+    #    nothing; under torchrun every rank takes the leader's), then compile
+    renderer = BatchRenderer(pipe, path.conditionings, negative, latent, settings, 1,
+                             fixed_shape=config.compile, inputs_for=path.frame_inputs)
     batch_size = config.batch_size
     if batch_size == "auto":
-        probe = replace(settings, num_inference_steps=1)
-        batch_size = auto_batch_size(device, lambda b: render_batch(pipe, path.conditionings([0] * b), negative,
-                                                                    latent, probe), height, width)
+        batch_size = auto_batch_size(device, renderer.probe, height, width)
+    renderer.batch_size = agree(batch_size)
     if config.compile:
         compile_pipeline(pipe)
-    renderer = BatchRenderer(pipe, path.conditionings, negative, latent, settings, batch_size,
-                             fixed_shape=config.compile, inputs_for=path.frame_inputs)
     return PreparedJob(config, loaded, path, settings, renderer, timings, music=timing)
 
 
@@ -126,8 +125,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
                  (config.height or 512) * (config.width or 512))
     if full and not grid:
         check_platforms(config, count)
-    if full and not grid and config.analysis.metric == "lpips" and lpips_missing():
-        raise MorphError("analysis.metric: lpips needs the lpips package (`pip install lpips`); or use ssim or pixel")
+        if count >= 3:
+            distance_function(config.analysis.metric)  # lpips: its package and weights, before anything renders
     quiet = quiet or not sys.stderr.isatty()
     shard, store = this_process(), FrameStore(out)
     even = config.kind != "grid" and config.spacing.mode == "even"
@@ -136,70 +135,82 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
                          "drop --frames and torchrun, or use spacing: uniform")
     with claimed(out, shard), tqdm(unit="frame", disable=quiet) as bar:
         started = time.perf_counter()
-        job = prepare_job(resumed_batch_size(config, store.plan()), verbose=verbose)
-        settings, log = job.settings, FrameLog()
+        previous = store.plan()
+        job = prepare_job(resumed_batch_size(config, previous), verbose=verbose, agree=shard.from_leader)
 
         # 6. Plan: every frame's key; which aligned batches miss frames in the store. spacing: even first renders
         #    samples along the walk, places frames at equal steps of change, and picks them (all in the store)
         render_started = time.perf_counter()
-        spaced = even_spacing(job, store, shard, fresh, log, bar) if even else None
-        plan = spaced.plan if spaced else plan_frames(job, selection, store, fresh)
+        spaced = even_spacing(job, store, shard, fresh, bar) if even else None
+        plan = spaced.plan if spaced else plan_frames(job, selection, store, fresh, previous)
         bar.total = (bar.total or 0) + len(plan.missing)
         if shard.leader:
             store.save_plan(plan_record(job, plan))
 
-        # 7. Render this rank's batches that miss frames; a background thread stores each frame (and, for
-        #    a full walk in one process, feeds the MP4 in order) while the next batch renders
+        # 7. Render this rank's batches that miss frames; a background thread stores each frame (and, for a full
+        #    walk in one process, feeds the MP4 in order) while the next batch renders. Every output is written
+        #    into a staging folder first, and replaces the previous run's only once all are whole (step 11)
         make_video = full and not grid and shard.leader
-        video_path = out / f"{config.name}.mp4"
-        writer = VideoWriter(video_path, settings.width, settings.height, config.fps) if make_video else nullcontext()
-        with writer as video:
-            streaming = video if shard.world == 1 else None
-            rendered = produce(job, plan, store, shard, log, video=streaming, on_frame=lambda: bar.update(1))
-            rendered += spaced.rendered if spaced else 0
-            render_s = time.perf_counter() - render_started
-            rendered = shard.total(rendered)  # also waits until every rank's frames are in the store
-            if not shard.leader:
-                return {"rank": shard.rank, "rendered": rendered}
-            lost = missing_after(plan, store, selection)
-            if lost:
-                raise MorphError(f"frames {lost[:10]} are missing after rendering (did a rank fail?); "
-                                 "run the same command again to render only those")
-            if video is not None and streaming is None:
-                video_from_store(plan, store, video)
+        with Staging(out) if shard.leader else nullcontext() as stage:
+            video_path = stage.path(f"{config.name}.mp4") if make_video else None
+            writer = VideoWriter(video_path, job.settings.width, job.settings.height, config.fps) if make_video else \
+                nullcontext()
+            with writer as video:
+                streaming = video if shard.world == 1 else None
+                rendered = produce(job, plan, store, shard, video=streaming, on_frame=lambda: bar.update(1))
+                # every rank's count and back-offs, which also waits until every rank's frames are in the store
+                done = shard.gathered((rendered, plan.resized))
+                rendered = sum(n for n, _ in done) + (spaced.rendered if spaced else 0)
+                for _, resized in done:
+                    plan.resize(resized)
+                render_s = time.perf_counter() - render_started
+                if not shard.leader:
+                    return {"rank": shard.rank, "rendered": rendered}
+                store.save_plan(plan_record(job, plan))  # with the keys of frames an out-of-memory back-off re-sized
+                lost = missing_after(plan, store, selection)
+                if lost:
+                    raise MorphError(f"frames {lost[:10]} are missing after rendering (did a rank fail?); "
+                                     "run the same command again to render only those")
+                if video is not None and streaming is None:
+                    video_from_store(plan, store, video)
 
-        # 8. Publish the frames under their names (links into the store); walks: the music under the master and the
-        #    platform files made from the frames; grids: the contact sheet
-        publish(plan, store, selection, folder, lambda i: job.path.describe(i)["file"], full)
-        records = [job.path.describe(i) for i in selection]
-        files = [folder / r["file"] for r in records]
-        deliveries = deliver_all(config, files, video_path) if make_video else []
-        sheet = None
-        if grid and full:
-            sheet = out / "grid.png"
-            image = _contact_sheet(config, job.path, folder)
-            write_atomic(sheet, lambda path: image.save(path, format="PNG"))
+            # 8. The frames under their names (copies of the stored ones); walks: the music under the master and the
+            #    platform files made from the frames; grids: the contact sheet
+            staged = stage.path(folder.name)
+            publish(plan, store, selection, staged, lambda i: job.path.describe(i)["file"], full)
+            records = [job.path.describe(i) for i in selection]
+            files = [staged / r["file"] for r in records]
+            deliveries = deliver_all(config, files, video_path) if make_video else []
+            sheet = None
+            if grid and full:
+                sheet = stage.path("grid.png")
+                image = _contact_sheet(config, job.path, staged)
+                write_atomic(sheet, lambda path: image.save(path, format="PNG"))
 
-        # 9. Walks and edits (of 3 frames or more): the storm map of the published frames (storm.png, filmstrip.png)
-        storms = None
-        if full and not grid and count >= 3:
-            storms = storm_map(out, files, config.fps,
-                               keyframes_of(records, [source for _, source in config.prompt_sources()]),
-                               config.analysis.metric, config.analysis.storm_factor,
-                               before=uniform_curve(spaced.uniform, spaced.uniform_estimated) if spaced else None)
+            # 9. Walks and edits (of 3 frames or more): the storm map of the frames (storm.png, filmstrip.png)
+            storms = None
+            if full and not grid and count >= 3:
+                storms = storm_map(stage.folder, files, config.fps,
+                                   keyframes_of(records, [source for _, source in config.prompt_sources()]),
+                                   config.analysis.metric, config.analysis.storm_factor,
+                                   before=uniform_curve(spaced.uniform, spaced.uniform_estimated) if spaced else None)
 
-        # 10. Write the manifest (strict JSON: no NaN or Infinity; never half a file) and, for walks, report.html
-        counts = {"selected": len(selection), "rendered": rendered,
-                  "reused": spaced.reused if spaced else len(selection) - len(plan.missing)}
-        written = manifest(job, records, log, counts, video, sheet, folder)
-        written["analysis"] = storms.to_dict() if storms else None
-        written["deliveries"] = deliveries
-        if spaced and storms:
-            written["spacing"] = spaced.record([job.path.position(i) for i in selection], storms.distances)
-        written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
-                                  frames_per_s=round(rendered / render_s, 3) if rendered else None)
-        written["report"] = str(write_report(out, written)) if storms else None
-        write_manifest(out, written)
+            # 10. The manifest (strict JSON: no NaN or Infinity) and, for walks, report.html
+            counts = {"selected": len(selection), "rendered": rendered,
+                      "reused": spaced.reused if spaced else len(selection) - len(plan.missing)}
+            written = manifest(job, records, flagged(plan, store, selection), counts, video, sheet, staged)
+            written["analysis"] = storms.to_dict() if storms else None
+            written["deliveries"] = deliveries
+            if spaced and storms:
+                written["spacing"] = spaced.record([job.path.position(i) for i in selection], storms.distances)
+            written["timings"].update(render_s=round(render_s, 3), total_s=round(time.perf_counter() - started, 3),
+                                      frames_per_s=round(rendered / render_s, 3) if rendered else None)
+            written = stage.final_names(written)
+            written["report"] = str(out / write_report(stage.folder, written).name) if storms else None
+            write_manifest(stage.folder, written)
+
+            # 11. Everything is whole: replace the previous outputs, the manifest last
+            stage.commit(folder.name, whole=full)
         return written
 
 

@@ -2,7 +2,6 @@
 
 import json
 import platform
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,20 +27,6 @@ def environment(pipe) -> dict:
     }
 
 
-@dataclass
-class FrameLog:
-    """What the manifest says about this run's renders, gathered as the batches come."""
-
-    nsfw: list[int] = field(default_factory=list)  # blacked out by the safety checker
-    redecoded: list[int] = field(default_factory=list)  # decoded again in float32 after a NaN/inf/black decode
-    broken: list[int] = field(default_factory=list)  # still NaN/inf/black: bad latents
-
-    def add(self, chunk: list[int], batch, keep: list[bool]) -> None:
-        """Note the flags of a rendered batch's kept frames (the others were in the store already)."""
-        for name in ("nsfw", "redecoded", "broken"):
-            getattr(self, name).extend(i for i, flag, k in zip(chunk, getattr(batch, name), keep) if flag and k)
-
-
 def write_manifest(output, written: dict) -> None:
     """`output`/manifest.json: strict JSON (no NaN or Infinity), and never half a file."""
     write_atomic(output / "manifest.json", lambda path: path.write_text(json.dumps(written, indent=2,
@@ -54,7 +39,7 @@ def _prompt_terms(config) -> list[dict]:
             for where, source in config.prompt_sources()]
 
 
-def manifest(job, records: list[dict], log: FrameLog, counts: dict, video, sheet, folder) -> dict:
+def manifest(job, records: list[dict], flags: dict[str, list[int]], counts: dict, video, sheet, folder) -> dict:
     """The manifest of a run of the PreparedJob `job`: config, model, environment, frames and outputs."""
     config, pipe, renderer = job.config, job.loaded.pipe, job.renderer
     attention = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
@@ -86,9 +71,9 @@ def manifest(job, records: list[dict], log: FrameLog, counts: dict, video, sheet
         **counts,
         "frames_dir": str(folder),
         "frames": records,
-        "nsfw_flagged": log.nsfw,
-        "redecoded_float32": log.redecoded,
-        "broken_frames": log.broken,
+        "nsfw_flagged": flags["nsfw"],  # blacked out by the safety checker
+        "redecoded_float32": flags["redecoded"],  # decoded again in float32 after a NaN/inf/black decode
+        "broken_frames": flags["broken"],  # still NaN/inf/black: bad latents
         "video": str(video.path) if video else None,
         "video_frames": video.frames if video else None,
         "fps": config.fps,

@@ -121,8 +121,8 @@ class GridPath:
         """Conditionings [B, L, D] for cell indices [B] (row-major)."""
         rows, cols = zip(*(self.cell(i) for i in indices))
         batch = len(indices)
-        bases = INTERPOLATE[self.interpolation](
-            self.start.expand(batch, -1, -1), self.end.expand(batch, -1, -1), self.row_t[list(rows)])
+        t = self.row_t[list(rows)].to(self.start.device)
+        bases = INTERPOLATE[self.interpolation](self.start.expand(batch, -1, -1), self.end.expand(batch, -1, -1), t)
         return add_scaled(bases, self.add, self.column_k[list(cols)])
 
     def describe(self, i):

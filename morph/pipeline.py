@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .errors import MorphError
+from .quiet import quiet_environment
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -21,18 +22,21 @@ class LoadedModel:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then Apple's MPS, then the CPU; an explicit device must exist."""
+    """'auto' picks CUDA, else the CPU; an explicit device must exist. Apple's MPS is refused: it has no float64,
+    in which morph interpolates prompt tensors and noise."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MorphError(f"device: {name!r} asked for, but torch sees no CUDA GPU "
-                         f"(torch {torch.__version__}); use device: cpu or install a CUDA build of torch")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise MorphError("device: 'mps' asked for, but this machine has no MPS; use device: cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MorphError(f"device: {name!r} asked for, but torch sees no CUDA GPU "
+                             f"(torch {torch.__version__}); use device: cpu or install a CUDA build of torch")
+        index, count = int(name.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise MorphError(f"device: {name!r} asked for, but torch sees {count} CUDA GPU(s): cuda:0"
+                             f"{f' to cuda:{count - 1}' if count > 1 else ''}; check CUDA_VISIBLE_DEVICES")
+    if name == "mps":
+        raise MorphError("device: 'mps' cannot render morph's walks: Apple's MPS has no float64, in which morph "
+                         "interpolates prompts and noise; use device: cpu")
     return torch.device(name)
 
 
@@ -56,9 +60,7 @@ def scheduler_class(name: str):
 
 def quiet_libraries() -> None:
     """Silence the libraries' own progress bars, advice and info logging (morph shows its own)."""
-    for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):  # read when the libraries are imported
-        os.environ.setdefault(name, "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet_environment()
     import transformers
 
     transformers.logging.set_verbosity_error()  # before diffusers imports it and it warns

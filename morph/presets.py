@@ -32,13 +32,14 @@ class Preset:
     notes: str = ""
 
 
-MB = 1_000_000
+MB = 1_000_000  # bytes in a megabyte, as the platforms count file sizes
+MBIT = 1_000_000  # bits/s in a megabit per second, as they count bitrates
 PRESETS = {p.name: p for p in [
     Preset("master", "mp4", ".mp4", notes="the walk itself: frame k of the file is render k"),
     Preset("x", "mp4", ".x.mp4", fps_range=(1, 60), long_side=1280, short_side=1024, aspect=(1 / 2.39, 2.39),
-           duration=(0.5, 140), max_bytes=512 * MB, max_bitrate=25 * MB),
+           duration=(0.5, 140), max_bytes=512 * MB, max_bitrate=25 * MBIT),
     Preset("instagram", "mp4", ".instagram.mp4", fps_range=(23, 60), long_side=1920, min_short_side=720,
-           aspect=(0.01, 10), vertical_first=True, duration=(3, 900), max_bytes=100 * MB, max_bitrate=25 * MB),
+           aspect=(0.01, 10), vertical_first=True, duration=(3, 900), max_bytes=100 * MB, max_bitrate=25 * MBIT),
     Preset("tiktok", "mp4", ".tiktok.mp4", fps_allowed=(23.976, 24, 25, 29.97, 30, 50, 60), long_side=4096,
            short_side=2160, min_short_side=720, vertical_first=True, duration=(3, 600), max_bytes=72 * MB),
     # YouTube: "other frame rates are also acceptable", and it asks for the rate the video was made at

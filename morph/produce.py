@@ -42,11 +42,25 @@ def _render_identity(job) -> dict:
             "vae": config.vae and content_digest(config.vae, config.vae),
             "embeddings": [content_digest(e if isinstance(e, str) else e.path, None) for e in config.embeddings],
             # on the CPU the thread count changes the summation order, and so the last bit of a pixel
-            "cpu_threads": torch.get_num_threads() if pipe.device.type == "cpu" else None}
+            "cpu_threads": torch.get_num_threads() if pipe.device.type == "cpu" else None,
+            # on a GPU the kernels torch picks depend on the card and the libraries: another card or version moves
+            # pixels by up to the cross-device tolerance
+            "gpu": _gpu(pipe.device) if pipe.device.type == "cuda" else None}
+
+
+def _gpu(device) -> dict:
+    import diffusers
+    import transformers
+
+    return {"name": torch.cuda.get_device_name(device), "cuda": torch.version.cuda, "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "transformers": transformers.__version__}
 
 
 def _settings(config) -> dict:
-    return {"pixels": config.pixel_hash(), "device": config.device, "dtype": config.dtype, "compile": config.compile}
+    """What decides the memory a batch takes (not the prompts): batch_size: auto keeps its size while these hold."""
+    return {"model": config.model, "vae": config.vae, "height": config.height, "width": config.width,
+            "device": config.device, "dtype": config.dtype, "compile": config.compile,
+            "guidance": config.guidance_scale > 1, "scheduler": config.scheduler}
 
 
 def resumed_batch_size(config, previous: dict | None):
@@ -59,8 +73,8 @@ def resumed_batch_size(config, previous: dict | None):
 
 def plan_record(job, plan: "FramePlan") -> dict:
     """What the store keeps about the job started in it: for `morph status` and for resuming."""
-    return {"name": job.config.name, "keys": plan.keys, "shape": plan.shape, "batch_size": job.renderer.batch_size,
-            "settings": _settings(job.config)}
+    return {"name": job.config.name, "keys": plan.keys, "sizes": plan.sizes, "shape": plan.shape,
+            "batch_size": plan.batch_size, "settings": _settings(job.config)}
 
 
 def aligned_groups(count: int, batch_size: int) -> list[list[int]]:
@@ -73,27 +87,43 @@ class FramePlan:
     render: dict  # render_identity(job)
     identities: list[dict]  # every frame's conditioning (store.frame_identity)
     shape: tuple[int, int, int]
+    batch_size: int  # the aligned batches' size
     keys: list[str] = field(default_factory=list)  # every frame's store key, at the batch size it renders in
+    sizes: list[int] = field(default_factory=list)  # the size of the batch each frame renders (or rendered) in
     groups: list[list[int]] = field(default_factory=list)  # the aligned batches holding frames of the selection
     missing: set[int] = field(default_factory=set)  # selected frames not in the store (all of them, with fresh)
+    resized: dict[int, int] = field(default_factory=dict)  # frames this process rendered in a smaller batch
 
     def key(self, i: int, batch_size: int) -> str:
         """Frame i's key when rendered in a batch of `batch_size` (after an out-of-memory back-off, a smaller one)."""
         return digest({"render": self.render, "batch": batch_size, "frame": self.identities[i]})
 
+    def resize(self, sizes: dict[int, int]) -> None:
+        """Frames rendered in other batch sizes than planned (an out-of-memory back-off, here or on another rank)."""
+        for i, size in sizes.items():
+            self.sizes[i], self.keys[i] = size, self.key(i, size)
+
 
 def _identified(job) -> FramePlan:
     """A plan with what identifies the job's frames (render and frame identities, shape) and nothing chosen yet."""
     return FramePlan(render_identity(job), [frame_identity(job.config, job.path.describe(i))
-                                            for i in range(len(job.path))], (job.settings.height, job.settings.width, 3))
+                                            for i in range(len(job.path))], (job.settings.height, job.settings.width, 3),
+                     job.renderer.batch_size)
 
 
-def plan_frames(job, selection: list[int], store: FrameStore, fresh: bool) -> FramePlan:
-    """Which aligned batches to look at, and which of their frames the store lacks."""
+def plan_frames(job, selection: list[int], store: FrameStore, fresh: bool, previous: dict | None = None) -> FramePlan:
+    """Which aligned batches to look at, and which of their frames the store lacks. A frame that the `previous`
+    plan (the store's, of the run before) rendered in a smaller batch than this plan's, after an out-of-memory
+    back-off, is found under that size's key rather than rendered again."""
     count, renderer = len(job.path), job.renderer
     plan = _identified(job)
     groups = aligned_groups(count, renderer.batch_size)
-    plan.keys = [plan.key(i, renderer.rendered_size(len(group))) for group in groups for i in group]
+    plan.sizes = [renderer.rendered_size(len(group)) for group in groups for i in group]
+    plan.keys = [plan.key(i, size) for i, size in enumerate(plan.sizes)]
+    earlier = (previous or {}).get("sizes") or []
+    if len(earlier) == count and not fresh:
+        plan.resize({i: earlier[i] for i in selection if earlier[i] < plan.sizes[i]
+                     and not store.has(plan.keys[i], plan.shape) and store.has(plan.key(i, earlier[i]), plan.shape)})
     wanted = set(selection)
     plan.groups = [group for group in groups if wanted.intersection(group)]
     plan.missing = {i for i in selection if fresh or not store.has(plan.keys[i], plan.shape)}
@@ -105,6 +135,7 @@ def stored_plan(job, keys: list[str]) -> FramePlan:
     samples): nothing to render, every batch there to write the video from."""
     plan = _identified(job)
     plan.keys, plan.groups = list(keys), aligned_groups(len(keys), job.renderer.batch_size)
+    plan.sizes = [job.renderer.rendered_size(len(group)) for group in plan.groups for _ in group]
     return plan
 
 
@@ -138,17 +169,20 @@ def claimed(output: Path, shard):
         shard.close()
 
 
-def produce(job, plan: FramePlan, store: FrameStore, shard, log, video=None, on_frame=lambda: None) -> int:
-    """Render this rank's batches that miss frames; store the new frames; stream the video when one is asked.
+def produce(job, plan: FramePlan, store: FrameStore, shard, video=None, on_frame=lambda: None) -> int:
+    """Render this rank's batches that miss frames; store the new frames with their flags; stream the video when
+    one is asked.
 
     Returns how many frames were rendered and stored; `on_frame()` is called after each. `video`
-    (single process only) receives every frame of the plan in order, stored ones read back.
+    (single process only) receives every frame of the plan in order, stored ones read back. Frames
+    rendered in a smaller batch than planned (an out-of-memory back-off) are in `plan.resized`.
     """
     rendered, started = 0, time.perf_counter()
 
-    def write(key, image):
-        if key is not None:  # newly rendered (None: read back from the store for the video)
-            store.put(key, image)
+    def write(item, image):
+        if item is not None:  # newly rendered (None: read back from the store for the video)
+            key, flags = item
+            store.put(key, image, flags)
             on_frame()
         if video is not None:
             video.write(image)
@@ -162,10 +196,11 @@ def produce(job, plan: FramePlan, store: FrameStore, shard, log, video=None, on_
             for chunk, batch in job.renderer.batches([group]):
                 size = job.renderer.rendered_size(len(chunk))
                 new = [i in plan.missing for i in chunk]
-                for i in (i for i, n in zip(chunk, new) if n):
-                    plan.keys[i] = plan.key(i, size)  # another size than planned after an out-of-memory back-off
-                writer.put([plan.keys[i] if n else None for i, n in zip(chunk, new)], HostCopy(batch.images))
-                log.add(chunk, batch, keep=new)
+                resized = {i: size for i, n in zip(chunk, new) if n and size != plan.sizes[i]}
+                plan.resize(resized)
+                plan.resized.update(resized)
+                writer.put([(plan.keys[i], batch.flags(j)) if n else None for j, (i, n) in enumerate(zip(chunk, new))],
+                           HostCopy(batch.images))
                 rendered += sum(new)
                 # with compile: true, the first batch carries the compilation
                 job.timings.setdefault("first_batch_s", time.perf_counter() - started)
@@ -177,12 +212,23 @@ def missing_after(plan: FramePlan, store: FrameStore, selection: list[int]) -> l
     return [i for i in selection if not store.has(plan.keys[i], plan.shape)]
 
 
+def flagged(plan: FramePlan, store: FrameStore, selection: list[int]) -> dict[str, list[int]]:
+    """Which frames of the selection the store's records flag, by flag ("nsfw", "redecoded", "broken"), whichever
+    run or rank rendered them."""
+    found = {"nsfw": [], "redecoded": [], "broken": []}
+    for i in selection:
+        for flag in store.flags(plan.keys[i]):
+            found.setdefault(flag, []).append(i)
+    return found
+
+
 def publish(plan: FramePlan, store: FrameStore, selection: list[int], folder: Path, name_of, full: bool) -> None:
-    """Put the selection's frames under their final names (links to the store); a full run also removes leftovers."""
+    """Put the selection's frames under their final names (copies of the stored ones); a full run also removes
+    leftovers."""
     folder.mkdir(parents=True, exist_ok=True)
     names = {name_of(i): plan.keys[i] for i in selection}
     for name, key in names.items():
-        store.link(key, folder / name)
+        store.publish(key, folder / name)
     if full:
         for path in folder.glob("*.png"):
             if path.name not in names:

@@ -4,7 +4,7 @@ import warnings
 from collections import deque
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,10 @@ class Batch:
     nsfw: list[bool]  # blacked out by the model's safety checker
     redecoded: list[bool]  # the first decode was NaN/inf or all black; decoded again in float32
     broken: list[bool]  # still NaN/inf or all black after that: the latents themselves are bad
+
+    def flags(self, j: int) -> list[str]:
+        """What happened to frame j, by name: "nsfw", "redecoded", "broken"."""
+        return [name for name in ("nsfw", "redecoded", "broken") if getattr(self, name)[j]]
 
 
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
@@ -89,11 +93,16 @@ def per_frame_guidance(pipe, guidance: torch.Tensor | None):
         noise = torch.cat([uncond, uncond + ratio * (cond - uncond)])
         return (noise,) + tuple(out[1:]) if isinstance(out, tuple) else type(out)(sample=noise)
 
+    # a compiled UNet (torch.compile's OptimizedModule) keeps its own forward on the instance: put back what was there
+    own = vars(pipe.unet).get("forward")
     pipe.unet.forward = guided
     try:
         yield scale
     finally:
-        del pipe.unet.forward  # back to the class's own
+        if own is None:
+            del pipe.unet.forward  # back to the class's own
+        else:
+            pipe.unet.forward = own
 
 
 def _denoise(pipe, conds, negative, latent, settings: RenderSettings, guidance_scale: float | None):
@@ -128,13 +137,15 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
     batch = conds.shape[0]
     with per_frame_guidance(pipe, guidance) as scale:
         latents = _denoise(pipe, conds, negative, latent, settings, scale)
-    if float32_vae is not None and vae_decodes_in_float32(pipe):  # SDXL's VAE overflows in float16
+    in_float32 = pipe.vae.dtype == torch.float32 or (float32_vae is not None and vae_decodes_in_float32(pipe))
+    if in_float32 and pipe.vae.dtype != torch.float32:  # SDXL's VAE overflows in float16
         images = decode(float32_vae(), latents.float()).to(latents.dtype)
     else:
         images = decode(pipe.vae, latents)
     bad = broken_frames(images)
-    redecoded = bad.clone()
-    if bad.any() and float32_vae is not None and pipe.vae.dtype != torch.float32:
+    redecoded = torch.zeros_like(bad)
+    if bad.any() and float32_vae is not None and not in_float32:  # decoded in half precision: try float32
+        redecoded = bad.clone()
         images[bad] = decode(float32_vae(), latents[bad].float()).to(images.dtype)
         bad = broken_frames(images)
     nsfw = None
@@ -151,10 +162,11 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
 
 
 class BatchRenderer:
-    """Renders frames `batch_size` at a time; a CUDA out-of-memory error halves the batch and retries it.
+    """Renders frames `batch_size` at a time; a CUDA out-of-memory error halves the batch that failed and retries.
 
     With `fixed_shape` (torch.compile), a short last batch is padded to the full batch size by
-    repeating its last frame, so the compiled graphs never see a new shape.
+    repeating its last frame, so the compiled graphs see one shape (after an out-of-memory back-off,
+    one more: the smaller batch is compiled once).
     """
 
     def __init__(self, pipe, conditionings_for: Callable[[list[int]], torch.Tensor], negative: torch.Tensor,
@@ -182,7 +194,7 @@ class BatchRenderer:
             except torch.OutOfMemoryError:
                 batch = None  # leave the except block first, so the failed batch's tensors can be freed
             if batch is None:
-                self._back_off()
+                self._back_off(self.rendered_size(len(chunk)))
                 pending.appendleft(chunk)
                 continue
             yield chunk, batch
@@ -190,6 +202,16 @@ class BatchRenderer:
     def rendered_size(self, frames: int) -> int:
         """How many frames a batch of `frames` goes through the UNet as: padded to batch_size with fixed_shape."""
         return self.batch_size if self.fixed_shape else frames
+
+    def probe(self, frames: int) -> Batch:
+        """Render `frames` copies of frame 0 in one batch with a single denoising step, decoded as real batches are
+        (batch_size: auto measures the memory this takes)."""
+        settings, self.settings = self.settings, replace(self.settings, num_inference_steps=1)
+        try:
+            return render_batch(self.pipe, self.conditionings_for([0] * frames), self.negative, self.latent,
+                                self.settings, self._float32_vae)
+        finally:
+            self.settings = settings
 
     def _render(self, chunk: list[int]) -> Batch:
         padding = self.rendered_size(len(chunk)) - len(chunk)
@@ -211,14 +233,15 @@ class BatchRenderer:
             self._vae32.load_state_dict(weights)
         return self._vae32
 
-    def _back_off(self) -> None:
-        if self.batch_size == 1:
+    def _back_off(self, failed: int) -> None:
+        """After a batch of `failed` frames ran out of memory: half that size from now on."""
+        if failed == 1:
             raise MorphError(f"out of GPU memory rendering a single {self.settings.width} x {self.settings.height} "
                              "frame; use a smaller height/width, dtype float16, or a GPU with more memory")
         if self.pipe.device.type == "cuda":
             torch.cuda.empty_cache()
-        smaller = self.batch_size // 2
-        message = f"out of GPU memory at batch_size {self.batch_size}; continuing with {smaller}"
+        smaller = failed // 2
+        message = f"out of GPU memory in a batch of {failed} frames; continuing with batch_size {smaller}"
         if not self.backoffs:  # say it once; the manifest keeps every step
             warnings.warn(message + " (set batch_size lower to skip the retry)", stacklevel=2)
         self.backoffs.append(message)
@@ -231,9 +254,13 @@ class HostCopy:
     def __init__(self, images: torch.Tensor):
         if images.device.type == "cuda":
             self._host = torch.empty(images.shape, dtype=images.dtype, pin_memory=True)
-            self._host.copy_(images, non_blocking=True)
+            # the copy runs on the stream of the images' own GPU (cuda:1 need not be the current device): the
+            # event that says it is done goes on that stream too
+            stream = torch.cuda.current_stream(images.device)
+            with torch.cuda.stream(stream):
+                self._host.copy_(images, non_blocking=True)
             self._done = torch.cuda.Event()
-            self._done.record()
+            self._done.record(stream)
         else:
             self._host, self._done = images.cpu(), None
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .manifest import FrameLog
 from .produce import FramePlan, plan_frames, stored_plan
 from .samples import Sample, SampleRenderer, Samples, render_into
 from .spacing import (crossing, cumulative, gaps_to_split, growth, interpolate, marks, pick_steps, share_steps,
@@ -233,7 +232,7 @@ def _uniform_before(samples: Samples, renderer: SampleRenderer) -> tuple[list[fl
             for change in _estimated(samples, s, torch.cat([zero, walk.t[1:][walk.segment[1:] == s]]))], True
 
 
-def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> EvenSpacing:
+def even_spacing(job, store, shard, fresh: bool, progress) -> EvenSpacing:
     """Render the samples spacing: even needs, pick the frames, point `job` at them; see the module's docstring.
     A walk timed to music (job.music) has its frames placed so that the change follows the music's share of
     each segment instead of being equal."""
@@ -317,7 +316,6 @@ def even_spacing(job, store, shard, fresh: bool, log: FrameLog, progress) -> Eve
     before, estimated = _uniform_before(samples, renderer)
     job.use_path(uniform.placed([p.segment for p in picked], [p.t for p in picked]))
     plan = stored_plan(job, [p.key for p in picked])
-    renderer.log_into(log, plan.keys)
     discontinuities = [{"segment": s, "from_t": seg[g].position, "to_t": seg[g + 1].position,
                         "change": samples.change(seg[g], seg[g + 1])}
                        for s, seg in enumerate(samples.segments) for g in sorted(samples.stuck(s))]

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import torch
 
 from .analysis import distance_function
-from .manifest import FrameLog
 from .produce import plan_frames, produce
 from .storm import downscale
 
@@ -66,12 +65,11 @@ class Samples:
 
 
 class SampleRenderer:
-    """Renders samples at chosen places through the job's renderer and store, counting and logging them."""
+    """Renders samples at chosen places through the job's renderer and store, counting them."""
 
     def __init__(self, job, store, shard, fresh: bool, progress):
         self.job, self.store, self.shard, self.fresh, self.progress = job, store, shard, fresh, progress
         self.uniform, self.rendered, self.new = job.path, 0, set()  # new: keys rendered by this run
-        self.flags = {}  # key -> the FrameLog lists it belongs to
 
     def render(self, segment: list[int], t: list[float]) -> list[str]:
         """Keys of frames at segment [n], t [n], rendered where the store lacks them."""
@@ -79,19 +77,9 @@ class SampleRenderer:
         plan = plan_frames(self.job, list(range(len(segment))), self.store, self.fresh)
         self.progress.total = (self.progress.total or 0) + len(plan.missing)
         self.progress.refresh()
-        log = FrameLog()
-        self.rendered += produce(self.job, plan, self.store, self.shard, log, on_frame=lambda: self.progress.update(1))
+        self.rendered += produce(self.job, plan, self.store, self.shard, on_frame=lambda: self.progress.update(1))
         self.new.update(plan.keys[i] for i in plan.missing)
-        for name in ("nsfw", "redecoded", "broken"):
-            for i in getattr(log, name):
-                self.flags.setdefault(plan.keys[i], []).append(name)
         return plan.keys
-
-    def log_into(self, log: FrameLog, keys: list[str]) -> None:
-        """The flags of the picked frames, by their index in the video."""
-        for i, key in enumerate(keys):
-            for name in self.flags.get(key, []):
-                getattr(log, name).append(i)
 
 
 def render_into(samples: Samples, renderer: SampleRenderer, wanted: list[tuple]) -> None:

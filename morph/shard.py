@@ -29,13 +29,13 @@ class Shard:
         if self.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
-    def total(self, value: int) -> int:
-        """The sum of `value` over all ranks, on every rank."""
+    def gathered(self, value) -> list:
+        """Every rank's `value` (any picklable object), in rank order, on every rank; a barrier too."""
         if self.world == 1:
-            return value
-        box = torch.tensor([value], dtype=torch.int64)
-        torch.distributed.all_reduce(box)
-        return int(box.item())
+            return [value]
+        values = [None] * self.world
+        torch.distributed.all_gather_object(values, value)
+        return values
 
     def from_leader(self, value):
         """The leader's `value`, on every rank."""

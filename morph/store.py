@@ -3,15 +3,20 @@
 Like git's object store: a key is the hash of canonical JSON (the model and its weights, the
 scheduler and its config, steps, guidance, size, seed, dtype, device type, the negative prompt,
 the frame's own conditioning, and the size of the batch it was rendered in, which moves pixels by
-up to 1/255), a write goes to a temporary name and is renamed, and a reader trusts only a PNG that
-decodes whole. A frame whose key is in the store is never rendered again; a changed setting
-changes the keys of exactly the frames it affects, so a stale frame can never be mixed in.
-The store lives in `<output>/.store/`.
+up to 1/255; on CUDA also the GPU's name and the library versions, whose kernels move pixels too),
+a write goes to a temporary name and is renamed. Beside each PNG a record keeps the sha256 of its
+bytes and its flags (NSFW, re-decoded, broken), so a frame counts only while its bytes are the
+ones written: a truncated file, or one a user edited, is rendered again. A frame whose key is in
+the store is never rendered again; a changed setting changes the keys of exactly the frames it
+affects, so a stale frame can never be mixed in. Published frames are copies: nothing done to
+them reaches the store. The store lives in `<output>/.store/`.
 """
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -55,6 +60,12 @@ def file_digest(path: Path) -> str:
     return sha.hexdigest()[:32]
 
 
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    _hash_file(sha, path)
+    return sha.hexdigest()
+
+
 def _hash_file(sha, path: Path) -> None:
     with path.open("rb") as f:
         while chunk := f.read(1 << 24):
@@ -81,7 +92,7 @@ def frame_identity(config, record: dict) -> dict:
 
 
 class FrameStore:
-    """PNG frames by key in `<output>/.store/`."""
+    """PNG frames by key in `<output>/.store/`, each with its record: {sha256 of the PNG's bytes, flags}."""
 
     def __init__(self, output: Path):
         self.folder = output / STORE
@@ -89,36 +100,48 @@ class FrameStore:
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.png"
 
+    def _record_path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def record(self, key: str) -> dict | None:
+        """What was written with the frame: {"sha256", "flags"}; None when there is no readable record."""
+        try:
+            record = json.loads(self._record_path(key).read_text())
+            return record if isinstance(record.get("sha256"), str) and isinstance(record.get("flags"), list) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
     def has(self, key: str, shape: tuple[int, int, int]) -> bool:
-        """Whether a whole, readable frame of `shape` is stored under `key` (a truncated one is not)."""
-        path = self.path(key)
-        if not path.is_file():
+        """Whether the frame stored under `key` is of `shape` and has exactly the bytes written (a truncated,
+        corrupt or edited file, or one without its record, is not)."""
+        record, path = self.record(key), self.path(key)
+        if record is None or not path.is_file():
             return False
         try:
+            if _sha256(path) != record["sha256"]:
+                return False
             with Image.open(path) as image:
-                size = (image.height, image.width, 3)
-                image.verify()  # every chunk's CRC and the end marker: a truncated or corrupt file raises here
-                return size == shape
+                return (image.height, image.width, 3) == shape
         except (OSError, SyntaxError, ValueError):
             return False
 
-    def put(self, key: str, image: np.ndarray) -> None:
+    def put(self, key: str, image: np.ndarray, flags: list[str] = ()) -> None:
+        """Store a uint8 [H, W, 3] frame and its flags ("nsfw", "redecoded", "broken")."""
         self.folder.mkdir(parents=True, exist_ok=True)
         write_png(self.path(key), image)
+        record = {"sha256": _sha256(self.path(key)), "flags": sorted(flags)}
+        write_atomic(self._record_path(key), lambda path: path.write_text(json.dumps(record)))
+
+    def flags(self, key: str) -> list[str]:
+        record = self.record(key)
+        return record["flags"] if record else []
 
     def read(self, key: str) -> np.ndarray:
         return read_png(self.path(key))
 
-    def link(self, key: str, target: Path) -> None:
-        """Make `target` the stored frame: a hard link (no copy) where the filesystem allows, else a copy."""
-
-        def place(partial: Path) -> None:
-            try:
-                os.link(self.path(key), partial)
-            except OSError:
-                partial.write_bytes(self.path(key).read_bytes())
-
-        write_atomic(target, place)
+    def publish(self, key: str, target: Path) -> None:
+        """Make `target` a copy of the stored frame (never a link: an edit of the copy must not reach the store)."""
+        write_atomic(target, lambda partial: shutil.copyfile(self.path(key), partial))
 
     def save_plan(self, plan: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -143,49 +166,54 @@ def status(output: Path) -> dict:
 
 
 class OutputLock:
-    """One live run per output folder: a lock file with the holder's pid; a dead holder's lock is taken over."""
+    """One live run per output folder: an OS lock (flock) on `<output>/.lock`, which records the holder's pid and
+    host for the message. The OS releases it when its process dies, so a dead run's lock is never in the way."""
 
     def __init__(self, output: Path):
         self.path = output / LOCK
-        self.held = False
+        self._file = None
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
+        for _ in range(10):
+            handle = open(self.path, "a+")
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None:
-                    raise MorphError(f"output: {self.path.parent} is being written by another morph run (pid "
-                                     f"{holder['pid']} on {holder['host']}); wait for it, or choose another --out")
-                self.path.unlink(missing_ok=True)  # a stale lock: its run is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return self
-        raise MorphError(f"output: could not take the lock {self.path}; remove it if no morph run is using the folder")
-
-    def _holder(self) -> dict | None:
-        """The live run that holds the lock, or None when the lock is stale."""
-        try:
-            holder = json.loads(self.path.read_text())
-            pid, host = int(holder["pid"]), holder["host"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # unreadable or half-written: its run died while taking it
-        if host != socket.gethostname():
-            return holder  # another machine on a shared filesystem: its pid cannot be checked from here
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass  # alive, another user's
-        return holder
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = _holder(handle.read())
+                handle.close()
+                raise MorphError(f"output: {self.path.parent} is being written by another morph run ({holder}); "
+                                 "wait for it, or choose another --out") from None
+            # the holder before us may have removed the file between our open and our lock: lock the file that is
+            # there now, or two runs could each hold a lock on a different file
+            if _same_file(handle, self.path):
+                handle.truncate(0)
+                handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+                handle.flush()
+                self._file = handle
+                return self
+            handle.close()
+        raise MorphError(f"output: could not take the lock {self.path}; is another program removing it?")
 
     def __exit__(self, *exc):
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        if self._file is not None:
+            self.path.unlink(missing_ok=True)  # while still locked, so no one locks the file being removed
+            self._file.close()
+            self._file = None
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _holder(text: str) -> str:
+    """Who holds a lock, from what it wrote: "pid N on HOST" (or less, if it has not written yet)."""
+    try:
+        holder = json.loads(text)
+        return f"pid {int(holder['pid'])} on {holder['host']}"
+    except (ValueError, KeyError, TypeError):
+        return "it is starting"

@@ -13,9 +13,10 @@ import numpy as np
 
 
 class FrameWriter:
-    """Calls `write(item, image [H, W, 3] uint8)` for every frame put, in order, on a background thread."""
+    """Calls `write(item, image [H, W, 3] uint8)` for every frame put, in order, on a background thread; an item is
+    whatever the caller gave with the frame (produce: its store key and flags, or None)."""
 
-    def __init__(self, write: Callable[[int, np.ndarray], None], depth: int = 2):
+    def __init__(self, write: Callable[[object, np.ndarray], None], depth: int = 2):
         self._write = write
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None

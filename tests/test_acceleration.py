@@ -6,7 +6,8 @@ import torch
 from morph.acceleration import CPU_BATCH_SIZE, SATURATION_PIXELS, auto_batch_size, plan_batch_size
 from morph.config import load_config
 from morph.golden import PRESETS
-from morph.job import run_job
+from morph.job import prepare_job, run_job
+from morph.store import FrameStore
 from morph.metrics import compare
 from morph.video import read_png
 
@@ -63,3 +64,20 @@ def test_bad_batch_sizes_are_refused(write_config, value):
 
     with pytest.raises(MorphError, match="batch_size"):
         load_config(write_config(batch_size=value))
+
+
+def test_a_prompt_edit_keeps_the_batch_size_auto_chose(write_config):
+    """Memory does not depend on the prompts: probing again could pick another size and re-key every frame."""
+    config = load_config(write_config(frames=6, batch_size="auto", prompts=["a cat", "a dog", "a red circle"]))
+    run_job(config, quiet=True)
+    store = FrameStore(config.output_dir)
+    store.save_plan({**store.plan(), "batch_size": 2})  # as if a GPU had chosen 2
+    edited = load_config(write_config(frames=6, batch_size="auto", prompts=["a cat", "a dog", "a blue square"]))
+    assert run_job(edited, quiet=True)["batch_size"] == 2
+    bigger = load_config(write_config(frames=6, batch_size="auto", height=128, prompts=["a cat", "a dog"]))
+    assert run_job(bigger, quiet=True)["batch_size"] == CPU_BATCH_SIZE  # a new size: probed again
+
+
+def test_every_process_renders_at_the_batch_size_they_agree_on(write_config):
+    job = prepare_job(load_config(write_config(frames=6, batch_size="auto")), agree=lambda mine: 3)
+    assert job.renderer.batch_size == 3

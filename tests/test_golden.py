@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import morph.golden
 from morph.cli import cli
 from morph.config import load_config
 from morph.golden import PRESETS, pick_frames
@@ -154,3 +155,29 @@ def test_model_and_device_options_make_goldens_for_a_hub_config_offline(write_co
     assert checked.exit_code == 0 and checked.output.count("identical") == 2, checked.output
     # without --model the config names the hub model: a different pixel-deciding key, caught before loading
     assert "model:" in invoke("golden", "check", config).output
+
+
+def test_a_save_that_fails_leaves_the_old_goldens_as_they_were(saved, monkeypatch):
+    config, golden_dir = saved
+    before = {p.name: p.read_bytes() for p in golden_dir.iterdir()}
+    written = []
+
+    def disk_full_after_one(path, image):
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        write_png(path, image)
+
+    monkeypatch.setattr(morph.golden, "write_png", disk_full_after_one)
+    result = invoke("golden", "save", config, "--frames", "1,2,4")
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert {p.name: p.read_bytes() for p in golden_dir.iterdir()} == before
+    assert [p.name for p in golden_dir.parent.iterdir()] == ["gold"]  # no half-made folder beside it
+
+
+def test_a_new_save_replaces_the_frames_and_keeps_other_files(saved):
+    config, golden_dir = saved
+    (golden_dir / "NOTES.txt").write_text("why these frames")
+    assert invoke("golden", "save", config, "--frames", "1,2").exit_code == 0
+    assert sorted(p.name for p in golden_dir.iterdir()) == ["00001.png", "00002.png", "NOTES.txt", "golden.json"]
+    assert [f["index"] for f in json.loads((golden_dir / "golden.json").read_text())["frames"]] == [1, 2]

@@ -40,3 +40,14 @@ def test_walk_hits_every_keyframe_exactly(interpolation):
     # no frame repeats: segments join without a duplicated frame
     assert all(not torch.equal(frames[i], frames[i + 1]) for i in range(9))
     assert path.describe(5) == {"index": 5, "segment": 1, "t": pytest.approx(0.2), "file": "00005.png"}
+
+
+def test_grid_cells_are_computed_on_the_device_of_the_prompts():
+    """A meta tensor mixed with a CPU one raises as a CUDA one would: the rows' t must move to the prompts' device."""
+    from morph.path import GridPath, linspace
+
+    start, end, add = (torch.zeros(3, 4, device="meta") for _ in range(3))
+    grid = GridPath(start, end, add, linspace(0, 1, 3), linspace(0, 2, 2), "slerp")
+    assert grid.conditionings([0, 3, 5]).device.type == "meta"
+    grid.interpolation = "lerp"
+    assert grid.conditionings([1, 2]).shape == (2, 3, 4)

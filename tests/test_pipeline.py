@@ -43,3 +43,20 @@ def test_safety_checker_on_a_model_without_one_is_refused():
 def test_a_folder_that_is_not_a_diffusers_model(tmp_path):
     with pytest.raises(MorphError, match="is not a diffusers Stable Diffusion folder"):
         load_model(str(tmp_path), torch.device("cpu"), torch.float32, None, False)
+
+
+def test_auto_never_picks_mps_and_mps_is_one_line(monkeypatch):
+    """MPS has no float64, in which every walk interpolates: refused before a model loads, never chosen by auto."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(MorphError, match="device: 'mps' .* no float64.*use device: cpu"):
+        resolve_device("mps")
+
+
+def test_a_cuda_index_beyond_the_gpus_present_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(MorphError, match=r"device: 'cuda:2' asked for, but torch sees 2 CUDA GPU\(s\): cuda:0 to cuda:1"):
+        resolve_device("cuda:2")

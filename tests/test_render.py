@@ -8,8 +8,10 @@ import torch
 
 from diffusers.image_processor import VaeImageProcessor
 
+import morph.render
 from morph.errors import MorphError
-from morph.render import BatchRenderer, HostCopy, RenderSettings, shared_latent, to_uint8
+from morph.render import BatchRenderer, HostCopy, RenderSettings, per_frame_guidance, render_batch, shared_latent, \
+    to_uint8
 
 
 class FakeVae:
@@ -117,7 +119,8 @@ def test_out_of_memory_halves_the_batch_once_and_gives_the_frames_of_the_smaller
     small = FakePipe()
     expected, _, _ = _render(small, n_frames=9, batch_size=2)
     pipe = FakePipe(max_batch=3)
-    with pytest.warns(UserWarning, match="out of GPU memory at batch_size 8; continuing with 4") as warned:
+    with pytest.warns(UserWarning, match="out of GPU memory in a batch of 8 frames; continuing with batch_size 4") \
+            as warned:
         frames, _, renderer = _render(pipe, n_frames=9, batch_size=8)
     assert len(warned) == 1  # said once, although it backed off twice
     assert renderer.batch_size == 2 and len(renderer.backoffs) == 2
@@ -128,7 +131,7 @@ def test_out_of_memory_halves_the_batch_once_and_gives_the_frames_of_the_smaller
 
 def test_out_of_memory_at_batch_1_is_one_clear_line():
     with pytest.raises(MorphError, match="out of GPU memory rendering a single 24 x 16 frame"), \
-            pytest.warns(UserWarning, match="continuing with 1"):
+            pytest.warns(UserWarning, match="continuing with batch_size 1"):
         _render(FakePipe(max_batch=0), n_frames=2, batch_size=2)
 
 
@@ -136,3 +139,81 @@ def test_to_uint8_rounds_and_clips():
     image = torch.tensor([[[0.0, 0.5, 1.2]]])
     assert to_uint8(image).tolist() == [[[0, 128, 255]]]
     assert to_uint8(torch.tensor([0.5], dtype=torch.float16)).tolist() == [128]
+
+
+def test_a_half_precision_decode_that_fails_in_a_float32_vae_is_not_decoded_again(monkeypatch):
+    """A float32 VAE has nothing better to offer: the frame is broken, not re-decoded."""
+    monkeypatch.setattr(morph.render, "decode", lambda vae, latents: torch.full((latents.shape[0], 3, 16, 24), -1.0))
+    made = []
+    batch = render_batch(FakePipe(), torch.ones(2, 5, 6), torch.zeros(5, 6), torch.zeros(1, 4, 2, 3), SETTINGS,
+                         float32_vae=lambda: made.append(1))
+    assert batch.broken == [True, True] and batch.redecoded == [False, False] and made == []
+
+
+def test_the_probe_renders_one_step_decoded_as_real_batches_are(monkeypatch):
+    seen = []
+    monkeypatch.setattr(morph.render, "render_batch",
+                        lambda pipe, conds, negative, latent, settings, float32_vae=None, guidance=None:
+                        seen.append((conds.shape[0], settings.num_inference_steps, float32_vae)))
+    pipe = FakePipe()
+    renderer = BatchRenderer(pipe, lambda idx: torch.zeros(len(idx), 5, 6), torch.zeros(5, 6),
+                             shared_latent(pipe, 0, 16, 24), SETTINGS, 1)
+    renderer.probe(2)
+    # SDXL's real batches decode in a float32 VAE: so must the probe, or it measures too little memory
+    assert seen == [(2, 1, renderer._float32_vae)] and renderer.settings == SETTINGS
+
+
+class Unet(torch.nn.Module):
+    def forward(self, x):
+        return (x * 2,)
+
+
+def test_walking_guidance_leaves_a_compiled_unet_as_it_found_it():
+    unet = torch.compile(Unet(), backend="eager")
+    own = vars(unet)["forward"]
+    pipe = SimpleNamespace(unet=unet, device=torch.device("cpu"))
+    unet.dtype = torch.float32
+    x = torch.ones(4, 1, 1, 1)
+    with per_frame_guidance(pipe, torch.tensor([2.0, 4.0])) as scale:
+        assert scale == 4.0 and unet(x)[0][2:].tolist() == [[[[2.0]]], [[[2.0]]]]  # u + (g / G)(c - u) with c = u
+    assert vars(unet)["forward"] is own
+    assert unet(x)[0].sum().item() == 8.0  # the next batch still runs
+
+
+def test_a_copy_from_another_gpu_waits_on_that_gpus_stream(monkeypatch):
+    """On cuda:1 the copy and its event belong to cuda:1's stream, not the current device's."""
+    calls = {}
+
+    class Images:
+        device, shape, dtype = torch.device("cuda", 1), (2, 4, 4, 3), torch.uint8
+
+    class Host:
+        def copy_(self, source, non_blocking):
+            calls["copy"] = (source, non_blocking, calls.get("stream_entered"))
+
+    class Event:
+        def record(self, stream=None):
+            calls["record"] = stream
+
+    class Stream:
+        pass
+
+    stream = Stream()
+
+    class StreamContext:
+        def __init__(self, given):
+            calls["context"] = given
+
+        def __enter__(self):
+            calls["stream_entered"] = calls["context"]
+
+        def __exit__(self, *exc):
+            calls.pop("stream_entered")
+
+    monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: Host())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: calls.setdefault("device", device) and stream)
+    monkeypatch.setattr(torch.cuda, "stream", StreamContext)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    HostCopy(Images())
+    assert calls["device"] == torch.device("cuda", 1)
+    assert calls["copy"][2] is stream and calls["record"] is stream

@@ -18,7 +18,8 @@ import morph.render
 from morph.cli import cli
 from morph.config import load_config
 from morph.job import run_job
-from morph.store import FrameStore
+from morph.errors import MorphError
+from morph.store import FrameStore, OutputLock, status
 
 SLOW = {"frames": 40, "num_inference_steps": 12, "batch_size": 4}  # a few seconds of rendering on 2 cores
 
@@ -169,21 +170,71 @@ def test_selected_frames_are_bit_identical_to_the_full_run(write_config, tmp_pat
         assert sha(alone.output_dir / "frames" / f"{i:05d}.png") == sha(config.output_dir / "frames" / f"{i:05d}.png")
 
 
-def test_a_second_run_into_a_live_runs_folder_is_refused_and_a_stale_lock_is_taken_over(write_config, tmp_path):
+HOLD_LOCK = """
+import fcntl, json, os, socket, sys, time
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX)
+handle.truncate(0)
+handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+handle.flush()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_run_into_a_live_runs_folder_is_refused_and_a_dead_runs_lock_is_taken_over(write_config, tmp_path):
     config = load_config(write_config(frames=2))
     out = config.output_dir
     out.mkdir(parents=True)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out / ".lock")], stdout=subprocess.PIPE, text=True)
     try:
-        (out / ".lock").write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename}))
+        assert holder.stdout.readline().strip() == "locked"
         result = CliRunner().invoke(cli, ["run", str(write_config(frames=2)), "--quiet"])
-        assert result.exit_code == 2 and f"being written by another morph run (pid {sleeper.pid}" in result.output
+        assert result.exit_code == 2 and f"being written by another morph run (pid {holder.pid}" in result.output
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        holder.kill()
+        holder.wait()
+    assert (out / ".lock").exists()  # left behind by the killed holder, as after kill -9
     result = CliRunner().invoke(cli, ["run", str(write_config(frames=2)), "--quiet"])  # its holder is gone now
     assert result.exit_code == 0, result.output
     assert not (out / ".lock").exists()
+
+
+def test_a_lock_file_written_but_not_held_is_no_lock(tmp_path):
+    (tmp_path / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))  # a live pid
+    with OutputLock(tmp_path):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+        with pytest.raises(MorphError, match=f"pid {os.getpid()}"):
+            OutputLock(tmp_path).__enter__()  # the same process, another open file: flock says taken
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_two_runs_taking_a_lock_at_once_never_both_hold_it(tmp_path):
+    """Many processes race for one folder's lock, each holding it briefly: never two at once."""
+    racer = """
+import os, sys, time
+from morph.store import OutputLock
+from morph.errors import MorphError
+from pathlib import Path
+folder, won = Path(sys.argv[1]), 0
+for _ in range(200):
+    try:
+        with OutputLock(folder):
+            marker = folder / "holder"
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # fails if another holder is inside
+            time.sleep(0.001)
+            os.close(fd)
+            marker.unlink()
+            won += 1
+    except MorphError:
+        pass
+print(won)
+"""
+    racers = [subprocess.Popen([sys.executable, "-c", racer, str(tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [r.communicate(timeout=120) for r in racers]
+    assert all(r.returncode == 0 for r in racers), [err[-1000:] for _, err in results]
+    assert sum(int(out) for out, _ in results) > 0
 
 
 def test_status_before_any_run_is_one_line(tmp_path):
@@ -208,6 +259,41 @@ def test_torchrun_with_two_ranks_gives_the_same_frames_and_one_video(clean, tmp_
     assert json.loads((out / "manifest.json").read_text())["rendered"] == 40  # both ranks' renders
 
 
+SMALL_GPU_ON_RANK_1 = """
+import os
+if os.environ.get("RANK") == "1":  # only this torchrun rank runs out of memory above 2 frames
+    import torch
+    import morph.render
+    real = morph.render.render_batch
+
+    def small_gpu(pipe, conds, *args, **kwargs):
+        if conds.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(pipe, conds, *args, **kwargs)
+
+    morph.render.render_batch = small_gpu
+"""
+
+
+def test_under_torchrun_a_back_off_on_another_rank_is_known_to_the_leader(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SMALL_GPU_ON_RANK_1)
+    path = tiny_job(tmp_path, "walk", frames=12, batch_size=4, num_inference_steps=2)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(site)}
+    command = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "morph", "run", str(path), "--out", str(out),
+               "--quiet"]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "continuing with batch_size 2" in run.stderr  # rank 1 rendered frames 4-7 as two batches of 2
+    plan = FrameStore(out).plan()
+    assert plan["sizes"] == [4] * 4 + [2] * 4 + [4] * 4 and status(out)["missing"] == 0
+    assert len(list((out / "frames").glob("*.png"))) == 12
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and json.loads((out / "manifest.json").read_text())["rendered"] == 0
+
+
 def test_batch_size_auto_resumes_with_the_size_the_first_run_chose(write_config):
     config = load_config(write_config(frames=6, batch_size="auto"))
     run_job(config, quiet=True)
@@ -222,19 +308,38 @@ def test_batch_size_auto_resumes_with_the_size_the_first_run_chose(write_config)
     assert run_job(config, quiet=True)["rendered"] == 0  # and the next resume finds them
 
 
-def test_a_run_that_backs_off_after_out_of_memory_still_publishes_every_frame(write_config, monkeypatch):
-    real = morph.render.render_batch
+def gpu_of(monkeypatch, most: int) -> list[int]:
+    """Make render_batch run out of memory, as CUDA would, above `most` frames; the batch sizes it was called with."""
+    real, sizes = morph.render.render_batch, []
 
     def small_gpu(pipe, conds, *args, **kwargs):
-        if conds.shape[0] > 2:
+        sizes.append(conds.shape[0])
+        if conds.shape[0] > most:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(pipe, conds, *args, **kwargs)
 
     monkeypatch.setattr(morph.render, "render_batch", small_gpu)
+    return sizes
+
+
+def test_a_run_that_backs_off_after_out_of_memory_still_publishes_every_frame(write_config, monkeypatch):
+    gpu_of(monkeypatch, most=2)
     config = load_config(write_config(frames=6, batch_size=4))
-    with pytest.warns(UserWarning, match="continuing with 2"):
+    with pytest.warns(UserWarning, match="continuing with batch_size 2"):
         manifest = run_job(config, quiet=True)
     assert manifest["batch_size"] == 2 and manifest["rendered"] == 6
     assert len(list((config.output_dir / "frames").glob("*.png"))) == 6
-    # as the README says: resumed with the size it fell back to, nothing renders again
+    # the plan saved after rendering has the keys the back-off gave: status finds every frame, and the same command
+    # again renders nothing (nor does the size it fell back to)
+    assert status(config.output_dir)["missing"] == 0
+    assert run_job(config, quiet=True)["rendered"] == 0
     assert run_job(config.model_copy(update={"batch_size": 2}), quiet=True)["rendered"] == 0
+
+
+def test_the_back_off_halves_the_batch_that_failed_not_the_batch_size(write_config, monkeypatch):
+    sizes = gpu_of(monkeypatch, most=1)
+    config = load_config(write_config(frames=3, batch_size=64))
+    with pytest.warns(UserWarning, match="in a batch of 3 frames; continuing with batch_size 1"):
+        manifest = run_job(config, quiet=True)
+    assert sizes == [3, 1, 1, 1]  # not 3 frames tried again at 32, 16, 8, 4 and 2
+    assert manifest["batch_size"] == 1 and manifest["rendered"] == 3
