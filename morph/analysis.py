@@ -85,8 +85,22 @@ def uniform_curve(distances: list[float], estimated: bool) -> tuple[list[float],
 
 def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], path: Path,
                before: tuple[list[float], str] | None = None) -> None:
-    """storm.png: the distance of every step against video time, storm zones shaded, blinks and keyframes marked;
-    below, the cumulative change against the walk's position. `before`: uniform_curve, drawn in grey."""
+    """storm.png: see storm_figure."""
+    from matplotlib import pyplot as plt
+
+    fig = storm_figure(analysis, fps, keyframes, before)
+    write_atomic(path, lambda partial: fig.savefig(partial, dpi=STORM_DPI, format="png"))
+    plt.close(fig)
+
+
+STORM_DPI = 100
+
+
+def storm_figure(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]],
+                 before: tuple[list[float], str] | None = None):
+    """The figure of storm.png: the distance of every step against video time, storm zones shaded, blinks and
+    keyframes marked; below, the cumulative change against the walk's position. `before`: uniform_curve, drawn in
+    grey. The legend sits right of the plot, where it hides neither a curve nor a keyframe's label."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
@@ -94,7 +108,7 @@ def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], p
 
     d = analysis.distances
     time = [(i + 0.5) / fps for i in range(len(d))]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), height_ratios=[3, 2], constrained_layout=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 6.5), height_ratios=[3, 2], constrained_layout=True)
     measure = measure_name(analysis.metric)
     if before is not None:
         top.plot(time, before[0], color="#999999", linewidth=1.0, label=before[1])
@@ -117,7 +131,7 @@ def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], p
                      textcoords="offset points")
     top.set_xlabel("video time (s); red: storm zones")
     top.set_ylabel("change between neighbouring frames")
-    top.legend(loc="upper center", fontsize=8)
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     cumulative = torch.cumsum(torch.tensor([0.0, *d]), 0).tolist()
     bottom.plot(range(len(cumulative)), cumulative, color="#1f4e79")
     bottom.set_xlabel("frame (grey lines: keyframes)")
@@ -126,8 +140,7 @@ def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], p
     fig.suptitle(f"where the picture changes: smoothness {s['smoothness']:.2f} (1 = even), max/median "
                  f"{s['max_over_median'] or float('inf'):.1f}, {len(analysis.storms)} storm zone(s), "
                  f"{len(analysis.blinks)} blink(s)")
-    write_atomic(path, lambda partial: fig.savefig(partial, dpi=100, format="png"))
-    plt.close(fig)
+    return fig
 
 
 def filmstrip(analysis: Analysis, files: list[Path]):

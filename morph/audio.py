@@ -1,5 +1,6 @@
 """The music a walk is timed to: decoded with the ffmpeg that imageio-ffmpeg ships, and muxed into the MP4."""
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,19 @@ from .onsets import onset_strength, per_frame, placed_t
 from .video import ffmpeg_command, ffmpeg_said
 
 RATE = 22050  # Hz: enough for onsets, and cheap
+
+
+def track_seconds(path: str) -> float:
+    """How long the music at `path` runs, as ffmpeg reads its header."""
+    if not Path(path).is_file():
+        raise MorphError(f"timing.audio: {path!r} is not a file")
+    done = subprocess.run(ffmpeg_command("-loglevel", "info", "-i", path), capture_output=True, text=True,
+                          errors="replace")
+    found = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", done.stderr)
+    if not found or "Audio:" not in done.stderr:
+        raise MorphError(f"timing.audio: ffmpeg finds no music in {path!r}; give a .wav, .mp3 or another audio file")
+    hours, minutes, seconds = found.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def decode(path: str, start: float, duration: float) -> np.ndarray:

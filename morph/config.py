@@ -127,6 +127,10 @@ class JobConfig(Section):
                                        "(raise limits.max_size to go beyond)")
         count = self.frame_count()
         if count > self.limits.max_frames:
+            if getattr(self, "timing", None):
+                raise MorphError(f"timing: {self.timing.duration:g} s of music at fps {self.fps} is {count} frames, "
+                                 f"more than limits.max_frames ({self.limits.max_frames}); set a shorter "
+                                 "timing.duration, or raise limits.max_frames to render it")
             raise MorphError(f"{'frames' if self.kind != 'grid' else 'grid'}: {count} frames is more than "
                              f"limits.max_frames ({self.limits.max_frames}); raise limits.max_frames to render it")
         for where, source in self.prompt_sources():

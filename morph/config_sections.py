@@ -3,6 +3,7 @@
 config.py builds the job kinds from them, and loads and checks a YAML file.
 """
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, model_serializer, model_validator
@@ -13,6 +14,7 @@ from .presets import PRESET_NAMES, VideoOptions
 
 TOLERANCES = ("exact", "same-device", "cross-device")  # golden presets, defined in golden.py
 MAX_TEXT = 10_000  # characters in one prompt text; CLIP reads 77 tokens of it anyway
+MAX_MUSIC_S = 3600  # seconds of music a walk is timed to: an hour of video is already 72,000 frames at 20 fps
 
 
 def _batch_size(value):
@@ -180,8 +182,26 @@ class TimingSpec(Section):
     """The music: a .wav, .mp3 or anything ffmpeg reads."""
     start: float = Field(0.0, ge=0)
     """Where in the music the video starts, in seconds."""
-    duration: float = Field(gt=0, le=3600)
-    """Seconds of video (and music): the frame count is duration x fps."""
+    duration: float | None = Field(None, gt=0, le=MAX_MUSIC_S)
+    """Seconds of video (and music): the frame count is duration x fps; default: the track's length after start."""
+
+    @model_validator(mode="after")
+    def _track_length(self):
+        """The music exists (refused here, before anything loads); no duration: the rest of the track after start."""
+        if not Path(self.audio).is_file():
+            raise MorphError(f"timing.audio: {self.audio!r} is not a file")
+        if self.duration is None:
+            from .audio import track_seconds  # ffmpeg reads the track's header
+
+            length = track_seconds(self.audio) - self.start
+            if length <= 0:
+                raise MorphError(f"timing.start: {self.start:g} s is past the end of {self.audio!r} "
+                                 f"({length + self.start:.2f} s long)")
+            if length > MAX_MUSIC_S:
+                raise MorphError(f"timing.audio: {self.audio!r} runs {length:.0f} s after timing.start, and morph "
+                                 f"times at most {MAX_MUSIC_S} s of music; set timing.duration to the seconds to render")
+            self.duration = length
+        return self
 
 
 class Limits(Section):

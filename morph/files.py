@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import MorphError
@@ -107,16 +108,35 @@ def check_output(folder: Path, subfolder: str, files: list[str], frames: int, fr
     for name in files:
         if (folder / name).is_dir():
             raise MorphError(f"output: {folder / name} is a folder where the file {name} goes; remove or rename it")
+    existing = next(p for p in [folder, *folder.parents] if p.exists())  # the run makes the rest, once accepted
+    if not existing.is_dir():
+        raise MorphError(f"output: {existing} is a file, so {folder} cannot be made; choose another output (--out)")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        _probe_write(folder)
+        _probe_write(existing)
     except OSError as e:
-        raise MorphError(f"output: cannot write in {folder} ({e.strerror}); choose another output (--out)") from None
+        raise MorphError(f"output: cannot write in {existing} ({e.strerror}); choose another output (--out)") from None
     needed = int(frames * frame_pixels * PNG_BYTES_PER_PIXEL)
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(existing).free
     if free < needed:
         warnings.warn(f"{folder} has {free / 2**20:.0f} MiB free, and {frames} frames may need about "
                       f"{needed / 2**20:.0f} MiB", stacklevel=2)
+
+
+@contextmanager
+def removed_if_refused(folder: Path):
+    """The folders of `folder`'s path that do not exist yet, and that the run makes, are removed again if the run is
+    refused (MorphError) while they are still empty: a refusal leaves the disk as it found it. A folder that was
+    there before, or that holds anything, stays."""
+    made = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first
+    try:
+        yield
+    except MorphError:
+        for path in made:
+            try:
+                path.rmdir()  # only if empty
+            except OSError:
+                break
+        raise
 
 
 def read_walk(output: Path, needs: str) -> dict:

@@ -19,10 +19,11 @@ from .config import JobConfig, parse_frame_spec
 from .delivery import check_platforms, deliver_all
 from .encode import prompt_encoder
 from .errors import MorphError
-from .files import Staging, check_output, write_atomic
+from .files import Staging, check_output, removed_if_refused, write_atomic
 from .manifest import manifest, write_manifest
 from .path import GridPath, WalkPath
-from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
+from .model_files import check_model_files
+from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype, scheduler_class
 from .produce import (claimed, flagged, missing_after, plan_frames, plan_record, produce, publish,
                       resumed_batch_size, video_from_store)
 from .report import write_report
@@ -115,25 +116,32 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     `frames` ('0,17,100-120') renders only those frames: their PNGs and the manifest, no video.
     `quiet`: no progress bar; `verbose`: the libraries' own warnings and loading bars too.
     """
-    # 0. Before any model loads: the frame selection, the output folder, this process's shard, the lock
+    # 0. Before any model loads or the output folder is made: the frame selection, the scheduler and the files the
+    #    config names, the output folder, this process's shard, the lock
     count = config.frame_count()
     selection = parse_frame_spec(frames, count) if frames else list(range(count))
     full = len(selection) == count
     out, grid = config.output_dir, config.kind == "grid"
     folder = out / ("cells" if grid else "frames")
-    check_output(out, folder.name, ["manifest.json", "grid.png" if grid else f"{config.name}.mp4"], len(selection),
-                 (config.height or 512) * (config.width or 512))
+    if config.scheduler:
+        scheduler_class(config.scheduler)
+    check_model_files(config.model, config.vae, [e if isinstance(e, str) else e.path for e in config.embeddings],
+                      config.configs_from, config.allow_pickle)
     if full and not grid:
         check_platforms(config, count)
         if count >= 3:
             distance_function(config.analysis.metric)  # lpips: its package and weights, before anything renders
-    quiet = quiet or not sys.stderr.isatty()
-    shard, store = this_process(), FrameStore(out)
     even = config.kind != "grid" and config.spacing.mode == "even"
+    shard = this_process()
     if even and (not full or shard.world > 1):
         raise MorphError("spacing: even places every frame from renders of the whole walk, in one process; "
                          "drop --frames and torchrun, or use spacing: uniform")
-    with claimed(out, shard), tqdm(unit="frame", disable=quiet) as bar:
+    check_output(out, folder.name, ["manifest.json", "grid.png" if grid else f"{config.name}.mp4"], len(selection),
+                 (config.height or 512) * (config.width or 512))
+    quiet = quiet or not sys.stderr.isatty()
+    store = FrameStore(out)
+    # a run refused while loading (a checkpoint that is not one, music ffmpeg cannot read) leaves no folder behind
+    with removed_if_refused(out), claimed(out, shard), tqdm(unit="frame", disable=quiet) as bar:
         started = time.perf_counter()
         previous = store.plan()
         job = prepare_job(resumed_batch_size(config, previous), verbose=verbose, agree=shard.from_leader)

@@ -1,5 +1,6 @@
 """Load a diffusers Stable Diffusion 1.x pipeline: built-in, local folder or hub id; device, dtype, scheduler."""
 
+import difflib
 import os
 import warnings
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .errors import MorphError
+from .model_files import check_model_files, is_single_file, looks_like_folder
 from .quiet import quiet_environment
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -47,14 +49,35 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+# What people render Stable Diffusion 1.x, 2.x and XL with (the few-step one last); every family takes each of them
+SD_SCHEDULERS = ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+                 "DDIMScheduler", "PNDMScheduler", "UniPCMultistepScheduler", "LCMScheduler")
+
+
+def _meant(name: str, known: list[str]) -> str:
+    """'did you mean X? ' for a scheduler name written another way ('EulerDiscrete', 'ddimscheduler') or misspelt;
+    close names among the Stable Diffusion ones first."""
+    short = {n.lower().removesuffix("scheduler"): n for n in known}
+    wanted = name.lower().removesuffix("scheduler")
+    if wanted in short:
+        return f"did you mean {short[wanted]}? "
+    for names in (SD_SCHEDULERS, known):
+        close = difflib.get_close_matches(wanted, [n.lower().removesuffix("scheduler") for n in names], n=2, cutoff=0.6)
+        if close:
+            return f"did you mean {' or '.join(short[c] for c in close)}? "
+    return ""
+
+
 def scheduler_class(name: str):
-    """The diffusers scheduler class called `name`, checked before any model loads."""
+    """The diffusers scheduler class called `name`, checked before any model loads; a wrong name gets the close
+    names and the ones used with Stable Diffusion."""
     import diffusers
 
     cls = getattr(diffusers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
-        known = sorted(n for n in dir(diffusers) if n.endswith("Scheduler") and n != "SchedulerMixin")
-        raise MorphError(f"scheduler: {name!r} is not a diffusers scheduler; e.g. {', '.join(known[:8])}, ...")
+        known = [n for n in dir(diffusers) if n.endswith("Scheduler") and n != "SchedulerMixin"]
+        raise MorphError(f"scheduler: {name!r} is not a diffusers scheduler; {_meant(name, known)}Stable Diffusion "
+                         f"renders with e.g. {', '.join(SD_SCHEDULERS)}")
     return cls
 
 
@@ -84,28 +107,25 @@ def _location(model: str) -> str:
     return model
 
 
-def _looks_like_folder(model: str) -> bool:
-    """Hub ids are 'owner/name'; anything else with a path shape is meant as a local folder."""
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model or Path(model).exists()
-
-
-def _from_pretrained(load, model: str, **kwargs):
-    """Call a from_pretrained-style `load`; a missing or unreachable model becomes one line saying what to do."""
+def _from_pretrained(load, model: str, what: str = "model", **kwargs):
+    """Call a from_pretrained-style `load`; a missing or unreachable model becomes one line, naming the key `what`
+    (model, vae, configs_from) that gave it, saying what to do."""
     try:
         return load(model, **kwargs)
     except (OSError, ValueError) as e:
-        if _looks_like_folder(model) and not Path(model).is_dir():
-            raise MorphError(f"model: {model!r} is not a folder; give an existing diffusers folder, "
-                             "a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5, 'tiny' or 'toy'") from None
+        if looks_like_folder(model) and not Path(model).is_dir():
+            raise MorphError(f"{what}: {model!r} is not a folder; give an existing diffusers folder, "
+                             "a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5"
+                             f"{', tiny or toy' if what == 'model' else ''}") from None
         if Path(model).exists():
-            raise MorphError(f"model: {model!r} is not a diffusers Stable Diffusion folder with safetensors weights "
+            raise MorphError(f"{what}: {model!r} is not a diffusers folder with safetensors weights "
                              f"({str(e).splitlines()[0]})") from None
         if "safetensors" in str(e):
-            raise MorphError(f"model: {model!r} has no safetensors weights, and morph loads no other kind; "
+            raise MorphError(f"{what}: {model!r} has no safetensors weights, and morph loads no other kind; "
                              "convert it, or use a model that ships .safetensors files") from None
         raise MorphError(
-            f"model: {model!r} is neither in the Hugging Face cache nor reachable; download it on a connected "
-            f"machine with `hf download {model}`, or point model: at a local diffusers folder") from None
+            f"{what}: {model!r} is neither in the Hugging Face cache nor reachable; download it on a connected "
+            f"machine with `hf download {model}`, or point {what}: at a local diffusers folder") from None
 
 
 def _hub_revision(model: str) -> str | None:
@@ -121,34 +141,23 @@ def _hub_revision(model: str) -> str | None:
 PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")  # SD 1.x and 2.x; SDXL
 
 
-def _pipeline_class(model: str, location: str):
+def _pipeline_class(model: str, location: str, what: str = "model"):
     """The diffusers pipeline class the model's own model_index.json names: its family decides, not a flag."""
     import diffusers
 
-    name = _from_pretrained(diffusers.DiffusionPipeline.load_config, location).get("_class_name")
+    name = _from_pretrained(diffusers.DiffusionPipeline.load_config, location, what).get("_class_name")
     if name not in PIPELINES:
-        raise MorphError(f"model: {model!r} is a {name}; morph renders Stable Diffusion 1.x, 2.x and XL "
+        raise MorphError(f"{what}: {model!r} is a {name}; morph renders Stable Diffusion 1.x, 2.x and XL "
                          f"({', '.join(PIPELINES)})")
     return getattr(diffusers, name)
 
 
-SINGLE_FILES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
 SINGLE_FILE_PIPELINES = {"v1": "StableDiffusionPipeline", "v2": "StableDiffusionPipeline",
                          "xl_base": "StableDiffusionXLPipeline"}  # diffusers' names for what a checkpoint holds
 
 
-def is_single_file(model: str) -> bool:
-    return model.lower().endswith(SINGLE_FILES)
-
-
-def _check_single_file(what: str, path: str, allow_pickle: bool) -> None:
-    """A single-file checkpoint exists, and is safetensors unless pickle was allowed (a pickle can run code)."""
-    if not Path(path).is_file():
-        raise MorphError(f"{what}: {path!r} is not a file")
-    if not path.lower().endswith(".safetensors"):
-        if not allow_pickle:
-            raise MorphError(f"{what}: {path!r} is a pickle checkpoint, and loading one can run code; convert it to "
-                             ".safetensors, or set allow_pickle: true if you trust where it came from")
+def _warn_if_pickle(path: str) -> None:
+    if not path.lower().endswith(".safetensors"):  # check_model_files refused it unless allow_pickle
         warnings.warn(f"{path}: loading a pickle checkpoint (allow_pickle: true); only do this for files you trust",
                       stacklevel=3)
 
@@ -173,11 +182,11 @@ def load_vae(vae: str, dtype: torch.dtype, configs_from: str | None = None, allo
     from diffusers import AutoencoderKL
 
     if is_single_file(vae):
-        _check_single_file("vae", vae, allow_pickle)
+        _warn_if_pickle(vae)
         return _single_file("vae", AutoencoderKL.from_single_file, vae, configs_from, subfolder="vae",
                             torch_dtype=dtype)
     subfolder = "vae" if (Path(vae) / "vae" / "config.json").is_file() else None
-    return _from_pretrained(AutoencoderKL.from_pretrained, vae, subfolder=subfolder, torch_dtype=dtype,
+    return _from_pretrained(AutoencoderKL.from_pretrained, vae, "vae", subfolder=subfolder, torch_dtype=dtype,
                             use_safetensors=True)
 
 
@@ -187,10 +196,15 @@ def _load_single_file_pipeline(model: str, dtype: torch.dtype, safety_checker: b
     import diffusers
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
 
-    _check_single_file("model", model, allow_pickle)
-    kind = infer_diffusers_model_type(load_single_file_checkpoint(model))
+    _warn_if_pickle(model)
+    try:
+        checkpoint = load_single_file_checkpoint(model)
+    except (OSError, ValueError) as e:  # the header was whole (check_model_files); the tensors are not
+        raise MorphError(f"model: {model!r} cannot be read as a checkpoint ({str(e).splitlines()[0][:150]}); "
+                         "download or convert it again") from None
+    kind = infer_diffusers_model_type(checkpoint)
     if configs_from:
-        cls = _pipeline_class(configs_from, configs_from)
+        cls = _pipeline_class(configs_from, configs_from, "configs_from")
     elif kind in SINGLE_FILE_PIPELINES:
         cls = getattr(diffusers, SINGLE_FILE_PIPELINES[kind])
     else:
@@ -207,6 +221,8 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
     """Load the pipeline named by `model` (its family read from its files), move it to `device`/`dtype`, swap
     the scheduler or the VAE if asked, and load textual-inversion embeddings."""
     scheduler_cls = scheduler_class(scheduler) if scheduler else None
+    check_model_files(model, vae, [e if isinstance(e, str) else e["path"] for e in embeddings or []], configs_from,
+                      allow_pickle)
     if model.split("-")[0] == "tiny":
         from .tiny import BUILT_IN
 
@@ -247,7 +263,7 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
 
 def _tokenizer_on_disk(location: str) -> bool:
     names = ("tokenizer/vocab.json", "tokenizer/tokenizer.json")  # the slow and the fast tokenizer's file
-    if Path(location).is_dir() or _looks_like_folder(location):
+    if Path(location).is_dir() or looks_like_folder(location):
         return any((Path(location) / name).is_file() for name in names)
     from huggingface_hub import try_to_load_from_cache
 
@@ -270,7 +286,7 @@ def load_tokenizer(model: str | None):
     # and never a tokenizer built from nothing (transformers returns one when the files are missing)
     location = _location(model)
     if not _tokenizer_on_disk(location):
-        if Path(location).is_dir() or _looks_like_folder(location):
+        if Path(location).is_dir() or looks_like_folder(location):
             raise MorphError(f"model: {model!r} is not a diffusers folder with a tokenizer/ subfolder; "
                              "leave out --model for Stable Diffusion 1.x's tokenizer")
         raise MorphError(f"model: {model!r} has no tokenizer in the Hugging Face cache; download it with "

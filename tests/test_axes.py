@@ -193,3 +193,26 @@ def test_platform_files_of_a_timed_walk_carry_the_music_unless_held_or_bounced(t
     assert not held["audio"] and master["audio"]
     info = ffmpeg_info(made["tiktok"]["file"])
     assert "Audio: aac" in info and "60 fps" in info
+
+
+def test_music_without_a_duration_runs_for_the_rest_of_the_track(tmp_path):
+    audio = clicks(tmp_path / "clicks.wav", seconds=3.0)
+    config = load_config(tiny_job(tmp_path, frames=None, timing={"audio": str(audio), "start": 0.5}))
+    assert config.timing.duration == pytest.approx(2.5) and config.frame_count() == 50
+    assert config.to_dict()["timing"]["duration"] == pytest.approx(2.5)  # the manifest records what was used
+
+
+def test_an_hour_long_track_without_a_duration_is_refused_with_the_fix(tmp_path):
+    import wave
+
+    with wave.open(str(tmp_path / "long.wav"), "wb") as track:  # 3700 s of silence, cheaply: 1 kHz, 8 bits
+        track.setnchannels(1)
+        track.setsampwidth(1)
+        track.setframerate(1000)
+        track.writeframes(b"\x80" * 3_700_000)
+    result = CliRunner().invoke(cli, ["run", str(tiny_job(tmp_path, frames=None,
+                                                          timing={"audio": str(tmp_path / "long.wav")}))])
+    assert result.exit_code == 2 and "runs 3700 s after timing.start" in result.output
+    assert "set timing.duration" in result.output
+    config = load_config(tiny_job(tmp_path, frames=None, timing={"audio": str(tmp_path / "long.wav"), "duration": 4}))
+    assert config.frame_count() == 80

@@ -9,10 +9,12 @@ import json
 import re
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -63,15 +65,40 @@ def no_model_loads(monkeypatch):
     monkeypatch.setattr(morph.job, "load_model", refuse)
 
 
+def corpus_files(folder: Path) -> None:
+    """The files the corpus cases name, each wrong for the key that names it (or right, for the keys around it)."""
+    from safetensors.torch import save_file
+
+    (folder / "random.safetensors").write_bytes(bytes(range(256)) * 16)
+    save_file({"model.diffusion_model.conv_in.weight": torch.zeros(64, 64)}, folder / "truncated.safetensors")
+    whole = (folder / "truncated.safetensors").read_bytes()
+    (folder / "truncated.safetensors").write_bytes(whole[:len(whole) // 2])
+    save_file({"lora_unet_down_blocks_0.lora_down.weight": torch.zeros(4, 8),
+               "lora_unet_down_blocks_0.lora_up.weight": torch.zeros(8, 4)}, folder / "lora.safetensors")
+    save_file({"emb_params": torch.zeros(1, 32)}, folder / "embedding.safetensors")
+    save_file({"encoder.conv_in.weight": torch.zeros(4, 3), "decoder.conv_in.weight": torch.zeros(3, 4)},
+              folder / "vae.safetensors")
+    (folder / "model.ckpt").write_bytes(b"PK\x03\x04 a zip of pickles")
+    (folder / "notes.txt").write_text("not music\n")
+    with wave.open(str(folder / "track.wav"), "wb") as track:  # 2 s of silence
+        track.setnchannels(1)
+        track.setsampwidth(2)
+        track.setframerate(8000)
+        track.writeframes(b"\0\0" * 16000)
+
+
 @pytest.mark.parametrize("text, code, fragment", list(corpus_cases()))
-def test_bad_config_exits_with_one_clear_line(text, code, fragment, tmp_path, no_model_loads):
+def test_bad_config_exits_with_one_clear_line(text, code, fragment, tmp_path, no_model_loads, monkeypatch):
+    corpus_files(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the cases name their files relative to here
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out" / "job")])
     lines = result.output.strip().splitlines()
     assert result.exit_code == code, result.output[:500]
     assert len(lines) == 1 and fragment in lines[0], lines[0][:500]
     assert len(lines[0]) < 400 and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # a refusal leaves the disk as it found it
 
 
 def test_a_config_that_is_not_utf8(tmp_path, no_model_loads):
@@ -186,3 +213,21 @@ def test_the_schema_rejects_the_corpus_cases_that_are_schema_errors(name):
     raw = yaml.safe_load((CORPUS / f"{name}.yaml").read_text())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(raw, json_schema())
+
+
+def test_a_refusal_while_loading_removes_only_the_folders_it_made(tmp_path, monkeypatch):
+    """A checkpoint whose header passes but whose configs cannot be had offline is refused after the output folder
+    was made: the folders this run made go again, a folder that was there before stays with what it holds."""
+    from safetensors.torch import save_file
+
+    save_file({"model.diffusion_model.conv_in.weight": torch.zeros(4, 4)}, tmp_path / "unet-only.safetensors")
+    config = tmp_path / "job.yaml"
+    config.write_text(f"model: {tmp_path / 'unet-only.safetensors'}\nprompts: [cat, kitten]\n")
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(tmp_path / "new" / "deeper" / "job")])
+    assert result.exit_code == 2 and "model:" in result.output, result.output
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(kept / "job")])
+    assert result.exit_code == 2 and sorted(p.name for p in kept.iterdir()) == ["notes.txt"]

@@ -106,3 +106,26 @@ def test_lpips_without_the_package_is_refused_before_rendering(write_config):
         pass
     result = CliRunner().invoke(cli, ["run", str(write_config(analysis={"metric": "lpips"})), "--quiet"])
     assert result.exit_code == 2 and "lpips needs the lpips package" in result.output
+
+
+def test_the_legend_of_storm_png_hides_neither_curves_nor_keyframe_labels(tmp_path):
+    """toy_demo's case: a keyframe ("a blue square") in the middle, where the legend used to sit."""
+    from matplotlib import pyplot as plt
+
+    from morph.analysis import storm_figure, uniform_curve
+
+    values = [100 + i for i in range(30)] + [200] + [201 + i for i in range(29)]
+    analysis = analyze_frames(write_frames(tmp_path, values), metric="pixel", storm_factor=3.0)
+    fig = storm_figure(analysis, 20, [(0, "a red circle"), (30, "a blue square"), (59, "a green triangle")],
+                       before=uniform_curve(analysis.distances, True))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    top = fig.axes[0]
+    legend = top.get_legend().get_window_extent(renderer)
+    labels = [text.get_window_extent(renderer) for text in top.texts]
+    assert [text.get_text() for text in top.texts] == ["a red circle", "a blue square", "a green triangle"]
+    assert not legend.overlaps(top.get_window_extent(renderer))  # the plotting area: every curve and label
+    assert not any(legend.overlaps(label) for label in labels)
+    figure = fig.bbox
+    assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1  # and it is not cut off
+    plt.close(fig)
