@@ -223,6 +223,9 @@ def main():
     parser.add_argument("--steps", type=int, default=25, help="--sd15-shaped: denoising steps")
     args = parser.parse_args()
     args.frames = args.frames or (64 if args.sd15_shaped else 40)
+    if args.sd15_shaped and (args.device or "cuda").startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"bench_render.py: --sd15-shaped measures a CUDA GPU, and torch {torch.__version__} sees none; run "
+                 "it on a GPU machine (or add --device cpu to try the script itself)")
     figures = gpu_benchmark(args) if args.sd15_shaped else cpu_benchmark(args)
     print(json.dumps(figures))
 

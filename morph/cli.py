@@ -41,7 +41,8 @@ class _BatchSize(click.ParamType):
 
 BATCH_SIZE = _BatchSize()
 MODEL_OPTION = click.option("--model", metavar="M",
-                            help="Model to use instead of the config's: hub id, folder, tiny or toy.")
+                            help="Model to use instead of the config's: hub id, folder, .safetensors file, tiny, "
+                                 "tiny-sd2, tiny-sdxl or toy.")
 DEVICE_OPTION = click.option("--device", metavar="D", help="Device instead of the config's: auto, cpu, cuda or "
                                                             "cuda:N.")
 
@@ -159,7 +160,8 @@ def analyze(output, metric, storm_factor):
 @click.option("--loop", type=click.Choice(["none", "pingpong"]), help="pingpong: forward, then back.")
 @click.option("--hold-ends", type=click.FloatRange(min=0, max=60), metavar="SECONDS",
               help="Hold the first and last frames this long.")
-@click.option("--direction", type=click.Choice(["forward", "reverse"]), help="reverse: last frame first.")
+@click.option("--direction", type=click.Choice(["forward", "reverse"]),
+              help="reverse: last frame first; forward: first frame first (default: the job's video.reverse).")
 def export(output, preset, out, fit, pad, loop, hold_ends, direction):
     """Make a platform's file from the walk rendered in OUTPUT, from its PNG frames; nothing is rendered."""
     from pathlib import Path
@@ -205,11 +207,13 @@ def tokens(sentence, model, embeddings, verbose):
     """Show the token slots of SENTENCE: index (BOS = 0), token, and the word it belongs to."""
     _quiet(verbose)
     from .encode import slot_table
-    from .pipeline import load_tokenizer, read_embedding
+    from .pipeline import check_embedding_fits, load_tokenizer, read_embedding, text_widths
 
     tokenizer = _call(load_tokenizer, model)
+    widths = _call(text_widths, model) if embeddings else None
     for path in embeddings:
         token, parts = _call(read_embedding, path, None)
+        _call(check_embedding_fits, path, parts, widths)
         rows = next(iter(parts.values())).shape[0]  # a token of several vectors is as many slots
         tokenizer.add_tokens([token] + [f"{token}_{i}" for i in range(1, rows)])
     table = slot_table(tokenizer, sentence)
@@ -230,18 +234,22 @@ def golden():
 @click.option("--frames", metavar="SPEC", help="Frames to keep, e.g. 0,17,100-120 (default: about 16, first and last).")
 @click.option("--every", type=click.IntRange(min=1), metavar="K", help="Keep every K-th frame (and the last).")
 @click.option("--dir", "directory", metavar="DIR", help="Golden folder (default: golden/<name>/ next to CONFIG).")
+@click.option("--force", is_flag=True, help="Replace goldens that are there already.")
 @MODEL_OPTION
 @DEVICE_OPTION
 @VERBOSE_OPTION
-def golden_save(config, frames, every, directory, model, device, verbose):
+def golden_save(config, frames, every, directory, force, model, device, verbose):
     """Render chosen frames of CONFIG and store them as lossless goldens."""
     if frames and every:
         raise click.UsageError("give --frames or --every, not both")
     _quiet(verbose)
     job = _call(load_config, config, model=model, device=device)
-    from .golden import golden_dir, pick_frames, save_golden
+    from .golden import GOLDEN_FILE, golden_dir, pick_frames, save_golden
 
     target = golden_dir(job, directory)
+    if (target / GOLDEN_FILE).exists() and not force:
+        raise _UserError(f"{target} holds goldens already; `morph golden check` compares against them, --force "
+                         "replaces them, --dir DIR saves elsewhere")
     indices = _call(pick_frames, job.frame_count(), frames, every)
     saved = _call(save_golden, job, indices, target, verbose=verbose)
     click.echo(f"saved {len(saved['frames'])} golden frames ({saved['device']} {saved['dtype']}) to {target}")
@@ -254,7 +262,8 @@ def golden_save(config, frames, every, directory, model, device, verbose):
               help="Preset (default: from the config's golden: section, else by the environments compared).")
 @click.option("--report", metavar="DIR", help="Report folder (default: <output>/golden-report).")
 @click.option("--force", is_flag=True, help="Compare even if the config differs from the goldens' config.")
-@click.option("--update", is_flag=True, help="Show the comparison, then accept the new renders as goldens.")
+@click.option("--update", is_flag=True, help="Show the comparison, then accept the new renders as goldens "
+                                             "(implies --force).")
 @MODEL_OPTION
 @DEVICE_OPTION
 @VERBOSE_OPTION

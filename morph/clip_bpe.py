@@ -13,6 +13,7 @@ from pathlib import Path
 VOCAB_FILE = Path(__file__).parent / "data" / "bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49152 - 256 - 2  # what CLIP keeps of the file's merges
 MAX_LENGTH = 77
+TEXT_WIDTH = 768  # channels of CLIP ViT-L/14's text encoder, which every SD 1.x model pairs with this tokenizer
 
 
 @cache

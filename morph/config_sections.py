@@ -122,7 +122,8 @@ class AnalysisSpec(Section):
 
 class SpacingSpec(Section):
     mode: Literal["uniform", "even"] = "uniform"
-    """uniform: equal steps of t; even: frames placed so that neighbours differ by about the same amount."""
+    """uniform: equal steps of t; even: frames placed so that neighbours differ by about the same amount. Default:
+    even when max_extra_renders or budget is given (they mean something only there), else uniform."""
     max_extra_renders: int | None = Field(None, ge=0)
     """even: most renders beyond the frame count spent on refining the spacing; default: half the frame count."""
     budget: Literal["segment", "walk"] = "segment"
@@ -131,10 +132,21 @@ class SpacingSpec(Section):
     def extra_renders(self, frames: int) -> int:
         return frames // 2 if self.max_extra_renders is None else self.max_extra_renders
 
+    @model_validator(mode="after")
+    def _only_even_takes_options(self):
+        options = sorted({"max_extra_renders", "budget"} & self.model_fields_set)
+        if options and self.mode == "uniform":
+            raise MorphError(f"spacing.{options[0]}: only spacing: even uses it; set mode: even, or remove it")
+        return self
+
 
 def _spacing(value):
-    """`spacing: even` is short for `spacing: {mode: even}`."""
-    return {"mode": value} if isinstance(value, str) else value
+    """`spacing: even` is short for `spacing: {mode: even}`; a mapping with even's options and no mode means even."""
+    if isinstance(value, str):
+        return {"mode": value}
+    if isinstance(value, dict) and "mode" not in value and {"max_extra_renders", "budget"} & set(value):
+        return {"mode": "even", **value}
+    return value
 
 
 Spacing = Annotated[SpacingSpec, BeforeValidator(_spacing, json_schema_input_type=Literal["uniform", "even"]

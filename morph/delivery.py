@@ -5,6 +5,7 @@ or padded; a rate the platform needs is reached by holding every frame the same 
 file is read back and checked against its preset before it takes its final name.
 """
 
+import os
 import re
 import subprocess
 from dataclasses import fields, replace
@@ -16,7 +17,7 @@ import numpy as np
 
 from .audio import mux
 from .errors import MorphError
-from .files import partial_name, read_walk
+from .files import partial_name, read_walk, removed_if_refused
 from .presets import PRESETS, DeliveryPlan, Shape, VideoOptions, plan
 from .video import ffmpeg_command, ffmpeg_said, read_png
 
@@ -162,13 +163,12 @@ def check(delivery: DeliveryPlan, found: dict) -> list[str]:
     return problems
 
 
-def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: VideoOptions, timing=None) -> dict:
-    """Make, read back and check one platform file; a GIF over its size limit is made smaller until it fits.
-    `timing` (a walk timed to music): an MP4 that shows the walk as it was timed carries the music too."""
-    height, width = read_png(frames[0]).shape[:2]
-    delivery = plan(preset, len(frames), fps, width, height, options)
+def _encoded(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str, name: str) -> dict:
+    """Encode `delivery` to `path` and read it back (probe); a GIF over its size limit is made smaller until it fits.
+    A file that breaks its preset's limits is refused (the message calls it `name`)."""
+    preset = delivery.preset.name
     while True:
-        encode(delivery, frames, path, options.pad)
+        encode(delivery, frames, path, pad)
         found = probe(path)
         problems = check(delivery, found)
         too_big = delivery.preset.container == "gif" and any("bytes" in p for p in problems)
@@ -179,12 +179,33 @@ def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: Vide
         delivery.shape = Shape(width, height, content=(width, height),
                                notes=delivery.shape.notes + [f"made smaller to stay under {preset}'s size limit"])
     if problems:
-        path.unlink()
-        raise MorphError(f"{path.name} would break {preset}'s limits ({'; '.join(problems)}); not written")
+        raise MorphError(f"{name} would break {preset}'s limits ({'; '.join(problems)}); not written")
+    return found
+
+
+def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: VideoOptions, timing=None) -> dict:
+    """Make, read back and check one platform file; a GIF over its size limit is made smaller until it fits.
+    `timing` (a walk timed to music): an MP4 that shows the walk as it was timed carries the music too."""
+    height, width = read_png(frames[0]).shape[:2]
+    delivery = plan(preset, len(frames), fps, width, height, options)
     # the music fits only the walk as timed: not bounced, held or reversed (a held frame moves the beats)
     music = timing is not None and delivery.preset.container == "mp4" and delivery.timeline == list(range(len(frames)))
-    if music:
-        mux(path, timing)
+    if music and not Path(timing.audio).is_file():
+        raise MorphError(f"timing.audio: {timing.audio!r}, the music of this walk, is not a file (any more); put it "
+                         "back, or choose a file that shows the walk otherwise (--loop, --hold-ends, --direction)")
+    # made under a working name and renamed when whole (music too): a failed file leaves nothing behind, not even
+    # a silent one, and a file made earlier under the same name stays
+    working = path.with_name(f".{path.stem}.making{path.suffix}")
+    with removed_if_refused(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            found = _encoded(delivery, frames, working, options.pad, path.name)
+            if music:
+                mux(working, timing)
+            os.replace(working, path)
+        except BaseException:
+            working.unlink(missing_ok=True)
+            raise
     return {"preset": preset, "file": str(path), "fps": delivery.fps, "repeat": delivery.repeat,
             "shown_frames": len(delivery.timeline), "notes": delivery.shape.notes, "audio": music,
             **found, "bytes": path.stat().st_size}

@@ -1,6 +1,7 @@
 """Load a diffusers Stable Diffusion 1.x pipeline: built-in, local folder or hub id; device, dtype, scheduler."""
 
 import difflib
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -118,7 +119,8 @@ def _from_pretrained(load, model: str, what: str = "model", **kwargs):
                              "a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5"
                              f"{', tiny or toy' if what == 'model' else ''}") from None
         if Path(model).exists():
-            raise MorphError(f"{what}: {model!r} is not a diffusers folder with safetensors weights "
+            kind = "Stable Diffusion folder" if what == "model" else "folder"
+            raise MorphError(f"{what}: {model!r} is not a diffusers {kind} with safetensors weights "
                              f"({str(e).splitlines()[0]})") from None
         if "safetensors" in str(e):
             raise MorphError(f"{what}: {model!r} has no safetensors weights, and morph loads no other kind; "
@@ -318,21 +320,62 @@ def read_embedding(path: str, token: str | None) -> tuple[str, dict]:
     raise MorphError(f"embeddings: {path!r} holds {sorted(state)[:4]}; expected one tensor, or clip_l and clip_g")
 
 
+def check_embedding_fits(path: str, parts: dict, widths: dict[str, int]) -> None:
+    """A textual-inversion file's parts (read_embedding) against the text encoders' widths {part: channels}: made
+    for the same family, and for encoders of the same width."""
+    if set(parts) != set(widths):
+        raise MorphError(f"embeddings: {path!r} is made for {'SDXL' if 'clip_l' in parts else 'SD 1.x/2.x'}, "
+                         f"and the model is {'SDXL' if 'clip_l' in widths else 'SD 1.x/2.x'}")
+    for part, rows in parts.items():
+        if rows.shape[-1] != widths[part]:
+            raise MorphError(f"embeddings: {path!r} has {rows.shape[-1]} channels, and the model's text encoder "
+                             f"{widths[part]}; it was made for another model")
+
+
+def text_widths(model: str | None) -> dict[str, int]:
+    """The channels of the text encoder(s) of `model`, by embedding part ("" for SD 1.x/2.x; clip_l and clip_g for
+    SDXL), from its configs alone (None: Stable Diffusion 1.x's)."""
+    if model is None:
+        from .clip_bpe import TEXT_WIDTH
+
+        return {"": TEXT_WIDTH}
+    if model.split("-")[0] == "tiny":
+        from .tiny import BUILT_IN
+
+        pipe = BUILT_IN[model]()  # tiny: built in code in a moment
+        encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])
+        widths = [e.config.hidden_size for e in encoders]
+    else:
+        widths = [json.loads(Path(f).read_text())["hidden_size"] for f in _text_encoder_configs(_location(model))]
+    return dict(zip(["clip_l", "clip_g"], widths)) if len(widths) == 2 else {"": widths[0]}
+
+
+def _text_encoder_configs(location: str) -> list[str]:
+    """The text_encoder(_2)/config.json files of a local folder or a cached hub model."""
+    names = [f"{sub}/config.json" for sub in ("text_encoder", "text_encoder_2")]
+    if Path(location).is_dir():
+        found = [str(Path(location) / n) for n in names if (Path(location) / n).is_file()]
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = [f for f in (try_to_load_from_cache(location, n) for n in names) if isinstance(f, str)]
+    if not found:
+        raise MorphError(f"model: {location!r} has no text_encoder/config.json here, so an embedding's width cannot "
+                         "be checked; download the model's configs, or leave out --model")
+    return found
+
+
 def load_embedding(pipe, embedding) -> None:
     """Load one `embeddings:` entry (a path, or {path, token}) into the tokenizer(s) and text encoder(s)."""
     path, token = (embedding, None) if isinstance(embedding, str) else (embedding["path"], embedding.get("token"))
     token, parts = read_embedding(path, token)
     xl = getattr(pipe, "text_encoder_2", None) is not None
-    if xl != ("clip_l" in parts):
-        raise MorphError(f"embeddings: {path!r} is made for {'SDXL' if 'clip_l' in parts else 'SD 1.x/2.x'}, "
-                         f"and the model is {'SDXL' if xl else 'SD 1.x/2.x'}")
-    targets = [(parts["clip_l"], pipe.text_encoder, pipe.tokenizer),
-               (parts["clip_g"], pipe.text_encoder_2, pipe.tokenizer_2)] if xl else \
-        [(parts[""], pipe.text_encoder, pipe.tokenizer)]
+    targets = [(parts.get("clip_l"), pipe.text_encoder, pipe.tokenizer),
+               (parts.get("clip_g"), pipe.text_encoder_2, pipe.tokenizer_2)] if xl else \
+        [(parts.get(""), pipe.text_encoder, pipe.tokenizer)]
+    check_embedding_fits(path, parts, dict(zip(["clip_l", "clip_g"] if xl else [""],
+                                               (encoder.config.hidden_size for _, encoder, _ in targets))))
     for rows, encoder, tokenizer in targets:
-        if rows.shape[-1] != encoder.config.hidden_size:
-            raise MorphError(f"embeddings: {path!r} has {rows.shape[-1]} channels, and the text encoder "
-                             f"{encoder.config.hidden_size}; it was made for another model")
         try:
             pipe.load_textual_inversion(rows.to(encoder.dtype), token=token, text_encoder=encoder, tokenizer=tokenizer)
         except ValueError as e:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import click
 import pytest
 
 from morph.cli import cli
@@ -16,12 +17,22 @@ def commands(group, prefix="morph"):
         if hasattr(command, "commands"):
             yield from commands(command, f"{prefix} {name}")
         else:
-            yield f"{prefix} {name}"
+            yield f"{prefix} {name}", command
 
 
-@pytest.mark.parametrize("command", sorted(commands(cli)))
-def test_every_command_is_in_the_readme(command):
-    assert command in README
+SYNOPSIS = README.split("## Command line\n\n```\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("name, command", sorted(commands(cli)), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_command_and_option_is_in_the_readmes_synopsis(name, command):
+    line = next((line for line in SYNOPSIS.splitlines() if line.startswith(name + " ") or line == name), None)
+    assert line is not None, f"{name} is missing from the synopsis"
+    for param in command.params:
+        for option in getattr(param, "opts", []):
+            if option.startswith("--") and option != "--help" and isinstance(param, click.Option):
+                assert option in line, f"{name} {option}"
+        for value in getattr(param.type, "choices", []):
+            assert f"`{value}`" in README or value in line, f"{name} {param.name}: {value}"
 
 
 @pytest.mark.parametrize("key", sorted({f.alias or name for cls in JOB_KINDS.values()

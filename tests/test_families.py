@@ -2,6 +2,8 @@
 the family read from the files; a VAE override; textual-inversion embeddings."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -197,8 +199,7 @@ def test_goldens_work_for_sdxl(tmp_path):
 @pytest.fixture(scope="module")
 def single_file(tmp_path_factory):
     """The tiny SD 1.x pipeline as a diffusers folder, and the same weights as one original-layout checkpoint."""
-    from ldm_checkpoint import ldm_checkpoint
-
+    from morph.ldm_checkpoint import ldm_checkpoint
     from morph.tiny import build_pipeline
 
     folder = tmp_path_factory.mktemp("single")
@@ -230,6 +231,17 @@ def test_a_single_file_vae_replaces_the_models(tmp_path, single_file):
     assert all(np.array_equal(a, b) for a, b in pairs)  # the same VAE weights, read from the single file
 
 
+def test_a_single_file_can_be_tried_offline_with_the_written_example(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "morph.ldm_checkpoint", str(tmp_path / "try")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and f"morph run {tmp_path / 'try' / 'single_file.yaml'}" in result.stdout
+    done = CliRunner().invoke(cli, ["run", str(tmp_path / "try" / "single_file.yaml"), "--out", str(tmp_path / "out"),
+                                    "--quiet"])
+    assert done.exit_code == 0, done.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["location"] == str(tmp_path / "try" / "tiny.safetensors") and manifest["rendered"] == 12
+
+
 def test_a_pickle_checkpoint_is_refused_without_the_opt_in(tmp_path, single_file):
     pickle = tmp_path / "old.ckpt"
     torch.save({"state_dict": {}}, pickle)
@@ -244,7 +256,7 @@ def test_a_single_file_without_configs_offline_says_how_to_get_them(tmp_path, si
 
 
 @pytest.mark.parametrize("example, model, family", [("sdxl_cat_kitten.yaml", "tiny-sdxl", "sdxl"),
-                                                     ("single_file.yaml", "tiny-sd2", "sd2")])
+                                                     ("cat_kitten.yaml", "tiny-sd2", "sd2")])
 def test_the_family_examples_run_on_the_built_in_shapes(tmp_path, example, model, family):
     from pathlib import Path
 

@@ -169,7 +169,7 @@ def test_a_save_that_fails_leaves_the_old_goldens_as_they_were(saved, monkeypatc
         write_png(path, image)
 
     monkeypatch.setattr(morph.golden, "write_png", disk_full_after_one)
-    result = invoke("golden", "save", config, "--frames", "1,2,4")
+    result = invoke("golden", "save", config, "--frames", "1,2,4", "--force")
     assert result.exit_code == 1 and "No space left on device" in result.output
     assert {p.name: p.read_bytes() for p in golden_dir.iterdir()} == before
     assert [p.name for p in golden_dir.parent.iterdir()] == ["gold"]  # no half-made folder beside it
@@ -178,6 +178,6 @@ def test_a_save_that_fails_leaves_the_old_goldens_as_they_were(saved, monkeypatc
 def test_a_new_save_replaces_the_frames_and_keeps_other_files(saved):
     config, golden_dir = saved
     (golden_dir / "NOTES.txt").write_text("why these frames")
-    assert invoke("golden", "save", config, "--frames", "1,2").exit_code == 0
+    assert invoke("golden", "save", config, "--frames", "1,2", "--force").exit_code == 0
     assert sorted(p.name for p in golden_dir.iterdir()) == ["00001.png", "00002.png", "NOTES.txt", "golden.json"]
     assert [f["index"] for f in json.loads((golden_dir / "golden.json").read_text())["frames"]] == [1, 2]

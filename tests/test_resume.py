@@ -291,7 +291,8 @@ def test_under_torchrun_a_back_off_on_another_rank_is_known_to_the_leader(tmp_pa
     assert plan["sizes"] == [4] * 4 + [2] * 4 + [4] * 4 and status(out)["missing"] == 0
     assert len(list((out / "frames").glob("*.png"))) == 12
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert again.returncode == 0 and json.loads((out / "manifest.json").read_text())["rendered"] == 0
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "manifest.json").read_text())["rendered"] == 0
 
 
 def test_batch_size_auto_resumes_with_the_size_the_first_run_chose(write_config):

@@ -1,7 +1,16 @@
-"""A diffusers SD 1.x pipeline written as one original-layout (LDM) checkpoint, the kind model sites share: for
-the single-file tests. The key layout is the inverse of what diffusers' from_single_file reads."""
+"""A diffusers SD 1.x pipeline written as one original-layout (LDM) checkpoint, the kind model sites share: to try
+single-file loading offline, and for its tests. The key layout is the inverse of what diffusers' from_single_file
+reads.
+
+    python -m morph.ldm_checkpoint DIR     # DIR/tiny.safetensors, its configs in DIR/tiny/, DIR/single_file.yaml
+    morph run DIR/single_file.yaml         # renders the tiny model from the single file
+"""
 
 import re
+import sys
+from pathlib import Path
+
+import yaml
 
 from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
 
@@ -78,3 +87,28 @@ def ldm_checkpoint(pipe) -> dict:
     for key, value in pipe.text_encoder.state_dict().items():
         state["cond_stage_model.transformer.text_model." + key.removeprefix("text_model.")] = value.contiguous()
     return state
+
+
+def write_tiny_single_file(folder: Path) -> Path:
+    """The tiny SD 1.x model as `folder`/tiny.safetensors, the diffusers folder its configs come from
+    (`folder`/tiny), and a walk that renders it (`folder`/single_file.yaml, whose paths are relative to it)."""
+    from safetensors.torch import save_file
+
+    from .tiny import build_pipeline
+
+    pipe = build_pipeline()
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(folder / "tiny")
+    save_file(ldm_checkpoint(pipe), str(folder / "tiny.safetensors"))
+    config = folder / "single_file.yaml"
+    config.write_text(yaml.safe_dump({"model": "tiny.safetensors", "configs_from": "tiny", "device": "cpu",
+                                      "prompts": ["a photo of a cat", "a photo of a kitten"], "frames": 12,
+                                      "num_inference_steps": 4, "height": 64, "width": 64}, sort_keys=False))
+    return config
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m morph.ldm_checkpoint DIR")
+    written = write_tiny_single_file(Path(sys.argv[1]))
+    print(f"wrote {written.parent / 'tiny.safetensors'}; render it with: morph run {written}")
