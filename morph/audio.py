@@ -14,17 +14,18 @@ from .video import ffmpeg_command, ffmpeg_said
 RATE = 22050  # Hz: enough for onsets, and cheap
 
 
-def track_seconds(path: str) -> float:
-    """How long the music at `path` runs, as ffmpeg reads its header."""
+def track(path: str) -> tuple[float, int]:
+    """How long the music at `path` runs (s) and its sample rate (Hz), as ffmpeg reads its header."""
     if not Path(path).is_file():
         raise MorphError(f"timing.audio: {path!r} is not a file")
     done = subprocess.run(ffmpeg_command("-loglevel", "info", "-i", path), capture_output=True, text=True,
                           errors="replace")
     found = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", done.stderr)
-    if not found or "Audio:" not in done.stderr:
+    rate = re.search(r"Audio: .*?(\d+) Hz", done.stderr)
+    if not found or not rate:
         raise MorphError(f"timing.audio: ffmpeg finds no music in {path!r}; give a .wav, .mp3 or another audio file")
     hours, minutes, seconds = found.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds), int(rate.group(1))
 
 
 def decode(path: str, start: float, duration: float) -> np.ndarray:
@@ -54,12 +55,15 @@ def timed_schedule(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return segment, t, steps
 
 
-def mux(video: Path, timing) -> None:
-    """Put the music (AAC) under `video`, trimmed to it; the video stream is copied, not encoded again."""
+def mux(video: Path, timing, bitrate: int = 192_000, most_hz: int = 48_000) -> None:
+    """Put the music (AAC, at most `bitrate` bits/s and `most_hz`: faster tracks are resampled to it, 44.1 kHz
+    stays) under `video`, trimmed to it; the video stream is copied, not encoded again."""
     partial = partial_name(video)
+    hz = min(track(timing.audio)[1], most_hz)
     command = ffmpeg_command("-y", "-i", str(video), "-ss", f"{timing.start}", "-t", f"{timing.duration}",
                              "-i", timing.audio, "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac",
-                             "-b:a", "192k", "-shortest", "-movflags", "+faststart", "-f", "mp4", str(partial))
+                             "-b:a", str(bitrate), "-ar", str(hz), "-shortest", "-movflags", "+faststart", "-f", "mp4",
+                             str(partial))
     done = subprocess.run(command, capture_output=True)
     if done.returncode != 0:
         partial.unlink(missing_ok=True)

@@ -18,7 +18,9 @@ _PATTERN_HINTS = {
     "device": "expected auto, cpu, cuda, cuda:N or mps",
     "scheduler": "expected a diffusers scheduler class name such as DDIMScheduler",
     "define": "names are letters, digits and _, not starting with a digit",
+    "pad": "expected blur, black, white or #RRGGBB (six hex digits, e.g. #1a2b3c)",
 }
+_UNITS = {"hold_ends": " (seconds)", "duration": " (seconds)", "start": " (seconds)"}
 _LIST_WHAT = {"prompts": "prompts (the keyframes)", "edit.prompts": "prompts (the values the word walks through)"}
 _MISSING_HINTS = {
     "model": "give a diffusers model id, a local diffusers folder, 'tiny' or 'toy'",
@@ -77,6 +79,15 @@ def _suggest(key: str, section) -> str:
     return f"; allowed keys: {listed}" if len(listed) <= 200 else "; `morph schema` lists the allowed keys"
 
 
+def _number_word(cls, loc: tuple, value) -> str:
+    """"a whole number" for an int field, "a number" for a float one (which takes 0.5 whatever the user wrote)."""
+    section = _section_at(cls, loc[:-1])
+    field = section.model_fields.get(str(loc[-1])) if section is not None else None
+    annotation = field.annotation if field is not None else type(value)
+    return "a whole number" if int in (annotation, *get_args(annotation)) and float not in get_args(annotation) \
+        and annotation is not float else "a number"
+
+
 def one_line(error: dict, cls) -> MorphError:
     loc, kind, value, ctx = error["loc"][1:], error["type"], error.get("input"), error.get("ctx") or {}
     key = _key(loc)
@@ -86,18 +97,19 @@ def one_line(error: dict, cls) -> MorphError:
         return MorphError(f"{where}unknown key {loc[-1]!r}{_suggest(str(loc[-1]), section)}")
     if kind == "missing":
         return MorphError(f"{key}: missing; {_MISSING_HINTS.get(key, 'this key is required')}")
-    number = "a whole number" if isinstance(value, int) else "a number"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         sign = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()))
-        return bad(key, value, f"expected {number} {sign} {bound}")
+        number = _number_word(cls, loc, value)
+        shown = f"{bound:g}" if isinstance(bound, float) else str(bound)
+        return bad(key, value, f"expected {number} {sign} {shown}{_UNITS.get(str(loc[-1]), '')}")
     if kind == "multiple_of":
         return bad(key, value, f"expected a multiple of {ctx['multiple_of']} (the VAE works on 8x8 pixel blocks)")
     if kind == "literal_error":
         choices = re.findall(r"'(.*?)'", ctx["expected"])
         return bad(key, value, f"expected one of: {', '.join(choices)}")
     if kind == "string_pattern_mismatch":
-        return bad(key, value, _PATTERN_HINTS.get(str(loc[0]), "see `morph schema`"))
+        return bad(key, value, _PATTERN_HINTS.get(str(loc[-1]), _PATTERN_HINTS.get(str(loc[0]), "see `morph schema`")))
     if kind == "too_short" and isinstance(value, list):
         what = _LIST_WHAT.get(key, "entries")
         return bad(key, value, f"expected a list of {ctx['min_length']} or more {what}")

@@ -203,9 +203,9 @@ class TimingSpec(Section):
         if not Path(self.audio).is_file():
             raise MorphError(f"timing.audio: {self.audio!r} is not a file")
         if self.duration is None:
-            from .audio import track_seconds  # ffmpeg reads the track's header
+            from .audio import track  # ffmpeg reads the track's header
 
-            length = track_seconds(self.audio) - self.start
+            length = track(self.audio)[0] - self.start
             if length <= 0:
                 raise MorphError(f"timing.start: {self.start:g} s is past the end of {self.audio!r} "
                                  f"({length + self.start:.2f} s long)")

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 from dataclasses import fields, replace
+from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,13 +20,18 @@ from .audio import mux
 from .errors import MorphError
 from .files import partial_name, read_walk, removed_if_refused
 from .presets import PRESETS, DeliveryPlan, Shape, VideoOptions, plan
-from .video import ffmpeg_command, ffmpeg_said, read_png
+from .video import BT709_TAGS, TO_BT709, ffmpeg_command, ffmpeg_said, read_png
 
 MASTER_CRF = 16  # the master's x264 quality (video.py); the platform files use the same
 WEBM_CRF = 24  # VP9 quality whose PSNR against the PNG frames is about the master's (README: the test measures it)
 MAX_RATE = 25_000_000  # bits/s: the highest rate these platforms list; keeps the H.264 level what phones decode
 MAX_ZONES = 120_000  # characters of x264 zones: one argument to ffmpeg must stay under Linux's 128 KiB
 KEYFRAME_S = 2.0  # seconds between keyframes of a file with held frames, where the platform does not say
+# Under CRF x264 sets a keyframe's quantizer from the P-frames before it (less log2(ipratio) / 6): in a file with
+# held frames those are mostly the coarsest repeats, so by default a keyframe came out at QP ~41, coarse enough that
+# its repeats coded corrections even at QP 51 and decoded as 2-3 other pictures. A large ratio, floored, keeps
+# keyframes at about the quality of the frames between them (measured: QP 41 -> 24 on a 7 fps Instagram file).
+HELD_KEYFRAME = "ipratio=30:qpmin=12"
 GIF_SHRINK = 0.75  # a GIF over its size limit is made again this much smaller, down to GIF_SMALLEST px
 GIF_SMALLEST = 32
 
@@ -46,7 +52,7 @@ def _graph(shape: Shape, pad: str, gif: bool) -> str:
         graph = f"[0:v]{chain},pad={shape.width}:{shape.height}:(ow-iw)/2:(oh-ih)/2:color={colour}[c]"
     if gif:  # one palette made from all the frames, then used for each
         return graph + ";[c]split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=sierra2_4a[v]"
-    return graph + ";[c]format=yuv420p[v]"
+    return graph + f";[c]{TO_BT709}[v]"
 
 
 def _codec(delivery: DeliveryPlan) -> list[str]:
@@ -77,7 +83,7 @@ def _held(delivery: DeliveryPlan) -> list[str]:
     between two renders would mix them); after its first showing, a frame's repeats (and a held end's) coded at
     the coarsest quantizer, so every block is skipped, a copy of the frame before; keyframes only where a run of
     repeats starts, the first such place after every 2 s or the platform's interval (an automatic one could
-    fall inside a run)."""
+    fall inside a run), each as fine as the frames between them (HELD_KEYFRAME)."""
     n, runs, start = delivery.repeat, [], 0
     for k in range(1, len(delivery.timeline) + 1):
         if k == len(delivery.timeline) or delivery.timeline[k] != delivery.timeline[start]:
@@ -93,8 +99,13 @@ def _held(delivery: DeliveryPlan) -> list[str]:
         if first / delivery.fps >= due:
             keyframes.append(first)
             due = first / delivery.fps + (delivery.preset.keyframe_s or KEYFRAME_S)
-    return ["-x264-params", f"bframes=0:keyint=infinite:scenecut=0:zones={zones}",
+    return ["-x264-params", f"bframes=0:keyint=infinite:scenecut=0:{HELD_KEYFRAME}:zones={zones}",
             "-force_key_frames", ",".join(f"{f / delivery.fps:.6f}" for f in keyframes)]
+
+
+def _rate(fps) -> str:
+    """A frame rate as ffmpeg takes it exactly: 20, 59.94, or 100/3 (a GIF's 3 hundredths a frame)."""
+    return f"{fps.numerator}/{fps.denominator}" if isinstance(fps, Fraction) else f"{fps:g}"
 
 
 def encode(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str = "black") -> None:
@@ -103,25 +114,25 @@ def encode(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str = "b
     height, width = first.shape[:2]
     partial = partial_name(path)
     command = ffmpeg_command("-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-                             "-framerate", f"{delivery.fps:g}", "-i", "-",
+                             "-framerate", _rate(delivery.fps), "-i", "-",
                              "-filter_complex", _graph(delivery.shape, pad, delivery.preset.container == "gif"),
-                             "-map", "[v]", *_codec(delivery), "-r", f"{delivery.fps:g}",
+                             "-map", "[v]", *_codec(delivery), "-r", _rate(delivery.fps),
                              "-f", delivery.preset.container, str(partial))
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        for index in delivery.timeline:
-            image = np.ascontiguousarray(read_png(frames[index])).tobytes()
-            for _ in range(delivery.repeat):
-                process.stdin.write(image)
-        process.stdin.close()
-        error = process.stderr.read()
-        if process.wait() != 0:
-            raise MorphError(f"ffmpeg could not write {path.name}: {ffmpeg_said(error)}")
-        partial.replace(path)
-    except BaseException:
-        process.kill()
-        partial.unlink(missing_ok=True)
-        raise
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        try:
+            for index in delivery.timeline:
+                image = np.ascontiguousarray(read_png(frames[index])).tobytes()
+                for _ in range(delivery.repeat):
+                    process.stdin.write(image)
+            process.stdin.close()
+            error = process.stderr.read()
+            if process.wait() != 0:
+                raise MorphError(f"ffmpeg could not write {path.name}: {ffmpeg_said(error)}")
+            partial.replace(path)
+        except BaseException:
+            process.kill()
+            partial.unlink(missing_ok=True)
+            raise
 
 
 def probe(path: Path) -> dict:
@@ -140,10 +151,15 @@ def probe(path: Path) -> dict:
                                 "-frames:v", "1", "-f", "null", "-"], capture_output=True, text=True).stderr
         found = re.search(r"level_idc\s+\S+ = (\d+)", trace)
         level = int(found.group(1)) / 10 if found else None
+    line = re.search(r"Audio: .*", info)
+    audio = re.search(r"Audio: (\w+).*?, (\d+) Hz(?:.*?, (\d+) kb/s)?", line.group(0)) if line else None
+    colour = re.search(r"yuv420p\(([^)]*)\)", info)
     return {"codec": stream.group(1), "profile": stream.group(2) if stream.group(1) == "h264" else None,
             "level": level, "pix_fmt": stream.group(3), "width": int(stream.group(4)),
             "height": int(stream.group(5)), "fps": float(fps.group(1)) if fps else None, "frames": frames,
-            "duration": seconds, "bytes": path.stat().st_size}
+            "duration": seconds, "bytes": path.stat().st_size, "colour": colour.group(1) if colour else None,
+            "music": {"codec": audio.group(1), "hz": int(audio.group(2)),
+                      "kbps": int(audio.group(3)) if audio.group(3) else None} if audio else None}
 
 
 def check(delivery: DeliveryPlan, found: dict) -> list[str]:
@@ -160,6 +176,21 @@ def check(delivery: DeliveryPlan, found: dict) -> list[str]:
         problems.append(f"{found['width']}x{found['height']}, not {delivery.shape.width}x{delivery.shape.height}")
     if preset.max_bytes and found["bytes"] > preset.max_bytes:
         problems.append(f"{found['bytes']} bytes, over {preset.name}'s {preset.max_bytes}")
+    if preset.container != "gif" and (found["colour"] or "").split(",")[:2] != ["tv", " bt709"]:
+        problems.append(f"colour {found['colour']}, not tagged limited-range BT.709")
+    return problems
+
+
+def check_audio(preset, found: dict) -> list[str]:
+    """Where a file's music breaks its preset's limits (AAC, sample rate, bitrate; 10 % over the asked bitrate is
+    the encoder's own margin)."""
+    audio, problems = found["music"], []
+    if audio is None:
+        return ["no music"]
+    if audio["codec"] != "aac" or audio["hz"] > preset.audio_rate:
+        problems.append(f"music {audio['codec']} at {audio['hz']} Hz, not AAC at {preset.audio_rate} Hz or less")
+    if audio["kbps"] and audio["kbps"] * 1000 > 1.1 * preset.audio_bitrate:
+        problems.append(f"music at {audio['kbps']} kb/s, over {preset.audio_bitrate // 1000} kb/s")
     return problems
 
 
@@ -201,12 +232,16 @@ def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: Vide
         try:
             found = _encoded(delivery, frames, working, options.pad, path.name)
             if music:
-                mux(working, timing)
+                mux(working, timing, delivery.preset.audio_bitrate, delivery.preset.audio_rate)
+                found = probe(working)
+                problems = check_audio(delivery.preset, found)
+                if problems:
+                    raise MorphError(f"{path.name} would break {preset}'s limits ({'; '.join(problems)}); not written")
             os.replace(working, path)
         except BaseException:
             working.unlink(missing_ok=True)
             raise
-    return {"preset": preset, "file": str(path), "fps": delivery.fps, "repeat": delivery.repeat,
+    return {"preset": preset, "file": str(path), "fps": float(delivery.fps), "repeat": delivery.repeat,
             "shown_frames": len(delivery.timeline), "notes": delivery.shape.notes, "audio": music,
             **found, "bytes": path.stat().st_size}
 
@@ -224,14 +259,15 @@ def check_platforms(config, count: int) -> None:
     """Before rendering: every platform file the job asks for can be made (duration, aspect, frame rate), or a
     MorphError that says what to change. An unset size is the model's own, square for every SD family."""
     for preset in config.video.platforms():
-        plan(preset, count, config.fps, config.width or 512, config.height or 512, config.video.options())
+        plan(preset, count, config.fps, config.width or 512, config.height or 512, config.video.options(),
+             timed=bool(config.timing))
 
 
 def deliver_all(config, frames: list[Path], master: Path) -> list[dict]:
     """After the master MP4 (`master`) is written: its music, if the walk is timed to some, and the job's platform
     files beside it, from its published frames."""
     if config.timing:
-        mux(master, config.timing)
+        mux(master, config.timing, PRESETS["master"].audio_bitrate, PRESETS["master"].audio_rate)
     return [deliver(preset, frames, config.fps, master.parent / f"{config.name}{PRESETS[preset].suffix}",
                     config.video.options(), config.timing) for preset in config.video.platforms()]
 

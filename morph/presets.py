@@ -7,6 +7,7 @@ platforms", lists them with their sources. Where two published figures disagree,
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from .errors import MorphError
 
@@ -28,6 +29,9 @@ class Preset:
     duration: tuple[float, float] | None = None  # seconds
     max_bytes: int | None = None
     max_bitrate: int | None = None  # bits per second of video
+    audio_bitrate: int = 192_000  # bits per second of AAC music, at most, where the file carries the walk's music
+    audio_rate: int = 48_000  # Hz, at most: music sampled faster is resampled to this
+    b_frames: int | None = None  # consecutive B-frames the platform asks for (None: the encoder's choice)
     keyframe_s: float | None = None  # seconds between keyframes the platform asks for (None: the encoder's choice)
     notes: str = ""
 
@@ -36,16 +40,18 @@ MB = 1_000_000  # bytes in a megabyte, as the platforms count file sizes
 MBIT = 1_000_000  # bits/s in a megabit per second, as they count bitrates
 PRESETS = {p.name: p for p in [
     Preset("master", "mp4", ".mp4", notes="the walk itself: frame k of the file is render k"),
-    Preset("x", "mp4", ".x.mp4", fps_range=(1, 60), long_side=1280, short_side=1024, aspect=(1 / 2.39, 2.39),
-           duration=(0.5, 140), max_bytes=512 * MB, max_bitrate=25 * MBIT),
+    Preset("x", "mp4", ".x.mp4", fps_range=(1, 60), long_side=1280, short_side=1024, min_short_side=32,
+           aspect=(1 / 2.39, 2.39), duration=(0.5, 140), max_bytes=512 * MB, max_bitrate=25 * MBIT),
     Preset("instagram", "mp4", ".instagram.mp4", fps_range=(23, 60), long_side=1920, min_short_side=720,
-           aspect=(0.01, 10), vertical_first=True, duration=(3, 900), max_bytes=100 * MB, max_bitrate=25 * MBIT),
+           aspect=(0.01, 10), vertical_first=True, duration=(3, 900), max_bytes=100 * MB, max_bitrate=25 * MBIT,
+           audio_bitrate=128_000),
     Preset("tiktok", "mp4", ".tiktok.mp4", fps_allowed=(23.976, 24, 25, 29.97, 30, 50, 60), long_side=4096,
            short_side=2160, min_short_side=720, vertical_first=True, duration=(3, 600), max_bytes=72 * MB),
     # YouTube: "other frame rates are also acceptable", and it asks for the rate the video was made at
-    Preset("youtube", "mp4", ".youtube.mp4", long_side=7680, short_side=4320, duration=(0, 12 * 3600), keyframe_s=0.5),
+    Preset("youtube", "mp4", ".youtube.mp4", long_side=7680, short_side=4320, duration=(0, 12 * 3600), keyframe_s=0.5,
+           b_frames=2),
     Preset("youtube-shorts", "mp4", ".youtube-shorts.mp4", long_side=7680, short_side=4320, aspect=(0.01, 1),
-           vertical_first=True, duration=(0, 180), keyframe_s=0.5),
+           vertical_first=True, duration=(0, 180), keyframe_s=0.5, b_frames=2),
     Preset("gif", "gif", ".gif", fps_range=(1, 50), long_side=480, max_bytes=15 * MB,
            notes="a palette made from the frames; loops forever"),
     Preset("webm", "webm", ".webm", notes="VP9 at a quality that matches the master"),
@@ -99,9 +105,18 @@ def _accepts(preset: Preset, rate: float) -> bool:
     return preset.fps_range[0] <= rate <= preset.fps_range[1]
 
 
+def gif_rate(fps: float) -> Fraction:
+    """The rate a GIF shows `fps` at: GIF delays are whole hundredths of a second, so 100 / (the nearest whole
+    number of hundredths a frame)."""
+    return Fraction(100, max(1, round(100 / fps)))
+
+
 def container_rate(preset: Preset, fps: int) -> tuple[float, int]:
     """(the file's frame rate, how many times each frame is held): the walk's own rate where the platform accepts
-    it, else the highest whole multiple of it that it accepts, so that the cadence stays even."""
+    it, else the highest whole multiple of it that it accepts, so that the cadence stays even. A GIF shows every
+    frame for the same whole number of hundredths: the nearest such rate (gif_rate)."""
+    if preset.container == "gif" and _accepts(preset, gif_rate(fps)):
+        return gif_rate(fps), 1
     if _accepts(preset, fps):
         return fps, 1
     multiples = [k for k in range(2, 241) if _accepts(preset, k * fps)]
@@ -153,6 +168,10 @@ def shape(preset: Preset, width: int, height: int, fit: str) -> Shape:
         scale = preset.short_side / short
     if preset.min_short_side and short * scale < preset.min_short_side:
         scale = preset.min_short_side / short
+        if preset.long_side and long * scale > preset.long_side + 1e-9:  # both limits: only a new aspect would do
+            raise MorphError(f"video: {preset.name} needs the short side >= {preset.min_short_side} px and the long "
+                             f"side <= {preset.long_side} px, and a {canvas[0]}x{canvas[1]} frame cannot keep its "
+                             "aspect within both; set video.fit: pad or crop (9:16), or render nearer that shape")
         notes.append(f"scaled up {scale:.3g}x to {preset.min_short_side} px on the short side, {preset.name}'s least")
     elif scale < 1:
         notes.append(f"scaled down {scale:.3g}x into {preset.name}'s size limit")
@@ -177,19 +196,24 @@ def _ratio(target: float) -> str:
 
 
 def plan(preset_name: str, count: int, fps: int, width: int, height: int,
-         options: VideoOptions = VideoOptions()) -> DeliveryPlan:
-    """The file `preset_name` makes of a walk of `count` frames at `fps`, or a MorphError that says what to change."""
+         options: VideoOptions = VideoOptions(), timed: bool = False) -> DeliveryPlan:
+    """The file `preset_name` makes of a walk of `count` frames at `fps`, or a MorphError that says what to change
+    (`timed`: the walk is timed to music, so its length is timing.duration, not frames)."""
     preset, loop = PRESETS[preset_name], options.loop
     hold = round(options.hold_ends * fps)
     order = timeline(count, loop, hold, options.reverse)
     rate, repeat = container_rate(preset, fps)
     result = DeliveryPlan(preset, order, rate, repeat, shape(preset, width, height, options.fit))
+    if rate / repeat != fps:  # a GIF at a rate it cannot show evenly
+        result.shape.notes.append(f"shown at {float(rate):.4g} fps, {float(100 / rate):g} hundredths a frame (GIF "
+                                  f"delays are whole hundredths of a second), {abs(float(rate) / fps - 1):.0%} "
+                                  f"{'faster' if rate > fps else 'slower'} than the walk's {fps} fps")
     if preset.duration:
         low, high = preset.duration
         seconds = len(order) / fps
         if seconds < low - 1e-9:
             raise MorphError(f"video: {preset.name} needs at least {low:g} s, and this video is {seconds:.2f} s "
-                             f"({len(order)} frames at {fps} fps); {_longer(count, fps, low, loop, hold)}")
+                             f"({len(order)} frames at {fps} fps); {_longer(count, fps, low, loop, hold, timed)}")
         if seconds > high + 1e-9:
             raise MorphError(f"video: {preset.name} takes at most {high:g} s, and this video is {seconds:.1f} s; "
                              f"render fewer frames (at most {int(high * fps)} at {fps} fps), or drop "
@@ -197,12 +221,12 @@ def plan(preset_name: str, count: int, fps: int, width: int, height: int,
     return result
 
 
-def _longer(count: int, fps: int, seconds: float, loop: str, hold: int) -> str:
-    """Ways to reach `seconds`: more frames, holding the ends, or bouncing."""
+def _longer(count: int, fps: int, seconds: float, loop: str, hold: int, timed: bool = False) -> str:
+    """Ways to reach `seconds`: more frames (with music: more of it), holding the ends, or bouncing."""
     missing = math.ceil(seconds * fps - 1e-9) - len(timeline(count, loop, hold))
     more = math.ceil(missing / 2) if loop == "pingpong" else missing  # bouncing shows a new frame twice
-    ways = [f"render at least {count + more} frames",
-            f"set video.hold_ends: {(hold + math.ceil(missing / 2)) / fps:g}"]
+    longer = f"set timing.duration: {(count + more) / fps:g}" if timed else f"render at least {count + more} frames"
+    ways = [longer, f"set video.hold_ends: {(hold + math.ceil(missing / 2)) / fps:g}"]
     if loop != "pingpong" and len(timeline(count, "pingpong", hold)) >= seconds * fps - 1e-9:
         ways.append("set video.loop: pingpong")
     return ", or ".join(ways)

@@ -9,6 +9,13 @@ import numpy as np
 from .files import partial_name, write_atomic
 
 
+# RGB -> YUV with BT.709's matrix in limited range, and the file tagged so: players assume BT.709 for HD sizes,
+# and an untagged BT.601 file shifts colours there (a pure green pad decoded as (0, 215, 0))
+TO_BT709 = ("scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,"
+            "setparams=range=tv:color_primaries=bt709:color_trc=bt709:colorspace=bt709")
+BT709_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
+
+
 def ffmpeg_command(*arguments: str) -> list[str]:
     """The ffmpeg that imageio-ffmpeg ships, quiet but for errors, with `arguments`."""
     return [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", *arguments]
@@ -43,7 +50,8 @@ class VideoWriter:
         self._writer = imageio_ffmpeg.write_frames(
             str(self._partial), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
             macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-profile:v", "high", "-crf", "16", "-preset", "medium", "-movflags", "+faststart"],
+            output_params=["-vf", TO_BT709, "-profile:v", "high", "-crf", "16", "-preset", "medium",
+                           "-movflags", "+faststart", *BT709_TAGS],
         )
         self._writer.send(None)
         self.frames = 0

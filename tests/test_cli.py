@@ -35,7 +35,7 @@ def test_command_line_options_override_the_config(write_config, tmp_path):
     ({"scheduler": "FastestScheduler"}, "scheduler: 'FastestScheduler' is not a diffusers scheduler"),
     ({"unknown": 1}, "unknown key 'unknown'"),
     ({"model": "nobody/no-such-model"}, "model: 'nobody/no-such-model' is neither in the Hugging Face cache"),
-    ({"model": "./no/such/folder"}, "model: './no/such/folder'"),
+    ({"model": "./no/such/folder"}, "no/such/folder' is not a folder"),
 ])
 def test_user_mistakes_exit_2_with_one_line(write_config, overrides, message):
     result = invoke("run", write_config(**overrides), "--quiet")

@@ -136,7 +136,7 @@ def test_a_vae_folder_replaces_the_models_and_a_missing_file_is_one_line(tmp_pat
     assert all(np.array_equal(a, b) for a, b in zip(frames(with_vae, tmp_path / "out" / "v"),
                                                     frames(plain, tmp_path / "out" / "p")))  # the same weights
     result = CliRunner().invoke(cli, ["run", str(tiny_job(tmp_path, "f", vae="fix.safetensors")), "--quiet"])
-    assert result.exit_code == 2 and "vae: 'fix.safetensors' is not a file" in result.output
+    assert result.exit_code == 2 and f"vae: '{tmp_path / 'fix.safetensors'}' is not a file" in result.output
 
 
 @pytest.fixture
