@@ -17,8 +17,8 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, Valida
 
 from .config_errors import bad, one_line, short
 from .config_sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, EditSpec, Embedding, Frames, GoldenSpec,
-                              GridSpec, KeyframeEntry, Limits, Section, Size, Spacing, SpacingSpec, Text, TimingSpec,
-                              VideoSpec)
+                              GridSpec, KeyframeEntry, Limits, Scheduler, Section, Size, Spacing, SpacingSpec, Text,
+                              TimingSpec, VideoSpec)
 from .errors import MorphError
 from .expr import parse_prompt_expression
 from .model_files import SINGLE_FILES
@@ -55,8 +55,9 @@ class JobConfig(Section):
     """Classifier-free guidance."""
     negative_prompt: str = Field("", max_length=MAX_TEXT)
     """Encoded once, used for every frame."""
-    scheduler: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
-    """A diffusers scheduler class name such as DDIMScheduler; default: the model's own."""
+    scheduler: Scheduler | None = None
+    """A diffusers scheduler class name such as DDIMScheduler, or {name, option: value, ...} with options of its
+    config (timestep_spacing: trailing for few-step models); default: the model's own."""
     batch_size: BatchSize = "auto"
     """Frames per UNet call, or auto: on CUDA the largest batch that fits, elsewhere 4."""
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
@@ -86,6 +87,10 @@ class JobConfig(Section):
     @property
     def source(self) -> str | None:
         return self._source
+
+    def scheduler_choice(self) -> tuple[str | None, dict]:
+        """The scheduler's class name (None: the model's own) and the options of its config that the job sets."""
+        return (self.scheduler.name, self.scheduler.options()) if self.scheduler else (None, {})
 
     @property
     def output_dir(self) -> Path:

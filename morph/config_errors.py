@@ -17,6 +17,7 @@ _PATTERN_HINTS = {
     "name": "use letters, digits, '.', '_' and '-' (it names files)",
     "device": "expected auto, cpu, cuda, cuda:N or mps",
     "scheduler": "expected a diffusers scheduler class name such as DDIMScheduler",
+    "scheduler.name": "expected a diffusers scheduler class name such as DDIMScheduler",
     "define": "names are letters, digits and _, not starting with a digit",
     "pad": "expected blur, black, white or #RRGGBB (six hex digits, e.g. #1a2b3c)",
 }
@@ -109,7 +110,8 @@ def one_line(error: dict, cls) -> MorphError:
         choices = re.findall(r"'(.*?)'", ctx["expected"])
         return bad(key, value, f"expected one of: {', '.join(choices)}")
     if kind == "string_pattern_mismatch":
-        return bad(key, value, _PATTERN_HINTS.get(str(loc[-1]), _PATTERN_HINTS.get(str(loc[0]), "see `morph schema`")))
+        hints = (_PATTERN_HINTS.get(k) for k in (key, str(loc[-1]), str(loc[0])))
+        return bad(key, value, next((h for h in hints if h), "see `morph schema`"))
     if kind == "too_short" and isinstance(value, list):
         what = _LIST_WHAT.get(key, "entries")
         return bad(key, value, f"expected a list of {ctx['min_length']} or more {what}")

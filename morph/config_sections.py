@@ -3,6 +3,7 @@
 config.py builds the job kinds from them, and loads and checks a YAML file.
 """
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -93,6 +94,41 @@ class GridSpec(Section):
     """Rows walk from one prompt to another."""
     columns: GridColumns
     """Columns add k times a third prompt."""
+
+
+SCHEDULER_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
+SchedulerName = Annotated[str, Field(pattern=SCHEDULER_NAME)]
+SchedulerOption = str | int | float | bool | list[str | int | float] | None
+
+
+class SchedulerSpec(BaseModel):
+    """A scheduler with options of its config: {name: DDIMScheduler, timestep_spacing: trailing}."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+    name: SchedulerName
+    """A diffusers scheduler class name; every other key is an option of its config, checked against the class."""
+    __pydantic_extra__: dict[str, SchedulerOption]
+
+    def options(self) -> dict:
+        return dict(self.__pydantic_extra__ or {})
+
+    @model_serializer(mode="wrap")
+    def _a_name_alone_is_text(self, handler):
+        """`scheduler: DDIMScheduler` dumps as it was written (so its config hash, and goldens, stay as they were)."""
+        dumped = handler(self)
+        return dumped["name"] if set(dumped) == {"name"} else dumped
+
+
+def _scheduler(value):
+    """`scheduler: DDIMScheduler` is short for `scheduler: {name: DDIMScheduler}`."""
+    if isinstance(value, str):
+        if not re.fullmatch(SCHEDULER_NAME, value):  # said of `scheduler:`, the key the user wrote
+            raise ValueError("expected a diffusers scheduler class name such as DDIMScheduler")
+        return {"name": value}
+    return value
+
+
+Scheduler = Annotated[SchedulerSpec, BeforeValidator(_scheduler, json_schema_input_type=SchedulerName | SchedulerSpec)]
 
 
 class Embedding(Section):

@@ -23,7 +23,8 @@ from .files import Staging, check_output, removed_if_refused, write_atomic
 from .manifest import manifest, write_manifest
 from .path import GridPath, WalkPath
 from .model_files import check_model_files
-from .pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype, scheduler_class
+from .pipeline import (LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype, scheduler_class,
+                       scheduler_options)
 from .produce import (claimed, flagged, missing_after, plan_frames, plan_record, produce, publish,
                       resumed_batch_size, video_from_store)
 from .report import write_report
@@ -71,9 +72,10 @@ def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_siz
 
     # 2. Load the model, in the memory layout that is fastest on its device
     started = time.perf_counter()
-    loaded = load_model(config.model, device, dtype, config.scheduler, config.safety_checker, config.vae,
+    scheduler, options = config.scheduler_choice()
+    loaded = load_model(config.model, device, dtype, scheduler, config.safety_checker, config.vae,
                         [e if isinstance(e, str) else e.model_dump() for e in config.embeddings],
-                        config.configs_from, config.allow_pickle)
+                        config.configs_from, config.allow_pickle, options)
     pipe = loaded.pipe
     channels_last(pipe)
     timings["load_s"] = time.perf_counter() - started
@@ -123,8 +125,9 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     full = len(selection) == count
     out, grid = config.output_dir, config.kind == "grid"
     folder = out / ("cells" if grid else "frames")
-    if config.scheduler:
-        scheduler_class(config.scheduler)
+    scheduler, options = config.scheduler_choice()
+    if scheduler:
+        scheduler_options(scheduler_class(scheduler), options)
     check_model_files(config.model, config.vae, [e if isinstance(e, str) else e.path for e in config.embeddings],
                       config.configs_from, config.allow_pickle)
     if full and not grid:

@@ -53,6 +53,8 @@ def manifest(job, records: list[dict], flags: dict[str, list[int]], counts: dict
         "seed": config.seed,
         **environment(pipe),
         "scheduler": type(pipe.scheduler).__name__,
+        "scheduler_options": config.scheduler_choice()[1],  # what the job set on its config
+        "classifier_free_guidance": config.guidance_scale > 1,  # else the UNet runs once a step, not on a doubled batch
         "attention": sorted(attention),
         "memory_format": "channels_last" if pipe.unet.conv_in.weight.is_contiguous(
             memory_format=torch.channels_last) else "contiguous",

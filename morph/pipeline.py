@@ -1,6 +1,7 @@
 """Load a diffusers Stable Diffusion 1.x pipeline: built-in, local folder or hub id; device, dtype, scheduler."""
 
 import difflib
+import inspect
 import json
 import os
 import warnings
@@ -67,6 +68,17 @@ def _meant(name: str, known: list[str]) -> str:
         if close:
             return f"did you mean {' or '.join(short[c] for c in close)}? "
     return ""
+
+
+def scheduler_options(cls, options: dict) -> None:
+    """The options a config sets on the scheduler `cls` are keys of its config (its constructor's arguments)."""
+    allowed = sorted(set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"})
+    for key in options:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=2, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise MorphError(f"scheduler.{key}: not an option of {cls.__name__}; {hint}its options are "
+                             f"{', '.join(allowed)}")
 
 
 def scheduler_class(name: str):
@@ -219,10 +231,13 @@ def _load_single_file_pipeline(model: str, dtype: torch.dtype, safety_checker: b
 
 def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: str | None,
                safety_checker: bool, vae: str | None = None, embeddings: list | None = None,
-               configs_from: str | None = None, allow_pickle: bool = False) -> LoadedModel:
+               configs_from: str | None = None, allow_pickle: bool = False,
+               scheduler_config: dict | None = None) -> LoadedModel:
     """Load the pipeline named by `model` (its family read from its files), move it to `device`/`dtype`, swap
     the scheduler or the VAE if asked, and load textual-inversion embeddings."""
     scheduler_cls = scheduler_class(scheduler) if scheduler else None
+    if scheduler_cls is not None:
+        scheduler_options(scheduler_cls, scheduler_config or {})
     check_model_files(model, vae, [e if isinstance(e, str) else e["path"] for e in embeddings or []], configs_from,
                       allow_pickle)
     if model.split("-")[0] == "tiny":
@@ -258,7 +273,7 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
         load_embedding(pipe, embedding)
     pipe = pipe.to(device)
     if scheduler_cls is not None:
-        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **(scheduler_config or {}))
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(pipe=pipe, model=model, location=location, revision=revision)
 

@@ -60,7 +60,7 @@ def _settings(config) -> dict:
     """What decides the memory a batch takes (not the prompts): batch_size: auto keeps its size while these hold."""
     return {"model": config.model, "vae": config.vae, "height": config.height, "width": config.width,
             "device": config.device, "dtype": config.dtype, "compile": config.compile,
-            "guidance": config.guidance_scale > 1, "scheduler": config.scheduler}
+            "guidance": config.guidance_scale > 1, "scheduler": config.to_dict()["scheduler"]}
 
 
 def resumed_batch_size(config, previous: dict | None):
