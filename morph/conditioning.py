@@ -4,6 +4,7 @@ one-word edit, a grid's three prompts, what walks along with the prompts, and wh
 import torch
 
 from .config import JobConfig
+from .easing import eased
 from .encode import PromptEncoder
 from .errors import MorphError
 from .path import GridPath, WalkPath, linspace
@@ -32,6 +33,9 @@ def build_path(config: JobConfig, encoder: PromptEncoder, timing=None) -> WalkPa
                         config.interpolation, names=(rows.start, rows.end, columns.add))
     keyframes = keyframe_tensors(config, encoder)
     path = WalkPath(keyframes, config.steps(), config.interpolation)
+    if any(name != "linear" for name in config.segment_eases()):  # each segment's frames moved along its easing
+        path = path.placed(path.segment, eased(path.segment, path.t, config.segment_eases()))
+        path.eases = config.segment_eases()
     # music places the frames now; with spacing: even it warps the even spacing later (job.music)
     return path.placed(*timing[:2]) if timing and config.spacing.mode != "even" else path
 

@@ -16,9 +16,9 @@ import yaml
 from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, ValidationError, model_validator
 
 from .config_errors import bad, one_line, short
-from .config_sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, EditSpec, Embedding, Frames, GoldenSpec,
-                              GridSpec, KeyframeEntry, Limits, Scheduler, Section, Size, Spacing, SpacingSpec, Text,
-                              TimingSpec, VideoSpec)
+from .config_sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
+                              GoldenSpec, GridSpec, KeyframeEntry, Limits, Scheduler, Section, Size, Spacing, SpacingSpec,
+                              Text, TimingSpec, VideoSpec)
 from .errors import MorphError
 from .expr import parse_prompt_expression
 from .model_files import SINGLE_FILES
@@ -164,6 +164,13 @@ class _Keyframed(JobConfig):
     """Platform files besides the master MP4: {preset: tiktok, fit: pad, loop: pingpong}; see README."""
     timing: TimingSpec | None = None
     """Time the walk to music: {audio: track.mp3, start: 0, duration: 12.5}; the picture changes most on beats."""
+    ease: Ease = "linear"
+    """How each segment moves between its keyframes: linear, smoothstep, cosine (slow at both ends), ease-in, ease-out;
+    a keyframe mapping's ease sets the segment that starts there."""
+
+    def segment_eases(self) -> list[str]:
+        """Each segment's easing: its first keyframe's own, else the top level's."""
+        return [self.ease] * (len(self.keyframe_sources()) - 1)
 
     def keyframe_sources(self) -> list[str]:
         raise NotImplementedError
@@ -204,6 +211,11 @@ class _Keyframed(JobConfig):
         if self.timing and "frames" in self.model_fields_set and not isinstance(self.frames, list):
             raise MorphError("frames: with timing, the frame count is timing.duration x fps; leave frames out, or "
                              "give a list to share the frames between segments in those proportions")
+        eased = any(name != "linear" for name in self.segment_eases())
+        for clash, what in ((self.spacing.mode == "even", "spacing: even places frames at equal steps of change"),
+                            (self.timing, "timing places frames by the music")):
+            if eased and clash:
+                raise MorphError(f"ease: {what}, which decides where each frame sits, as ease would; use one of them")
         if self.timing and self.spacing.mode == "even" and self.spacing.budget == "walk":
             raise MorphError("spacing.budget: walk moves frames between segments, and timing keeps each segment's "
                              "frames (from a frames list, or evenly); use budget: segment with timing")
@@ -248,6 +260,16 @@ class WalkJob(_Keyframed):
         for keyframe, own in zip(self.prompts, settings):
             own.update({k: getattr(keyframe, k) for k in own if getattr(keyframe, k) is not None})
         return settings
+
+    def segment_eases(self) -> list[str]:
+        return [keyframe.ease or self.ease for keyframe in self.prompts[:-1]]
+
+    @model_validator(mode="after")
+    def _check_last_ease(self):
+        if self.prompts[-1].ease is not None:
+            raise MorphError(f"prompts[{len(self.prompts) - 1}].ease: the last keyframe starts no segment; set ease on "
+                             "the keyframe a segment starts from")
+        return self
 
     @model_validator(mode="after")
     def _check_guidance(self):

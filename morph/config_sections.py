@@ -96,6 +96,7 @@ class GridSpec(Section):
     """Columns add k times a third prompt."""
 
 
+Ease = Literal["linear", "smoothstep", "cosine", "ease-in", "ease-out"]  # morph/easing.py draws each
 SCHEDULER_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 SchedulerName = Annotated[str, Field(pattern=SCHEDULER_NAME)]
 SchedulerOption = str | int | float | bool | list[str | int | float] | None
@@ -272,7 +273,9 @@ class Keyframe(Section):
     """Its negative prompt (a text, or an expression over `define`); interpolated like the prompts."""
     guidance_scale: float | None = Field(None, ge=0, le=100)
     """Its classifier-free guidance; linear between keyframes."""
-
+    ease: Ease | None = None
+    """How the segment that starts here moves: linear, smoothstep, cosine, ease-in or ease-out (default: the top
+    level's ease)."""
 
     @model_serializer(mode="wrap")
     def _plain(self, handler):

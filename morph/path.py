@@ -47,6 +47,7 @@ class WalkPath:
         self.keyframes, self.interpolation = keyframes, interpolation
         self.segment, self.t = frame_schedule(steps)
         self.along, self.labels = along or {}, labels or {}
+        self.eases = None  # per segment, the easing its t went through (None: linear throughout)
 
     def __len__(self):
         return len(self.t)
@@ -92,6 +93,8 @@ class WalkPath:
         record.update({name: [values[k] for k in ends] for name, values in self.labels.items()})
         if "guidance" in self.along:
             record["guidance_scale"] = float(self.frame_inputs([i])["guidance"][0])
+        if self.eases:
+            record["ease"] = self.eases[int(self.segment[i])]
         return record
 
 
