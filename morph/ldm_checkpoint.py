@@ -110,5 +110,8 @@ def write_tiny_single_file(folder: Path) -> Path:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m morph.ldm_checkpoint DIR")
+    from .pipeline import quiet_libraries
+
+    quiet_libraries()  # as morph's commands do: no library loading bars or advice
     written = write_tiny_single_file(Path(sys.argv[1]))
     print(f"wrote {written.parent / 'tiny.safetensors'}; render it with: morph run {written}")
