@@ -164,10 +164,11 @@ def format_summary(analysis: Analysis) -> str:
             ("max / median", f"{s['max_over_median']:.1f}" if s["max_over_median"] else "inf (median is 0)"),
             ("smoothness (1 - Gini)", f"{s['smoothness']:.3f}"),
             ("change in the worst 10 % of steps", f"{100 * s['worst_10_percent_share']:.0f} %"),
-            ("storm zones (steps; step i: frame i -> i + 1)",
+            ("storm zones (steps i: frame i -> i+1)",
              ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in analysis.storms) or "none"),
             ("blinks (frames)", ", ".join(map(str, analysis.blinks)) or "none")]
-    return "\n".join(f"{name:<36} {value}" for name, value in rows)
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}} {value}" for name, value in rows)
 
 
 def keyframes_of(records: list[dict], sources: list[str]) -> list[tuple[int, str]]:
