@@ -44,3 +44,15 @@ def test_every_config_key_is_in_the_readme(key):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     assert load_config(path).name == path.stem
+
+
+def test_the_generated_reference_pages_are_current():
+    """docs/reference/ is written by docs/generate.py from the schema and the commands: `python docs/generate.py`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate", ROOT / "docs" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    for file, make in generate.PAGE_MAKERS.items():
+        assert (ROOT / "docs" / "reference" / file).read_text() == make(), f"run python docs/generate.py ({file})"
+    assert "| `ease` |" in generate.config_page() and "## `morph golden save`" in generate.cli_page()
