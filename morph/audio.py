@@ -55,7 +55,7 @@ def timed_schedule(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return segment, t, steps
 
 
-def mux(video: Path, timing, bitrate: int = 192_000, most_hz: int = 48_000) -> None:
+def mux(video: Path, timing, bitrate: int, most_hz: int) -> None:
     """Put the music (AAC, at most `bitrate` bits/s and `most_hz`: faster tracks are resampled to it, 44.1 kHz
     stays) under `video`, trimmed to it; the video stream is copied, not encoded again."""
     partial = partial_name(video)

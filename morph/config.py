@@ -88,6 +88,10 @@ class JobConfig(Section):
     def source(self) -> str | None:
         return self._source
 
+    def embedding_paths(self) -> list[str]:
+        """The textual-inversion files, whether written as a path or as {path, token}."""
+        return [e if isinstance(e, str) else e.path for e in self.embeddings]
+
     def scheduler_choice(self) -> tuple[str | None, dict]:
         """The scheduler's class name (None: the model's own) and the options of its config that the job sets."""
         return (self.scheduler.name, self.scheduler.options()) if self.scheduler else (None, {})

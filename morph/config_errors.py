@@ -13,11 +13,11 @@ _EXPECTED = {
     "list_type": "expected a list", "dict_type": "expected a mapping", "model_type": "expected a mapping",
     "string_too_short": "expected a non-empty string",
 }
+SCHEDULER_HINT = "expected a diffusers scheduler class name such as DDIMScheduler"
 _PATTERN_HINTS = {
     "name": "use letters, digits, '.', '_' and '-' (it names files)",
     "device": "expected auto, cpu, cuda, cuda:N or mps",
-    "scheduler": "expected a diffusers scheduler class name such as DDIMScheduler",
-    "scheduler.name": "expected a diffusers scheduler class name such as DDIMScheduler",
+    "scheduler.name": SCHEDULER_HINT,
     "define": "names are letters, digits and _, not starting with a digit",
     "pad": "expected blur, black, white or #RRGGBB (six hex digits, e.g. #1a2b3c)",
 }
@@ -85,8 +85,8 @@ def _number_word(cls, loc: tuple, value) -> str:
     section = _section_at(cls, loc[:-1])
     field = section.model_fields.get(str(loc[-1])) if section is not None else None
     annotation = field.annotation if field is not None else type(value)
-    return "a whole number" if int in (annotation, *get_args(annotation)) and float not in get_args(annotation) \
-        and annotation is not float else "a number"
+    types = get_args(annotation) or (annotation,)  # int | None, Annotated[int, ...] or int itself
+    return "a whole number" if int in types and float not in types else "a number"
 
 
 def one_line(error: dict, cls) -> MorphError:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, model_serializer, model_validator
 
+from .config_errors import SCHEDULER_HINT
 from .errors import MorphError
 from .expr import parse_number
 from .presets import PRESET_NAMES, VideoOptions
@@ -124,7 +125,7 @@ def _scheduler(value):
     """`scheduler: DDIMScheduler` is short for `scheduler: {name: DDIMScheduler}`."""
     if isinstance(value, str):
         if not re.fullmatch(SCHEDULER_NAME, value):  # said of `scheduler:`, the key the user wrote
-            raise ValueError("expected a diffusers scheduler class name such as DDIMScheduler")
+            raise ValueError(SCHEDULER_HINT)
         return {"name": value}
     return value
 

@@ -210,8 +210,12 @@ def _encoded(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str, n
         delivery.shape = Shape(width, height, content=(width, height),
                                notes=delivery.shape.notes + [f"made smaller to stay under {preset}'s size limit"])
     if problems:
-        raise MorphError(f"{name} would break {preset}'s limits ({'; '.join(problems)}); not written")
+        raise _breaks(name, preset, problems)
     return found
+
+
+def _breaks(name: str, preset: str, problems: list[str]) -> MorphError:
+    return MorphError(f"{name} would break {preset}'s limits ({'; '.join(problems)}); not written")
 
 
 def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: VideoOptions, timing=None) -> dict:
@@ -236,7 +240,7 @@ def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: Vide
                 found = probe(working)
                 problems = check_audio(delivery.preset, found)
                 if problems:
-                    raise MorphError(f"{path.name} would break {preset}'s limits ({'; '.join(problems)}); not written")
+                    raise _breaks(path.name, preset, problems)
             os.replace(working, path)
         except BaseException:
             working.unlink(missing_ok=True)

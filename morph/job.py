@@ -128,8 +128,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     scheduler, options = config.scheduler_choice()
     if scheduler:
         scheduler_options(scheduler_class(scheduler), options)
-    check_model_files(config.model, config.vae, [e if isinstance(e, str) else e.path for e in config.embeddings],
-                      config.configs_from, config.allow_pickle)
+    check_model_files(config.model, config.vae, config.embedding_paths(), config.configs_from, config.allow_pickle)
     if full and not grid:
         check_platforms(config, count)
         if count >= 3:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import MorphError
-from .render import HostCopy
+from .render import FLAGS, HostCopy
 from .store import FrameStore, OutputLock, content_digest, digest, frame_identity
 from .writer import FrameWriter
 
@@ -40,7 +40,7 @@ def _render_identity(job) -> dict:
             "negative_prompt": config.negative_prompt, "dtype": str(pipe.unet.dtype), "device": pipe.device.type,
             "compiled": config.compile, "safety_checker": config.safety_checker,
             "vae": config.vae and content_digest(config.vae, config.vae),
-            "embeddings": [content_digest(e if isinstance(e, str) else e.path, None) for e in config.embeddings],
+            "embeddings": [content_digest(path, None) for path in config.embedding_paths()],
             # on the CPU the thread count changes the summation order, and so the last bit of a pixel
             "cpu_threads": torch.get_num_threads() if pipe.device.type == "cpu" else None,
             # on a GPU the kernels torch picks depend on the card and the libraries: another card or version moves
@@ -115,19 +115,26 @@ def plan_frames(job, selection: list[int], store: FrameStore, fresh: bool, previ
     """Which aligned batches to look at, and which of their frames the store lacks. A frame that the `previous`
     plan (the store's, of the run before) rendered in a smaller batch than this plan's, after an out-of-memory
     back-off, is found under that size's key rather than rendered again."""
-    count, renderer = len(job.path), job.renderer
+    count = len(job.path)
     plan = _identified(job)
-    groups = aligned_groups(count, renderer.batch_size)
-    plan.sizes = [renderer.rendered_size(len(group)) for group in groups for i in group]
+    groups = aligned_groups(count, job.renderer.batch_size)
+    plan.sizes = _sizes(job, groups)
     plan.keys = [plan.key(i, size) for i, size in enumerate(plan.sizes)]
-    earlier = (previous or {}).get("sizes") or []
-    if len(earlier) == count and not fresh:
-        plan.resize({i: earlier[i] for i in selection if earlier[i] < plan.sizes[i]
-                     and not store.has(plan.keys[i], plan.shape) and store.has(plan.key(i, earlier[i]), plan.shape)})
     wanted = set(selection)
     plan.groups = [group for group in groups if wanted.intersection(group)]
     plan.missing = {i for i in selection if fresh or not store.has(plan.keys[i], plan.shape)}
+    earlier = (previous or {}).get("sizes") or []
+    if len(earlier) == count and not fresh:
+        found = {i: earlier[i] for i in plan.missing
+                 if earlier[i] < plan.sizes[i] and store.has(plan.key(i, earlier[i]), plan.shape)}
+        plan.resize(found)
+        plan.missing -= set(found)
     return plan
+
+
+def _sizes(job, groups: list[list[int]]) -> list[int]:
+    """The size of the batch each frame of the aligned `groups` goes through the UNet in."""
+    return [job.renderer.rendered_size(len(group)) for group in groups for _ in group]
 
 
 def stored_plan(job, keys: list[str]) -> FramePlan:
@@ -135,7 +142,7 @@ def stored_plan(job, keys: list[str]) -> FramePlan:
     samples): nothing to render, every batch there to write the video from."""
     plan = _identified(job)
     plan.keys, plan.groups = list(keys), aligned_groups(len(keys), job.renderer.batch_size)
-    plan.sizes = [job.renderer.rendered_size(len(group)) for group in plan.groups for _ in group]
+    plan.sizes = _sizes(job, plan.groups)
     return plan
 
 
@@ -213,12 +220,12 @@ def missing_after(plan: FramePlan, store: FrameStore, selection: list[int]) -> l
 
 
 def flagged(plan: FramePlan, store: FrameStore, selection: list[int]) -> dict[str, list[int]]:
-    """Which frames of the selection the store's records flag, by flag ("nsfw", "redecoded", "broken"), whichever
+    """Which frames of the selection the store's records flag, by flag (render.FLAGS), whichever
     run or rank rendered them."""
-    found = {"nsfw": [], "redecoded": [], "broken": []}
+    found = {flag: [] for flag in FLAGS}
     for i in selection:
         for flag in store.flags(plan.keys[i]):
-            found.setdefault(flag, []).append(i)
+            found[flag].append(i)
     return found
 
 

@@ -36,6 +36,9 @@ def on_device(pipe, tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(pipe.device, pipe.unet.dtype)
 
 
+FLAGS = ("nsfw", "redecoded", "broken")  # what can happen to a frame: Batch's lists, the store's records
+
+
 @dataclass
 class Batch:
     """What one pipeline call gave: images [B, H, W, 3] uint8 on the device, and per frame what happened."""
@@ -47,7 +50,7 @@ class Batch:
 
     def flags(self, j: int) -> list[str]:
         """What happened to frame j, by name: "nsfw", "redecoded", "broken"."""
-        return [name for name in ("nsfw", "redecoded", "broken") if getattr(self, name)[j]]
+        return [name for name in FLAGS if getattr(self, name)[j]]
 
 
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
@@ -137,11 +140,12 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
     batch = conds.shape[0]
     with per_frame_guidance(pipe, guidance) as scale:
         latents = _denoise(pipe, conds, negative, latent, settings, scale)
-    in_float32 = pipe.vae.dtype == torch.float32 or (float32_vae is not None and vae_decodes_in_float32(pipe))
-    if in_float32 and pipe.vae.dtype != torch.float32:  # SDXL's VAE overflows in float16
+    upcast = float32_vae is not None and vae_decodes_in_float32(pipe) and pipe.vae.dtype != torch.float32
+    if upcast:  # SDXL's VAE overflows in float16
         images = decode(float32_vae(), latents.float()).to(latents.dtype)
     else:
         images = decode(pipe.vae, latents)
+    in_float32 = upcast or pipe.vae.dtype == torch.float32
     bad = broken_frames(images)
     redecoded = torch.zeros_like(bad)
     if bad.any() and float32_vae is not None and not in_float32:  # decoded in half precision: try float32

@@ -60,12 +60,6 @@ def file_digest(path: Path) -> str:
     return sha.hexdigest()[:32]
 
 
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    _hash_file(sha, path)
-    return sha.hexdigest()
-
-
 def _hash_file(sha, path: Path) -> None:
     with path.open("rb") as f:
         while chunk := f.read(1 << 24):
@@ -118,7 +112,7 @@ class FrameStore:
         if record is None or not path.is_file():
             return False
         try:
-            if _sha256(path) != record["sha256"]:
+            if file_digest(path) != record["sha256"]:
                 return False
             with Image.open(path) as image:
                 return (image.height, image.width, 3) == shape
@@ -129,7 +123,7 @@ class FrameStore:
         """Store a uint8 [H, W, 3] frame and its flags ("nsfw", "redecoded", "broken")."""
         self.folder.mkdir(parents=True, exist_ok=True)
         write_png(self.path(key), image)
-        record = {"sha256": _sha256(self.path(key)), "flags": sorted(flags)}
+        record = {"sha256": file_digest(self.path(key)), "flags": sorted(flags)}
         write_atomic(self._record_path(key), lambda path: path.write_text(json.dumps(record)))
 
     def flags(self, key: str) -> list[str]:
