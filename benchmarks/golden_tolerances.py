@@ -14,7 +14,8 @@ import math
 
 import torch
 
-from morph.config import load_config, parse_frame_spec
+from morph.config import parse_frame_spec
+from morph.config_file import load_config
 from morph.job import prepare_job
 from morph.metrics import compare
 

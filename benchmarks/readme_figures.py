@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.job import run_job
 
 

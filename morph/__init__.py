@@ -8,7 +8,8 @@ Library API (the CLI is a thin layer over it)::
 
 __version__ = "0.1.0"
 
-from .config import JobConfig, load_config  # noqa: E402  (no torch: keeps `morph --help` fast)
+from .config import JobConfig  # noqa: E402
+from .config_file import load_config  # noqa: E402  (no torch: keeps `morph --help` fast)
 from .errors import MorphError  # noqa: E402
 
 

@@ -13,7 +13,7 @@ import warnings
 import click
 
 from . import __version__
-from .config import load_config
+from .config_file import load_config
 from .config_sections import TOLERANCES
 from .presets import PRESET_NAMES
 from .errors import MorphError

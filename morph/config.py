@@ -1,9 +1,9 @@
-"""A job's YAML config as a declared schema (pydantic), loaded and checked before any model loads. No torch.
+"""A job's config as a declared schema (pydantic), checked before any model loads. No torch.
 
 Three job kinds share the common keys: a walk (`prompts`), a one-word edit (`base` + `edit`) and a
 grid (`grid`); which one a config is follows from which of those keys it has. Every key is
 declared with its type, range and meaning (the sections in config_sections.py); `morph schema` prints
-the JSON Schema.
+the JSON Schema. config_file.py reads a YAML file into one.
 """
 
 import hashlib
@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
-import yaml
 from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, ValidationError, model_validator
 
 from .config_errors import bad, one_line, short
@@ -21,7 +20,6 @@ from .config_sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Eas
                               Text, TimingSpec, VideoSpec)
 from .errors import MorphError
 from .expr import parse_prompt_expression
-from .model_files import SINGLE_FILES
 
 
 class JobConfig(Section):
@@ -80,7 +78,7 @@ class JobConfig(Section):
     """Caps on frames and sizes."""
     analysis: AnalysisSpec = AnalysisSpec()
     """The storm map written after every walk: storm.png, filmstrip.png and the manifest's analysis."""
-    _source: str | None = PrivateAttr(None)  # the config file's path (set by load_config)
+    _source: str | None = PrivateAttr(None)  # the config file's path (set by config_file.load_config)
 
     kind: ClassVar[str] = "job"
 
@@ -360,86 +358,6 @@ def validate(raw, default_name: str = "job") -> JobConfig:
         raise one_line(e.errors(include_url=False)[0], JOB_KINDS[modes[0]]) from None
     except RecursionError:
         raise MorphError("the config nests too deeply to be a job config") from None
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML as YAML 1.2 reads booleans: only true and false. YAML 1.1's yes, no, on and off stay text, so that
-    `compile: yes` is refused with the fix instead of passing as true (and a prompt `no` stays the word)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-
-
-def _decode(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise MorphError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
-                         "save the file as UTF-8") from None
-
-
-def _beside(value, folder: Path, always: bool):
-    """A relative path written in a config, as the path of that file beside the config (in `folder`). Model, VAE
-    and configs_from names can be hub ids too: those (`always` false) are taken from beside the config only when
-    they name a file there or a single file, or start with ./ or ../."""
-    if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
-        return value
-    there = folder / value
-    if always or there.exists() or value.lower().endswith(SINGLE_FILES) or value.startswith(("./", "../")):
-        return str(there.resolve())
-    return value
-
-
-def resolve_paths(raw, folder: Path):
-    """The paths a config reads (model, vae, configs_from, embeddings, timing.audio) relative to the config file's
-    folder, made absolute, so a job runs the same from any current folder and its manifest names them wherever
-    it is read. `output`, where the job writes, stays relative to the current folder, like its default."""
-    if not isinstance(raw, dict):
-        return raw
-    raw = dict(raw)
-    for key in ("model", "vae", "configs_from"):
-        if key in raw:
-            raw[key] = _beside(raw[key], folder, always=False)
-    if isinstance(raw.get("embeddings"), list):
-        raw["embeddings"] = [_beside(e, folder, True) if isinstance(e, str) else
-                             {**e, "path": _beside(e.get("path"), folder, True)} if isinstance(e, dict) else e
-                             for e in raw["embeddings"]]
-    if isinstance(raw.get("timing"), dict) and "audio" in raw["timing"]:
-        raw["timing"] = {**raw["timing"], "audio": _beside(raw["timing"]["audio"], folder, True)}
-    return raw
-
-
-def load_config(path: str | Path, **overrides) -> JobConfig:
-    """Read a YAML job file; relative paths in it are read from its folder (resolve_paths); `overrides` (e.g. from
-    the command line, relative to the current folder) replace its keys before validation."""
-    path = Path(path)
-    try:
-        text = _decode(path, path.read_bytes())
-    except OSError as e:
-        raise MorphError(f"cannot read config {path}: {e.strerror}") from None
-    try:
-        raw = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise MorphError(f"{path}: YAML syntax error{where}: {problem}") from None
-    except RecursionError:
-        raise MorphError(f"{path}: the YAML nests too deeply to be a job config") from None
-    raw = resolve_paths(raw, path.parent)
-    if isinstance(raw, dict):
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        config = validate(raw, default_name=path.stem)
-    except MorphError as e:
-        raise MorphError(f"{path}: {e}") from None
-    config._source = str(path)
-    return config
 
 
 def parse_frame_spec(spec: str, count: int, where: str = "--frames") -> list[int]:

@@ -8,7 +8,7 @@
 
 from pathlib import Path
 
-from .config import load_config
+from .config_file import load_config
 from .golden import check_golden, format_table, golden_dir
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from morph.acceleration import CPU_BATCH_SIZE, SATURATION_PIXELS, auto_batch_size, plan_batch_size
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.golden import PRESETS
 from morph.job import prepare_job, run_job
 from morph.store import FrameStore

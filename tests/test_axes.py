@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.encode import prompt_encoder
 from morph.job import run_job
 from morph.ops import slerp_noise

@@ -2,7 +2,8 @@ import re
 
 import pytest
 
-from morph.config import load_config, parse_frame_spec
+from morph.config import parse_frame_spec
+from morph.config_file import load_config
 from morph.errors import MorphError
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.delivery import export, probe
 from morph.errors import MorphError
 from morph.job import run_job

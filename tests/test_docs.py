@@ -6,7 +6,8 @@ import click
 import pytest
 
 from morph.cli import cli
-from morph.config import JOB_KINDS, load_config
+from morph.config import JOB_KINDS
+from morph.config_file import load_config
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.easing import EASES, ease, eased
 from morph.errors import MorphError
 from morph.job import run_job

@@ -75,7 +75,7 @@ def test_explicit_slots_override_the_search(encoder):
 
 
 def test_an_edit_walk_changes_only_the_word_slots_in_every_frame(write_config, tmp_path):
-    from morph.config import load_config
+    from morph.config_file import load_config
     from morph.job import prepare_job
 
     config = load_config(write_config(prompts=None, base="a drawing of a cat", frames=5,

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.errors import MorphError
 from morph.job import run_job
 from morph.video import read_png

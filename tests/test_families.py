@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.encode import prompt_encoder
 from morph.family import family_of, pipeline_inputs, vae_decodes_in_float32
 from morph.golden import check_golden, save_golden

@@ -9,7 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from morph.config import JOB_KINDS, Limits, load_config, validate
+from morph.config import JOB_KINDS, Limits, validate
+from morph.config_file import load_config
 from morph.errors import MorphError
 from morph.expr import parse_number, parse_prompt_expression
 

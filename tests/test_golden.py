@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import morph.golden
 from morph.cli import cli
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.golden import PRESETS, pick_frames
 from morph.testing import assert_matches_golden
 from morph.video import read_png, write_png

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from morph.acceleration import SATURATION_PIXELS
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.golden import PRESETS
 from morph.job import run_job
 from morph.metrics import compare

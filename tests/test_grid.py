@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.errors import MorphError
 from morph.job import prepare_job, run_job
 from morph.sheet import contact_sheet, grid_labels, nice_number

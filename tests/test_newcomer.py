@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config import load_config, parse_frame_spec
+from morph.config import parse_frame_spec
+from morph.config_file import load_config
 from morph.errors import MorphError
 from test_axes import clicks
 

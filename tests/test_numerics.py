@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import morph.encode
 import morph.render
 from morph.cli import cli
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.errors import MorphError
 from morph.golden import PRESETS
 from morph.job import run_job

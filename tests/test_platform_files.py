@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_job
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.delivery import check_platforms, deliver, probe
 from morph.errors import MorphError
 from morph.presets import VideoOptions, plan

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import tiny_job
 import morph.render
 from morph.cli import cli
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.job import run_job
 from morph.errors import MorphError
 from morph.store import FrameStore, OutputLock, status

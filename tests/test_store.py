@@ -12,7 +12,7 @@ import torch
 import morph.job
 import morph.produce
 import morph.render
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.files import partial_name
 from morph.job import prepare_job, run_job
 from morph.produce import render_identity

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from morph.analysis import analyze_frames
 from morph.cli import cli
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.errors import MorphError
 from morph.job import run_job
 from morph.storm import blinks, downscale, gini, pixel_distance, ssim_distance, storm_zones, summarize

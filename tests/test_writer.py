@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import morph.store
-from morph.config import load_config
+from morph.config_file import load_config
 from morph.job import prepare_job, run_job
 from morph.video import VideoWriter, write_png
 from morph.writer import FrameWriter
