@@ -12,14 +12,17 @@ from .render import shared_latent
 
 
 def keyframe_tensors(config: JobConfig, encoder: PromptEncoder) -> torch.Tensor:
-    """Keyframe tensors [K, L, D] of a walk or a one-word edit."""
+    """Keyframe tensors [K, L, D] of a walk or a one-word edit, each encoded with its own LoRA strengths (where
+    LoRAs change the text encoders)."""
     if config.kind == "edit":
         edit = config.edit
         return torch.stack([
             encoder.edit(config.base, edit.word, config.prompt_terms(p, f"edit.prompts[{i}]"), edit.occurrence,
                          edit.slots)
             for i, p in enumerate(edit.prompts)])
-    return torch.stack([encoder.terms(config.prompt_terms(source, where)) for where, source in config.prompt_sources()])
+    return _encoded(encoder, config.keyframe_lora_scales(),
+                    [lambda w=where, s=source: encoder.terms(config.prompt_terms(s, w))
+                     for where, source in config.prompt_sources()])
 
 
 def build_path(config: JobConfig, encoder: PromptEncoder, timing=None) -> WalkPath | GridPath:
@@ -42,19 +45,39 @@ def build_path(config: JobConfig, encoder: PromptEncoder, timing=None) -> WalkPa
 
 def walk_along(path: WalkPath, config: JobConfig, encoder: PromptEncoder, pipe, height: int, width: int) -> None:
     """Where keyframes set their own seed, negative_prompt or guidance_scale, those walk with the prompts: the
-    path's `along` (the seeds' noise, the negatives, the guidance) and its frames' `labels`."""
+    path's `along` (the seeds' noise, the negatives, the guidance) and its frames' `labels`. LoRA strengths always
+    go along (every frame records its own), with labels where keyframes set their own."""
     settings, varying, along, labels = config.keyframe_settings(), config.varying(), {}, {}
     if "seed" in varying:
         along["latent"] = torch.cat([shared_latent(pipe, s["seed"], height, width) for s in settings])
         labels["seeds"] = [s["seed"] for s in settings]
+    scales = config.keyframe_lora_scales()
     if "negative_prompt" in varying:
         terms = [config.prompt_terms(s["negative_prompt"], f"prompts[{i}].negative_prompt") if s["negative_prompt"]
                  else {} for i, s in enumerate(settings)]
-        along["negative"] = torch.stack([encoder.terms(t) if t else encoder.negative("") for t in terms])
+        along["negative"] = _encoded(encoder, scales, [lambda t=t: encoder.terms(t) if t else encoder.negative("")
+                                                       for t in terms])
         labels["negative_prompts"] = terms
+    elif encoder.loras is not None and any(own != encoder.loras.defaults.tolist() for own in scales):
+        # a text-encoder LoRA changes the negative too: each keyframe's at its strengths, as its prompt
+        along["negative"] = _encoded(encoder, scales, [lambda: encoder.negative(config.negative_prompt)] * len(scales))
     if "guidance_scale" in varying:
         along["guidance"] = torch.tensor([s["guidance_scale"] for s in settings], dtype=torch.float64)
+    if config.loras:
+        along["loras"] = torch.tensor(scales, dtype=torch.float64)
+        path.lora_names = config.lora_names()
+        if "loras" in varying:
+            labels["loras"] = [dict(zip(path.lora_names, own)) for own in scales]
     path.along, path.labels = along, labels
+
+
+def _encoded(encoder: PromptEncoder, scales: list[list[float]], encodings) -> torch.Tensor:
+    """[K, L, D]: encodings[k]() run with the text encoders' LoRAs at keyframe k's strengths scales[k]."""
+    tensors = []
+    for own, encode in zip(scales, encodings):
+        with encoder.lora_scales(own):
+            tensors.append(encode())
+    return torch.stack(tensors)
 
 
 def refuse_non_finite(config: JobConfig, path, negative: torch.Tensor) -> None:

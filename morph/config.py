@@ -16,9 +16,9 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, Valida
 
 from .config_errors import bad, one_line, short
 from .config_sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
-                              GoldenSpec, GridSpec, KeyframeEntry, Limits, Scheduler, Section, Size, Spacing, SpacingSpec,
-                              Text, TimingSpec, VideoSpec)
-from .errors import MorphError
+                              GoldenSpec, GridSpec, KeyframeEntry, Limits, LoraSpec, Scheduler, Section, Size, Spacing,
+                              SpacingSpec, Text, TimingSpec, VideoSpec, lora_name)
+from .errors import MorphError, did_you_mean
 from .expr import parse_prompt_expression
 
 
@@ -39,6 +39,8 @@ class JobConfig(Section):
     """A diffusers VAE folder, hub id (e.g. madebyollin/sdxl-vae-fp16-fix) or single file instead of the model's."""
     embeddings: list[Text | Embedding] = []
     """Textual-inversion .safetensors files, each a path or {path, token}: its token works in prompts."""
+    loras: list[LoraSpec] = []
+    """LoRA files, each {path, name, scale}; a keyframe mapping's loras: {name: scale} walks their strengths."""
     interpolation: Literal["lerp", "slerp"] = "slerp"
     """lerp, or slerp per token row (direction along the great circle, length linear)."""
     seed: int = Field(0, ge=0, le=2**64 - 1)
@@ -89,6 +91,13 @@ class JobConfig(Section):
     def embedding_paths(self) -> list[str]:
         """The textual-inversion files, whether written as a path or as {path, token}."""
         return [e if isinstance(e, str) else e.path for e in self.embeddings]
+
+    def lora_names(self) -> list[str]:
+        """Each LoRA's name: its own, else its file's stem."""
+        return [lora.name or lora_name(lora.path) for lora in self.loras]
+
+    def lora_paths(self) -> list[str]:
+        return [lora.path for lora in self.loras]
 
     def scheduler_choice(self) -> tuple[str | None, dict]:
         """The scheduler's class name (None: the model's own) and the options of its config that the job sets."""
@@ -143,7 +152,18 @@ class JobConfig(Section):
                              f"limits.max_frames ({self.limits.max_frames}); raise limits.max_frames to render it")
         for where, source in self.prompt_sources():
             self.prompt_terms(source, where)
+        names = self.lora_names()
+        for i, (name, lora) in enumerate(zip(names, self.loras)):
+            if name in names[:i]:
+                raise MorphError(f"loras[{i}]: a second LoRA named {name!r}; give each a name: of its own")
+            self._check_lora_scale(f"loras[{i}].scale", lora.scale)
         return self
+
+    def _check_lora_scale(self, key: str, scale: float) -> None:
+        cap = self.limits.max_lora_scale
+        if abs(scale) > cap:
+            raise bad(key, scale, f"expected a strength from {-cap:g} to {cap:g} (raise limits.max_lora_scale to go "
+                                  "beyond)")
 
 
 def segment_steps(frames: int | list[int], n_keyframes: int) -> list[int]:
@@ -182,10 +202,15 @@ class _Keyframed(JobConfig):
         return [{"seed": self.seed, "negative_prompt": self.negative_prompt, "guidance_scale": self.guidance_scale}
                 for _ in self.keyframe_sources()]
 
+    def keyframe_lora_scales(self) -> list[list[float]]:
+        """Each keyframe's strength of each LoRA (in the order of `loras:`): the top level's unless it sets its own."""
+        return [[lora.scale for lora in self.loras] for _ in self.keyframe_sources()]
+
     def varying(self) -> list[str]:
         """The settings that differ between keyframes: walked along with the prompts."""
         settings = self.keyframe_settings()
-        return [k for k in ("seed", "negative_prompt", "guidance_scale") if len({s[k] for s in settings}) > 1]
+        varying = [k for k in ("seed", "negative_prompt", "guidance_scale") if len({s[k] for s in settings}) > 1]
+        return varying + (["loras"] if len({tuple(s) for s in self.keyframe_lora_scales()}) > 1 else [])
 
     def frame_count(self) -> int:
         if self.timing:  # the music's length decides; every keyframe still lands on a frame
@@ -265,6 +290,23 @@ class WalkJob(_Keyframed):
 
     def segment_eases(self) -> list[str]:
         return [keyframe.ease or self.ease for keyframe in self.prompts[:-1]]
+
+    def keyframe_lora_scales(self) -> list[list[float]]:
+        names = self.lora_names()
+        return [[(keyframe.loras or {}).get(name, lora.scale) for name, lora in zip(names, self.loras)]
+                for keyframe in self.prompts]
+
+    @model_validator(mode="after")
+    def _check_keyframe_loras(self):
+        names = self.lora_names()
+        for i, keyframe in enumerate(self.prompts):
+            for name, scale in (keyframe.loras or {}).items():
+                if name not in names:
+                    raise MorphError(f"prompts[{i}].loras: {name!r} is not a LoRA of loras:; "
+                                     f"{did_you_mean(name, names)}" + (f"its LoRAs are {', '.join(names)}" if names else
+                                        "declare it there first: loras: [{path: ..., name: ...}]"))
+                self._check_lora_scale(f"prompts[{i}].loras.{name}", scale)
+        return self
 
     @model_validator(mode="after")
     def _check_last_ease(self):

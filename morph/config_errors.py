@@ -18,6 +18,8 @@ _PATTERN_HINTS = {
     "name": "use letters, digits, '.', '_' and '-' (it names files)",
     "device": "expected auto, cpu, cuda, cuda:N or mps",
     "scheduler.name": SCHEDULER_HINT,
+    "loras.name": "use letters, digits, '_' and '-', at most 100 (keyframes' loras: name it)",
+    "loras.[key]": "a LoRA's name: letters, digits, '_' and '-', as loras: names it",
     "define": "names are letters, digits and _, not starting with a digit",
     "pad": "expected blur, black, white or #RRGGBB (six hex digits, e.g. #1a2b3c)",
 }
@@ -110,7 +112,8 @@ def one_line(error: dict, cls) -> MorphError:
         choices = re.findall(r"'(.*?)'", ctx["expected"])
         return bad(key, value, f"expected one of: {', '.join(choices)}")
     if kind == "string_pattern_mismatch":
-        hints = (_PATTERN_HINTS.get(k) for k in (key, str(loc[-1]), str(loc[0])))
+        where = (re.sub(r"\[\d+\]", "", key), ".".join(map(str, loc[-3::2])), str(loc[-1]), str(loc[0]))
+        hints = (_PATTERN_HINTS.get(k) for k in where)
         return bad(key, value, next((h for h in hints if h), "see `morph schema`"))
     if kind == "too_short" and isinstance(value, list):
         what = _LIST_WHAT.get(key, "entries")

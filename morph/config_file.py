@@ -45,8 +45,8 @@ def _beside(value, folder: Path, always: bool):
 
 
 def resolve_paths(raw, folder: Path):
-    """The paths a config reads (model, vae, configs_from, embeddings, timing.audio) relative to the config file's
-    folder, made absolute, so a job runs the same from any current folder and its manifest names them wherever
+    """The paths a config reads (model, vae, configs_from, embeddings, loras, timing.audio) relative to the config
+    file's folder, made absolute, so a job runs the same from any current folder and its manifest names them wherever
     it is read. `output`, where the job writes, stays relative to the current folder, like its default."""
     if not isinstance(raw, dict):
         return raw
@@ -58,6 +58,9 @@ def resolve_paths(raw, folder: Path):
         raw["embeddings"] = [_beside(e, folder, True) if isinstance(e, str) else
                              {**e, "path": _beside(e.get("path"), folder, True)} if isinstance(e, dict) else e
                              for e in raw["embeddings"]]
+    if isinstance(raw.get("loras"), list):  # a LoRA can be a hub id too
+        raw["loras"] = [{**e, "path": _beside(e.get("path"), folder, False)} if isinstance(e, dict) else e
+                        for e in raw["loras"]]
     if isinstance(raw.get("timing"), dict) and "audio" in raw["timing"]:
         raw["timing"] = {**raw["timing"], "audio": _beside(raw["timing"]["audio"], folder, True)}
     return raw

@@ -140,6 +140,25 @@ class Embedding(Section):
     """The token prompts use for it; default: the file's own, or <file name>."""
 
 
+LoraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
+
+
+def lora_name(path: str) -> str:
+    """A LoRA's default name: its file's (or folder's, or hub id's) stem, with what a name cannot hold as _."""
+    stem = Path(path.rstrip("/")).name.removesuffix(".safetensors")
+    return re.sub(r"[^A-Za-z0-9_-]", "_", stem)[:100] or "lora"
+
+
+class LoraSpec(Section):
+    path: Text
+    """A LoRA .safetensors file (diffusers/PEFT or kohya/A1111 keys), a folder holding one, or a hub id whose
+    pytorch_lora_weights.safetensors is in the Hugging Face cache."""
+    name: LoraName | None = None
+    """How keyframes name it (letters, digits, _ and -); default: the file's stem."""
+    scale: float = 1.0
+    """Its strength for every keyframe that sets none: 0 is the model without it, 1 as trained."""
+
+
 class GoldenSpec(Section):
     tolerance: Literal[TOLERANCES] | None = None
     """Preset for `morph golden check`; unset: same-device or cross-device by the environments compared."""
@@ -261,6 +280,8 @@ class Limits(Section):
     """Most frames of a walk or an edit, or cells of a grid."""
     max_size: int = Field(4096, ge=8)
     """Most pixels of height and of width."""
+    max_lora_scale: float = Field(10.0, gt=0)
+    """Largest strength of a LoRA, either sign; beyond it a LoRA only burns the picture, so it is usually a typo."""
 
 
 class Keyframe(Section):
@@ -277,6 +298,9 @@ class Keyframe(Section):
     ease: Ease | None = None
     """How the segment that starts here moves: linear, smoothstep, cosine, ease-in or ease-out (default: the top
     level's ease)."""
+    loras: dict[LoraName, float] | None = None
+    """Its LoRA strengths, {name: scale}; a LoRA it leaves out keeps the top level's scale. Linear between
+    keyframes."""
 
     @model_serializer(mode="wrap")
     def _plain(self, handler):
@@ -293,7 +317,8 @@ def _keyframe(value):
         return {"prompt": value}
     if isinstance(value, dict):
         return value
-    raise ValueError("expected a prompt text, or a mapping {prompt, seed, negative_prompt, guidance_scale}")
+    raise ValueError("expected a prompt text, or a mapping {prompt, seed, negative_prompt, guidance_scale, ease, "
+                     "loras}")
 
 
 KeyframeEntry = Annotated[Keyframe, BeforeValidator(_keyframe, json_schema_input_type=Text | Keyframe)]

@@ -2,6 +2,7 @@
 
 import re
 import warnings
+from contextlib import contextmanager
 
 import torch
 
@@ -15,25 +16,41 @@ class PromptEncoder:
 
     `pairs`: (tokenizer, text encoder) of each encoder whose hidden states are laid side by side
     (SDXL: two). `penultimate`: SDXL takes the last-but-one hidden state. `pooled`: channels of the
-    last encoder's pooled projection, carried as an extra last row (see family.py).
+    last encoder's pooled projection, carried as an extra last row (see family.py). `loras`: the
+    pipeline's lora.LoraStrengths, when LoRAs change its text encoders (see `lora_scales`).
     """
 
     def __init__(self, pairs, penultimate: bool = False, pooled: int | None = None, zero_empty_negative: bool = False,
-                 expand=None):
+                 expand=None, loras=None):
         self.pairs, self.penultimate, self.pooled = list(pairs), penultimate, pooled
         self.expand = expand or (lambda text, tokenizer: text)  # a textual-inversion token of n vectors -> n tokens
         self.zero_empty_negative = zero_empty_negative
         widths = [encoder.config.hidden_size for _, encoder in self.pairs]
         self.columns = [slice(sum(widths[:i]), sum(widths[:i + 1])) for i in range(len(widths))]
-        self._cache: dict[str, torch.Tensor] = {}
+        self.loras = loras if loras is not None and loras.in_text else None
+        self._scales = tuple(self.loras.defaults.tolist()) if self.loras else ()  # the text encoders' LoRA strengths
+        self._cache: dict[tuple, torch.Tensor] = {}
 
     @property
     def device(self) -> torch.device:
         return self.pairs[0][1].device
 
+    @contextmanager
+    def lora_scales(self, scales: list[float]):
+        """Inside: prompts are encoded with the text encoders' LoRAs at `scales` [n] (a keyframe's own strengths)."""
+        if self.loras is None:
+            yield
+            return
+        before, self._scales = self._scales, tuple(scales)
+        try:
+            with self.loras.text(scales):
+                yield
+        finally:
+            self._scales = before
+
     def text(self, text: str) -> torch.Tensor:
         """The full hidden-state tensor of one prompt, padding slots included: [L, D] (SDXL: [L + 1, D])."""
-        if text not in self._cache:
+        if (self._scales, text) not in self._cache:
             parts, pooled = [], None
             for tokenizer, encoder in self.pairs:
                 max_length = tokenizer.model_max_length
@@ -53,8 +70,8 @@ class PromptEncoder:
                 row = torch.zeros(1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
                 row[0, :self.pooled] = pooled
                 hidden = torch.cat([hidden, row])
-            self._cache[text] = hidden.to(self.pairs[0][1].dtype)
-        return self._cache[text]
+            self._cache[self._scales, text] = hidden.to(self.pairs[0][1].dtype)
+        return self._cache[self._scales, text]
 
     def negative(self, text: str) -> torch.Tensor:
         """The negative prompt's tensor; an empty one is all zeros where the pipeline does that (SDXL)."""
@@ -95,14 +112,14 @@ class PromptEncoder:
         return edited
 
 
-def prompt_encoder(pipe) -> PromptEncoder:
-    """The family's prompt encoder for a loaded pipeline."""
+def prompt_encoder(pipe, loras=None) -> PromptEncoder:
+    """The family's prompt encoder for a loaded pipeline (with its lora.LoraStrengths, if it has LoRAs)."""
     expand = getattr(pipe, "maybe_convert_prompt", None)
     if family_of(pipe) == "sdxl":
         return PromptEncoder([(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)],
                              penultimate=True, pooled=pooled_dim(pipe),
-                             zero_empty_negative=pipe.config.force_zeros_for_empty_prompt, expand=expand)
-    return PromptEncoder([(pipe.tokenizer, pipe.text_encoder)], expand=expand)
+                             zero_empty_negative=pipe.config.force_zeros_for_empty_prompt, expand=expand, loras=loras)
+    return PromptEncoder([(pipe.tokenizer, pipe.text_encoder)], expand=expand, loras=loras)
 
 
 def words_of(sentence: str) -> list[str]:

@@ -22,6 +22,7 @@ from .errors import MorphError
 from .files import Staging, check_output, removed_if_refused, write_atomic
 from .manifest import manifest, write_manifest
 from .path import GridPath, WalkPath
+from .lora_files import read_loras
 from .model_files import check_model_files
 from .pipeline import (LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype, scheduler_class,
                        scheduler_options)
@@ -75,32 +76,33 @@ def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_siz
     scheduler, options = config.scheduler_choice()
     loaded = load_model(config.model, device, dtype, scheduler, config.safety_checker, config.vae,
                         [e if isinstance(e, str) else e.model_dump() for e in config.embeddings],
-                        config.configs_from, config.allow_pickle, options)
+                        config.configs_from, config.allow_pickle, options,
+                        read_loras(config.lora_names(), config.lora_paths()), [lora.scale for lora in config.loras])
     pipe = loaded.pipe
     channels_last(pipe)
     timings["load_s"] = time.perf_counter() - started
 
-    # 3. Encode the prompts, each distinct text once, into full [L, D] tensors
+    # 3. Encode the prompts, each distinct text once (at each keyframe's LoRA strengths), into full [L, D] tensors
     started = time.perf_counter()
-    encoder = prompt_encoder(pipe)
+    encoder = prompt_encoder(pipe, loaded.loras)
     path = build_path(config, encoder, timing)
     negative = encoder.negative(config.negative_prompt)
     refuse_non_finite(config, path, negative)
     timings["encode_s"] = time.perf_counter() - started
 
-    # 4. One starting latent, shared by every frame; where keyframes set their own seed, negative_prompt or
-    #    guidance_scale, those walk between them too
+    # 4. One starting latent, shared by every frame; where keyframes set their own seed, negative_prompt,
+    #    guidance_scale or LoRA strengths, those walk between them too
     height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
     width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     settings = RenderSettings(height, width, config.num_inference_steps, config.guidance_scale, config.seed)
     latent = shared_latent(pipe, config.seed, height, width)
-    if config.kind != "grid" and config.varying():
+    if config.kind != "grid" and (config.varying() or config.loras):
         walk_along(path, config, encoder, pipe, height, width)
 
     # 5. The batch size (auto: probe renders, decoded as the real ones are, before compiling so that they compile
     #    nothing; under torchrun every rank takes the leader's), then compile
     renderer = BatchRenderer(pipe, path.conditionings, negative, latent, settings, 1,
-                             fixed_shape=config.compile, inputs_for=path.frame_inputs)
+                             fixed_shape=config.compile, inputs_for=path.frame_inputs, loras=loaded.loras)
     batch_size = config.batch_size
     if batch_size == "auto":
         batch_size = auto_batch_size(device, renderer.probe, height, width)
@@ -119,7 +121,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     `quiet`: no progress bar; `verbose`: the libraries' own warnings and loading bars too.
     """
     # 0. Before any model loads or the output folder is made: the frame selection, the scheduler and the files the
-    #    config names, the output folder, this process's shard, the lock
+    #    config names (LoRAs too), the output folder, this process's shard, the lock
     count = config.frame_count()
     selection = parse_frame_spec(frames, count) if frames else list(range(count))
     full = len(selection) == count
@@ -129,6 +131,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     if scheduler:
         scheduler_options(scheduler_class(scheduler), options)
     check_model_files(config.model, config.vae, config.embedding_paths(), config.configs_from, config.allow_pickle)
+    read_loras(config.lora_names(), config.lora_paths())
     if full and not grid:
         check_platforms(config, count)
         if count >= 3:

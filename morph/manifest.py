@@ -9,6 +9,7 @@ import torch
 from . import __version__
 from .family import conditioning_shape, family_of, prediction_type, vae_decodes_in_float32
 from .files import write_atomic
+from .produce import render_identity
 
 
 def environment(pipe) -> dict:
@@ -39,6 +40,14 @@ def _prompt_terms(config) -> list[dict]:
             for where, source in config.prompt_sources()]
 
 
+def _loras(job) -> list[dict]:
+    """Each LoRA: name, file, content hash, what it changes, its default strength (frames record their own)."""
+    if job.loaded.loras is None:
+        return []
+    return [{**record, "weights": identity["weights"]}
+            for record, identity in zip(job.loaded.loras.record(), render_identity(job)["loras"])]
+
+
 def manifest(job, records: list[dict], flags: dict[str, list[int]], counts: dict, video, sheet, folder) -> dict:
     """The manifest of a run of the PreparedJob `job`: config, model, environment, frames and outputs."""
     config, pipe, renderer = job.config, job.loaded.pipe, job.renderer
@@ -54,6 +63,7 @@ def manifest(job, records: list[dict], flags: dict[str, list[int]], counts: dict
         **environment(pipe),
         "scheduler": type(pipe.scheduler).__name__,
         "scheduler_options": config.scheduler_choice()[1],  # what the job set on its config
+        "loras": _loras(job),
         "classifier_free_guidance": config.guidance_scale > 1,  # else the UNet runs once a step, not on a doubled batch
         "attention": sorted(attention),
         "memory_format": "channels_last" if pipe.unet.conv_in.weight.is_contiguous(

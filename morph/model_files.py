@@ -23,6 +23,11 @@ def looks_like_folder(name: str) -> bool:
 
 def tensor_names(what: str, path: str) -> list[str]:
     """The tensor names in a .safetensors file's header; a file that has none readable is one line naming `what`."""
+    return list(tensor_shapes(what, path))
+
+
+def tensor_shapes(what: str, path: str) -> dict[str, list[int]]:
+    """{tensor name: shape} from a .safetensors file's header alone; unreadable: one line naming `what`."""
     try:
         with open(path, "rb") as f:
             size = struct.unpack("<Q", f.read(8))[0]
@@ -35,7 +40,10 @@ def tensor_names(what: str, path: str) -> list[str]:
                                  f"{8 + size + end}); download or copy it again")
     except (OSError, struct.error, ValueError, TypeError, KeyError, AttributeError):
         raise MorphError(f"{what}: {path!r} is not a safetensors file (its header cannot be read)") from None
-    return [k for k in header if k != "__metadata__"]
+    try:
+        return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (KeyError, TypeError):
+        raise MorphError(f"{what}: {path!r} is not a safetensors file (its header lists no shapes)") from None
 
 
 def kind_of(names: list[str]) -> str:

@@ -40,7 +40,8 @@ class WalkPath:
 
     `along`: what else walks between the keyframes, each only where keyframes differ: "negative"
     [K, L, D] (interpolated like the prompts), "latent" [K, C, h, w] (the seeds' noise, slerped),
-    "guidance" [K] (linear). `labels`: per keyframe, what the frame records name (seeds, negatives).
+    "guidance" [K] (linear), "loras" [K, n] (each LoRA's strength, linear; named by `lora_names`).
+    `labels`: per keyframe, what the frame records name (seeds, negatives, LoRA strengths).
     """
 
     def __init__(self, keyframes, steps, interpolation, along=None, labels=None):
@@ -48,6 +49,7 @@ class WalkPath:
         self.segment, self.t = frame_schedule(steps)
         self.along, self.labels = along or {}, labels or {}
         self.eases = None  # per segment, the easing its t went through (None: linear throughout)
+        self.lora_names = []  # the LoRAs whose strengths along["loras"] holds, in its column order
 
     def __len__(self):
         return len(self.t)
@@ -72,7 +74,8 @@ class WalkPath:
         return conditionings(self.keyframes, self.segment[index], self.t[index], self.interpolation)
 
     def frame_inputs(self, indices):
-        """Per frame, what walks along with the prompts: {negative [B, L, D], latent [B, C, h, w], guidance [B]}."""
+        """Per frame, what walks along with the prompts: {negative [B, L, D], latent [B, C, h, w], guidance [B],
+        loras [B, n]}."""
         index = torch.as_tensor(indices, dtype=torch.long)
         segment, t = self.segment[index], self.t[index]
         start, end = segment, (segment + 1).clamp_max(self.keyframes.shape[0] - 1)
@@ -82,17 +85,21 @@ class WalkPath:
             inputs["negative"] = INTERPOLATE[self.interpolation](negative[start], negative[end], t.to(negative.device))
         if "latent" in self.along:
             inputs["latent"] = slerp_noise(self.along["latent"][start], self.along["latent"][end], t)
-        if "guidance" in self.along:
-            g = self.along["guidance"]
-            inputs["guidance"] = g[start] + t * (g[end] - g[start])
+        for name in ("guidance", "loras"):  # linear between keyframes
+            if name in self.along:
+                v, w = self.along[name][start], self.along[name][end]
+                inputs[name] = v + (t if v.dim() == 1 else t[:, None]) * (w - v)
         return inputs
 
     def describe(self, i):
         record = {"index": i, "segment": int(self.segment[i]), "t": float(self.t[i]), "file": f"{i:05d}.png"}
         ends = (int(self.segment[i]), min(int(self.segment[i]) + 1, self.keyframes.shape[0] - 1))
         record.update({name: [values[k] for k in ends] for name, values in self.labels.items()})
-        if "guidance" in self.along:
-            record["guidance_scale"] = float(self.frame_inputs([i])["guidance"][0])
+        inputs = self.frame_inputs([i])
+        if "guidance" in inputs:
+            record["guidance_scale"] = float(inputs["guidance"][0])
+        if "loras" in inputs:
+            record["lora_scales"] = dict(zip(self.lora_names, inputs["loras"][0].tolist()))
         if self.eases:
             record["ease"] = self.eases[int(self.segment[i])]
         return record

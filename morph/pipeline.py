@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import MorphError
+from .errors import MorphError, did_you_mean
+from .lora import load_loras
 from .model_files import check_model_files, is_single_file, looks_like_folder
 from .quiet import quiet_environment
 
@@ -23,6 +24,7 @@ class LoadedModel:
     model: str  # what the config named
     location: str  # where the weights came from: "built in code", a folder, or a hub id
     revision: str | None  # hub commit hash, when the weights came from the hub cache
+    loras: object = None  # lora.LoraStrengths, when the config loads LoRAs
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,10 +77,8 @@ def scheduler_options(cls, options: dict) -> None:
     allowed = sorted(set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"})
     for key in options:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=2, cutoff=0.6)
-            hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise MorphError(f"scheduler.{key}: not an option of {cls.__name__}; {hint}its options are "
-                             f"{', '.join(allowed)}")
+            raise MorphError(f"scheduler.{key}: not an option of {cls.__name__}; {did_you_mean(key, allowed)}its "
+                             f"options are {', '.join(allowed)}")
 
 
 def scheduler_class(name: str):
@@ -232,9 +232,11 @@ def _load_single_file_pipeline(model: str, dtype: torch.dtype, safety_checker: b
 def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: str | None,
                safety_checker: bool, vae: str | None = None, embeddings: list | None = None,
                configs_from: str | None = None, allow_pickle: bool = False,
-               scheduler_config: dict | None = None) -> LoadedModel:
+               scheduler_config: dict | None = None, loras: list | None = None,
+               lora_scales: list[float] | None = None) -> LoadedModel:
     """Load the pipeline named by `model` (its family read from its files), move it to `device`/`dtype`, swap
-    the scheduler or the VAE if asked, and load textual-inversion embeddings."""
+    the scheduler or the VAE if asked, and load textual-inversion embeddings and LoRAs (lora_files.LoraFile, each
+    run at its scale of `lora_scales` unless a frame says otherwise)."""
     scheduler_cls = scheduler_class(scheduler) if scheduler else None
     if scheduler_cls is not None:
         scheduler_options(scheduler_cls, scheduler_config or {})
@@ -275,7 +277,8 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
     if scheduler_cls is not None:
         pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **(scheduler_config or {}))
     pipe.set_progress_bar_config(disable=True)
-    return LoadedModel(pipe=pipe, model=model, location=location, revision=revision)
+    strengths = load_loras(pipe, model, loras or [], lora_scales or [])
+    return LoadedModel(pipe=pipe, model=model, location=location, revision=revision, loras=strengths)
 
 
 def _tokenizer_on_disk(location: str) -> bool:

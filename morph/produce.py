@@ -32,6 +32,9 @@ def render_identity(job) -> dict:
 def _render_identity(job) -> dict:
     pipe, loaded, config = job.loaded.pipe, job.loaded, job.config
     weights = content_digest(loaded.location, loaded.revision)
+    # a job without LoRAs keeps the keys it had before LoRAs existed
+    loras = {"loras": [{"name": lora.name, "weights": content_digest(lora.file, None), "scale": scale} for lora, scale
+                       in zip(loaded.loras.loras, loaded.loras.defaults.tolist())]} if loaded.loras else {}
     scheduler_config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}  # no bookkeeping
     return {"model": loaded.model, "location": loaded.location, "weights": weights,
             "scheduler": type(pipe.scheduler).__name__, "scheduler_config": scheduler_config,
@@ -45,7 +48,7 @@ def _render_identity(job) -> dict:
             "cpu_threads": torch.get_num_threads() if pipe.device.type == "cpu" else None,
             # on a GPU the kernels torch picks depend on the card and the libraries: another card or version moves
             # pixels by up to the cross-device tolerance
-            "gpu": _gpu(pipe.device) if pipe.device.type == "cuda" else None}
+            "gpu": _gpu(pipe.device) if pipe.device.type == "cuda" else None, **loras}
 
 
 def _gpu(device) -> dict:
@@ -60,7 +63,8 @@ def _settings(config) -> dict:
     """What decides the memory a batch takes (not the prompts): batch_size: auto keeps its size while these hold."""
     return {"model": config.model, "vae": config.vae, "height": config.height, "width": config.width,
             "device": config.device, "dtype": config.dtype, "compile": config.compile,
-            "guidance": config.guidance_scale > 1, "scheduler": config.to_dict()["scheduler"]}
+            "guidance": config.guidance_scale > 1, "scheduler": config.to_dict()["scheduler"],
+            **({"loras": config.lora_names()} if config.loras else {})}
 
 
 def resumed_batch_size(config, previous: dict | None):

@@ -2,7 +2,7 @@
 
 import warnings
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -130,15 +130,17 @@ def _denoise(pipe, conds, negative, latent, settings: RenderSettings, guidance_s
 @torch.no_grad()
 def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torch.Tensor,
                  settings: RenderSettings, float32_vae: Callable[[], object] | None = None,
-                 guidance: torch.Tensor | None = None) -> Batch:
+                 guidance: torch.Tensor | None = None, loras=None, lora_rows: torch.Tensor | None = None) -> Batch:
     """Render conditionings [B, L, D] through the stock pipeline, then decode, check and convert the images.
 
     `negative` is [L, D] for every frame or [B, L, D]; `latent` [1, C, h, w] or [B, C, h, w];
-    `guidance` [B] per frame (None: the settings'). A half-precision VAE can overflow to NaN or
-    black: such frames are decoded again by `float32_vae()` (built only when needed).
+    `guidance` [B] per frame (None: the settings'); `lora_rows` [B, n] the strength of each of the
+    pipeline's LoRAs (`loras`, lora.LoraStrengths) per frame (None: their defaults). A half-precision
+    VAE can overflow to NaN or black: such frames are decoded again by `float32_vae()` (built only
+    when needed).
     """
     batch = conds.shape[0]
-    with per_frame_guidance(pipe, guidance) as scale:
+    with per_frame_guidance(pipe, guidance) as scale, loras.rows(lora_rows) if loras else nullcontext():
         latents = _denoise(pipe, conds, negative, latent, settings, scale)
     upcast = float32_vae is not None and vae_decodes_in_float32(pipe) and pipe.vae.dtype != torch.float32
     if upcast:  # SDXL's VAE overflows in float16
@@ -175,9 +177,10 @@ class BatchRenderer:
 
     def __init__(self, pipe, conditionings_for: Callable[[list[int]], torch.Tensor], negative: torch.Tensor,
                  latent: torch.Tensor, settings: RenderSettings, batch_size: int, fixed_shape: bool = False,
-                 inputs_for: Callable[[list[int]], dict] = lambda indices: {}):
+                 inputs_for: Callable[[list[int]], dict] = lambda indices: {}, loras=None):
         self.pipe, self.conditionings_for, self.settings = pipe, conditionings_for, settings
-        self.inputs_for = inputs_for  # per frame, what walks along (negative, latent, guidance; see path.py)
+        self.inputs_for = inputs_for  # per frame, what walks along (negative, latent, guidance, loras; see path.py)
+        self.loras = loras  # the pipeline's lora.LoraStrengths, if it has LoRAs
         self.negative, self.latent = on_device(pipe, negative), on_device(pipe, latent)
         self.batch_size, self.fixed_shape = batch_size, fixed_shape
         self.backoffs: list[str] = []  # what the out-of-memory back-off did, for the manifest
@@ -213,7 +216,7 @@ class BatchRenderer:
         settings, self.settings = self.settings, replace(self.settings, num_inference_steps=1)
         try:
             return render_batch(self.pipe, self.conditionings_for([0] * frames), self.negative, self.latent,
-                                self.settings, self._float32_vae)
+                                self.settings, self._float32_vae, loras=self.loras)
         finally:
             self.settings = settings
 
@@ -223,7 +226,7 @@ class BatchRenderer:
         walking = self.inputs_for(padded)
         batch = render_batch(self.pipe, self.conditionings_for(padded), walking.get("negative", self.negative),
                              walking.get("latent", self.latent), self.settings, self._float32_vae,
-                             walking.get("guidance"))
+                             walking.get("guidance"), self.loras, walking.get("loras"))
         n = len(chunk)
         return Batch(batch.images[:n], batch.nsfw[:n], batch.redecoded[:n], batch.broken[:n])
 

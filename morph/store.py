@@ -76,7 +76,8 @@ def frame_identity(config, record: dict) -> dict:
     segment = record["segment"]
     identity = {"from": terms[segment], "to": terms[min(segment + 1, len(terms) - 1)], "t": record["t"],
                 "interpolation": config.interpolation}
-    for walking in ("seeds", "negative_prompts", "guidance_scale"):  # set by keyframes, walked with the prompts
+    # set by keyframes, walked with the prompts
+    for walking in ("seeds", "negative_prompts", "guidance_scale", "loras", "lora_scales"):
         if walking in record:
             identity[walking] = record[walking]
     if config.kind == "edit":

@@ -1,4 +1,4 @@
-"""Golden-frame checks for your own test suite.
+"""Helpers for your own test suite: golden-frame checks, and small LoRAs to test LoRA walks with.
 
     from morph.testing import assert_matches_golden
 
@@ -26,3 +26,44 @@ def assert_matches_golden(config_path: str | Path, tolerance: str | None = None,
         notes = "".join(f"\n  note: {n}" for n in result.notes)
         raise AssertionError(f"{config.name}: frames moved beyond the {result.tolerance.name} tolerance "
                              f"(report: {result.report_dir}){notes}\n{format_table(result)}")
+
+
+_ATTENTION = {"unet": ["to_q", "to_k", "to_v", "to_out.0"], "text": ["q_proj", "k_proj", "v_proj", "out_proj"]}
+
+
+def make_lora(path, model: str = "tiny", parts=("unet", "text_encoder"), layout: str = "diffusers", seed: int = 0,
+              rank: int = 4):
+    """Write a LoRA for a built-in tiny model (or the toy) to `path` and return it: made with peft on the attention
+    layers of `parts` (unet, text_encoder, text_encoder_2), its A and B matrices random so that it changes the picture, saved
+    in diffusers' key layout (unet.…lora_A.weight) or kohya's (lora_unet_…lora_down.weight, with an .alpha)."""
+    import torch
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from .pipeline import load_model
+    from .tiny import BUILT_IN
+
+    pipe = BUILT_IN[model]() if model in BUILT_IN else load_model(model, torch.device("cpu"), torch.float32, None,
+                                                                  False).pipe
+    torch.manual_seed(seed)
+    state = {}
+    for part in parts:
+        targets = _ATTENTION["unet" if part == "unet" else "text"]
+        module = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets,
+                                                    init_lora_weights=False), getattr(pipe, part))
+        state.update({f"{part}.{k}": v.contiguous() for k, v in get_peft_model_state_dict(module).items()})
+    if layout == "kohya":
+        first = "lora_te1_" if "text_encoder_2" in parts else "lora_te_"
+        prefixes = {"unet": "lora_unet_", "text_encoder": f"{first}text_model_",
+                    "text_encoder_2": "lora_te2_text_model_"}
+        kohya = {}
+        for key, value in state.items():
+            part, rest = key.split(".", 1)
+            layer, matrix = rest.rsplit(".lora_", 1)
+            name = prefixes[part] + layer.replace(".", "_")
+            kohya[f"{name}.lora_{'down' if matrix.startswith('A') else 'up'}.weight"] = value
+            kohya[f"{name}.alpha"] = torch.tensor(float(rank))
+        state = kohya
+    save_file(state, str(path))
+    return path

@@ -1,7 +1,10 @@
 import os
 
 import pytest
+import torch
 import yaml
+
+from morph.testing import make_lora
 
 # Tests never reach a model hub: an unknown model id must fail at once, not wait on the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -37,3 +40,13 @@ def write_config(tmp_path):
         return tiny_job(tmp_path, name, **overrides)
 
     return write
+
+
+@pytest.fixture
+def lora_file(tmp_path):
+    """make_lora under tmp_path: lora_file(name, **make_lora's keywords) -> its path."""
+
+    def make(name="style", **kwargs):
+        return make_lora(tmp_path / f"{name}.safetensors", **kwargs)
+
+    return make

@@ -76,6 +76,9 @@ def corpus_files(folder: Path) -> None:
     (folder / "truncated.safetensors").write_bytes(whole[:len(whole) // 2])
     save_file({"lora_unet_down_blocks_0.lora_down.weight": torch.zeros(4, 8),
                "lora_unet_down_blocks_0.lora_up.weight": torch.zeros(8, 4)}, folder / "lora.safetensors")
+    save_file({"lora_unet_down_blocks_0.lora_down.weight": torch.zeros(4, 8),
+               "lora_unet_down_blocks_0.lora_up.weight": torch.zeros(8, 4),
+               "lora_unet_down_blocks_0.dora_scale": torch.ones(1, 8)}, folder / "dora.safetensors")
     save_file({"emb_params": torch.zeros(1, 32)}, folder / "embedding.safetensors")
     save_file({"encoder.conv_in.weight": torch.zeros(4, 3), "decoder.conv_in.weight": torch.zeros(3, 4)},
               folder / "vae.safetensors")

@@ -153,14 +153,15 @@ def test_a_half_precision_decode_that_fails_in_a_float32_vae_is_not_decoded_agai
 def test_the_probe_renders_one_step_decoded_as_real_batches_are(monkeypatch):
     seen = []
     monkeypatch.setattr(morph.render, "render_batch",
-                        lambda pipe, conds, negative, latent, settings, float32_vae=None, guidance=None:
-                        seen.append((conds.shape[0], settings.num_inference_steps, float32_vae)))
-    pipe = FakePipe()
+                        lambda pipe, conds, negative, latent, settings, float32_vae=None, guidance=None, loras=None:
+                        seen.append((conds.shape[0], settings.num_inference_steps, float32_vae, loras)))
+    pipe, loras = FakePipe(), object()
     renderer = BatchRenderer(pipe, lambda idx: torch.zeros(len(idx), 5, 6), torch.zeros(5, 6),
-                             shared_latent(pipe, 0, 16, 24), SETTINGS, 1)
+                             shared_latent(pipe, 0, 16, 24), SETTINGS, 1, loras=loras)
     renderer.probe(2)
-    # SDXL's real batches decode in a float32 VAE: so must the probe, or it measures too little memory
-    assert seen == [(2, 1, renderer._float32_vae)] and renderer.settings == SETTINGS
+    # SDXL's real batches decode in a float32 VAE, and LoRA layers take memory: so must the probe, or it measures
+    # too little
+    assert seen == [(2, 1, renderer._float32_vae, loras)] and renderer.settings == SETTINGS
 
 
 class Unet(torch.nn.Module):
