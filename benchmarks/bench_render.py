@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from morph.config import validate
+from morph.config.jobs import validate
 
 PROMPTS = ["a photo of a cat", "a drawing of a dog in kyoto"]
 
@@ -120,7 +120,7 @@ def build_sd15_shaped(folder: Path, device: str) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from morph.tiny import build_tokenizer
+    from morph.models.tiny import build_tokenizer
 
     torch.manual_seed(0)
     with torch.device(device):

@@ -15,7 +15,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from morph.config import validate
+from morph.config.jobs import validate
 from morph.job import run_job
 
 WALKS = [  # name, keyframes, frames, seed

@@ -14,10 +14,10 @@ import math
 
 import torch
 
-from morph.config import parse_frame_spec
-from morph.config_file import load_config
+from morph.config.jobs import parse_frame_spec
+from morph.config.yaml_file import load_config
 from morph.job import prepare_job
-from morph.metrics import compare
+from morph.analysis.metrics import compare
 
 
 def render(config, indices, **overrides):

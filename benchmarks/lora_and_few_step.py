@@ -14,9 +14,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from morph.config import validate
+from morph.config.jobs import validate
 from morph.job import run_job
-from morph.pipeline import quiet_libraries
+from morph.models.pipeline import quiet_libraries
 from morph.testing import make_lora
 
 PROMPTS = ["a red circle", "a blue square"]

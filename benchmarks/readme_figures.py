@@ -1,11 +1,11 @@
-"""The README's figures for the storm map and `spacing: even` on the toy demo, measured again.
+"""The figures docs/storms.md quotes for the storm map and `spacing: even` on the toy demo, measured again.
 
     python benchmarks/readme_figures.py [CONFIG]      # default configs/toy_demo.yaml; about 3 minutes on 2 cores
 
 Renders CONFIG (a walk) into fresh folders, one run at a time: uniform; even (budget per segment);
 even with `budget: walk`; and even rendered into a copy of the uniform output, whose "before" is then
 measured rather than estimated. Prints the storm zones of the uniform walk, the spacing table as the
-README has it (smoothness and max/median, with and without the steps across discontinuities, renders,
+docs/storms.md has it (smoothness and max/median, with and without the steps across discontinuities, renders,
 wall time), the discontinuities found, and how the estimated "before" compares with the rendered one.
 Run it with nothing else on the machine: the wall times are the run's own.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from morph.config_file import load_config
+from morph.config.yaml_file import load_config
 from morph.job import run_job
 
 

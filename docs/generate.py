@@ -1,6 +1,7 @@
 """The reference pages, generated from the code: the config keys from the pydantic schema, the commands from click.
 
     python docs/generate.py          # rewrites docs/reference/config.md and docs/reference/cli.md
+    python docs/generate.py --filmstrip outputs/toy_demo    # docs/images/toy_demo_filmstrip.png from a toy demo run
 
 tests/test_docs.py fails when a committed page is not what this writes: never edit the pages by hand.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 import click
 
 from morph.cli import cli
-from morph.config import json_schema
+from morph.config.jobs import json_schema
 
 PAGES = Path(__file__).parent / "reference"
 KINDS = {"WalkJob": "A walk (`prompts:`)", "EditJob": "A one-word edit (`base:` and `edit:`)",
@@ -107,7 +108,25 @@ def cli_page() -> str:
 
 PAGE_MAKERS = {"config.md": config_page, "cli.md": cli_page}
 
+
+def filmstrip(output: Path, columns: int = 8):
+    """The README's picture: `columns` frames spread evenly over a walk's output folder, first and last included."""
+    from morph.analysis.sheet import contact_sheet
+
+    manifest = json.loads((output / "manifest.json").read_text())
+    frames = manifest["frames"]
+    picked = [frames[round(i * (len(frames) - 1) / (columns - 1))] for i in range(columns)]
+    keyframes = " -> ".join(p["source"] for p in manifest["prompts"])  # the sheet's font has no arrow
+    return contact_sheet([[Path(manifest["frames_dir"]) / f["file"] for f in picked]],
+                         f"{keyframes}: {len(frames)} frames", ["frame"], [str(f["index"]) for f in picked])
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--filmstrip"]:
+        image = Path(__file__).parent / "images" / "toy_demo_filmstrip.png"
+        image.parent.mkdir(exist_ok=True)
+        filmstrip(Path(sys.argv[2])).save(image, optimize=True)
+        sys.exit(print(f"wrote {image}", file=sys.stderr))
     PAGES.mkdir(exist_ok=True)
     for file, make in PAGE_MAKERS.items():
         (PAGES / file).write_text(make())

@@ -6,11 +6,10 @@ Library API (the CLI is a thin layer over it)::
     manifest = run_job(load_config("configs/cat_kitten.yaml", model="tiny"))
 """
 
-__version__ = "0.1.0"
-
-from .config import JobConfig  # noqa: E402
-from .config_file import load_config  # noqa: E402  (no torch: keeps `morph --help` fast)
-from .errors import MorphError  # noqa: E402
+from .config.jobs import JobConfig
+from .config.yaml_file import load_config  # no torch: keeps `morph --help` fast
+from .errors import MorphError
+from .version import __version__
 
 
 def run_job(config, frames=None, quiet=False, verbose=False, fresh=False):

@@ -13,9 +13,9 @@ import warnings
 import click
 
 from . import __version__
-from .config_file import load_config
-from .config_sections import TOLERANCES
-from .presets import PRESET_NAMES
+from .config.yaml_file import load_config
+from .config.sections import TOLERANCES
+from .config.presets import PRESET_NAMES
 from .errors import MorphError
 from .quiet import quiet_environment
 
@@ -130,6 +130,34 @@ def run(config, output, model, frames, batch_size, device, compile_, fresh, quie
                f"-> {made}")
     for delivered in manifest.get("deliveries") or []:
         click.echo(_delivered(delivered))
+    _attributed((manifest.get("analysis") or {}).get("attribution"))
+
+
+def _attributed(records: list[dict] | None) -> None:
+    from .analysis.attribution import summary_line
+
+    for record in records or []:
+        click.echo(summary_line(record))
+
+
+@cli.command(epilog="Example: morph explain outputs/toy_demo --step 98")
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option("--step", "steps", type=int, multiple=True, metavar="I",
+              help="Explain step I, frame I -> I+1 (repeat for more); default: the --top biggest steps.")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many of the biggest steps to explain when no --step is given.")
+@VERBOSE_OPTION
+def explain(output, steps, top, verbose):
+    """Attribute the biggest jumps of the walk rendered in OUTPUT to the words of its prompts: each step's change
+    split into shares of BOS, each word, EOS, padding (and SDXL's pooled row), by renders through its frame store."""
+    _quiet(verbose)
+    from pathlib import Path
+
+    from .explain import explain_output
+
+    records = _call(explain_output, Path(output), list(steps), top, verbose=verbose)
+    _attributed(records)
+    click.echo(f"-> {Path(output) / 'report.html'}")
 
 
 @cli.command(epilog="Example: morph analyze outputs/toy_demo --metric pixel")
@@ -142,8 +170,8 @@ def analyze(output, metric, storm_factor):
     _quiet(False)
     from pathlib import Path
 
-    from .analysis import format_summary
-    from .report import reanalyze
+    from .analysis.storm_map import format_summary
+    from .output.report import reanalyze
 
     analysis = _call(reanalyze, Path(output), metric, storm_factor)
     click.echo(format_summary(analysis))
@@ -166,7 +194,7 @@ def export(output, preset, out, fit, pad, loop, hold_ends, direction):
     """Make a platform's file from the walk rendered in OUTPUT, from its PNG frames; nothing is rendered."""
     from pathlib import Path
 
-    from .delivery import export as export_file
+    from .output.delivery import export as export_file
 
     if pad is not None and not re.fullmatch(r"blur|black|white|#[0-9a-fA-F]{6}", pad):
         raise _UserError(f"--pad: {pad!r} is not blur, black, white or #RRGGBB")
@@ -178,7 +206,7 @@ def export(output, preset, out, fit, pad, loop, hold_ends, direction):
 
 def _delivered(made: dict) -> str:
     """One line per platform file: where, what it holds, and what was changed to fit."""
-    from .delivery import summary
+    from .output.delivery import summary
 
     return f"-> {made['file']}: {summary(made)}"
 
@@ -189,7 +217,7 @@ def status(output):
     """Say how many frames of the job last started in OUTPUT are done, missing, and stale in its store."""
     from pathlib import Path
 
-    from .store import status as store_status
+    from .render.store import status as store_status
 
     s = _call(store_status, Path(output))
     click.echo(f"{s['name']}: {s['done']} of {s['frames']} frames done, {s['missing']} missing; "
@@ -206,8 +234,8 @@ def status(output):
 def tokens(sentence, model, embeddings, verbose):
     """Show the token slots of SENTENCE: index (BOS = 0), token, and the word it belongs to."""
     _quiet(verbose)
-    from .encode import slot_table
-    from .pipeline import check_embedding_fits, load_tokenizer, read_embedding, text_widths
+    from .prompts.encode import slot_table
+    from .models.pipeline import check_embedding_fits, load_tokenizer, read_embedding, text_widths
 
     tokenizer = _call(load_tokenizer, model)
     widths = _call(text_widths, model) if embeddings else None
@@ -297,7 +325,7 @@ def schema():
     """Print the JSON Schema of job configs (editors use it to complete and check configs as you type)."""
     import json
 
-    from .config import json_schema
+    from .config.jobs import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
 

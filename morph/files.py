@@ -74,16 +74,14 @@ class Staging:
 
     def commit(self, frames: str, whole: bool, last: str = "manifest.json") -> None:
         """Move everything staged into place: the `frames` folder (`whole`: replacing the old one, leftovers and all;
-        else file by file), then the other files, `last` last."""
-        staged, target = self.folder / frames, self.output / frames
+        else file by file) and any other folder (replacing the old one), then the other files, `last` last."""
+        staged = self.folder / frames
+        for folder in sorted(p for p in self.folder.iterdir() if p.is_dir() and p.name != frames):
+            self._replace(folder.name)
         if whole and staged.is_dir():
-            old = self.output / f".{frames}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            if target.is_dir():
-                os.replace(target, old)
-            os.replace(staged, target)
-            shutil.rmtree(old, ignore_errors=True)
+            self._replace(frames)
         elif staged.is_dir():
+            target = self.output / frames
             target.mkdir(parents=True, exist_ok=True)
             for path in sorted(staged.iterdir()):
                 os.replace(path, target / path.name)
@@ -91,6 +89,15 @@ class Staging:
                        key=lambda p: p.name == last)
         for path in files:
             os.replace(path, self.output / path.name)
+
+    def _replace(self, name: str) -> None:
+        """The staged folder `name` in place of the output's own: the old one moved aside first, then removed."""
+        staged, target, old = self.folder / name, self.output / name, self.output / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if target.is_dir():
+            os.replace(target, old)
+        os.replace(staged, target)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _probe_write(folder: Path) -> None:

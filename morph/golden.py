@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import JobConfig, parse_frame_spec
+from .config.jobs import JobConfig, parse_frame_spec
 from .errors import MorphError
 from .files import write_atomic
 from .job import prepare_job
-from .manifest import environment
-from .metrics import compare, heat_map
-from .video import read_png, write_png
+from .output.manifest import environment
+from .analysis.metrics import compare, heat_map
+from .media.video import read_png, write_png
 
 DEFAULT_FRAMES = 16
 GOLDEN_FILE = "golden.json"
@@ -38,7 +38,7 @@ class Tolerance:
                 and (self.min_ssim is None or figures["ssim"] >= self.min_ssim))
 
 
-# Why these numbers: README.md, "Regression renders against golden frames".
+# Why these numbers: docs/golden.md, "Regression renders against golden frames".
 PRESETS = {
     "exact": Tolerance("exact", max_abs_diff=0),
     "same-device": Tolerance("same-device", max_abs_diff=8, min_psnr=45.0, min_ssim=0.995),

@@ -11,29 +11,31 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .acceleration import auto_batch_size, channels_last, compile_pipeline
-from .analysis import distance_function, keyframes_of, storm_map, uniform_curve
-from .audio import timed_schedule
-from .conditioning import build_path, refuse_non_finite, walk_along
-from .config import JobConfig, parse_frame_spec
-from .delivery import check_platforms, deliver_all
-from .encode import prompt_encoder
+from .models.acceleration import auto_batch_size, channels_last, compile_pipeline
+from .analysis.attribution import explain_storms
+from .analysis.storm_map import distance_function, keyframes_of, storm_map, uniform_curve
+from .media.audio import timed_schedule
+from .prompts.conditioning import build_path, refuse_non_finite, walk_along
+from .config.jobs import JobConfig, parse_frame_spec
+from .output.delivery import check_platforms, deliver_all
+from .prompts.encode import prompt_encoder
 from .errors import MorphError
 from .files import Staging, check_output, removed_if_refused, write_atomic
-from .manifest import manifest, write_manifest
-from .path import GridPath, WalkPath
-from .lora_files import read_loras
-from .model_files import check_model_files
-from .pipeline import (LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype, scheduler_class,
+from .output.manifest import manifest, write_manifest
+from .prompts.path import GridPath, WalkPath
+from .models.lora_files import read_loras
+from .models.model_files import check_model_files
+from .models.pipeline import (LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype, scheduler_class,
                        scheduler_options)
-from .produce import (claimed, flagged, missing_after, plan_frames, plan_record, produce, publish,
+from .render.produce import (claimed, flagged, missing_after, plan_frames, plan_record, produce, publish,
                       resumed_batch_size, video_from_store)
-from .report import write_report
-from .respace import even_spacing
-from .render import BatchRenderer, HostCopy, RenderSettings, shared_latent
-from .shard import this_process
-from .store import FrameStore
-from .video import VideoWriter
+from .output.report import write_report
+from .analysis.respace import even_spacing
+from .prompts.latent import shared_latent
+from .render.batch import BatchRenderer, HostCopy, RenderSettings
+from .render.shard import this_process
+from .render.store import FrameStore
+from .media.video import VideoWriter
 
 
 @dataclass
@@ -200,19 +202,22 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
                 image = _contact_sheet(config, job.path, staged)
                 write_atomic(sheet, lambda path: image.save(path, format="PNG"))
 
-            # 9. Walks and edits (of 3 frames or more): the storm map of the frames (storm.png, filmstrip.png)
-            storms = None
+            # 9. Walks and edits (of 3 frames or more): the storm map of the frames (storm.png, filmstrip.png); with
+            #    analysis.explain, the worst storms attributed to the prompts' words (renders in explain/)
+            storms = attribution = None
             if full and not grid and count >= 3:
                 storms = storm_map(stage.folder, files, config.fps,
                                    keyframes_of(records, [source for _, source in config.prompt_sources()]),
                                    config.analysis.metric, config.analysis.storm_factor,
                                    before=uniform_curve(spaced.uniform, spaced.uniform_estimated) if spaced else None)
+                if config.analysis.explain:
+                    attribution = explain_storms(job, store, storms, stage.folder, bar)
 
             # 10. The manifest (strict JSON: no NaN or Infinity) and, for walks, report.html
             counts = {"selected": len(selection), "rendered": rendered,
                       "reused": spaced.reused if spaced else len(selection) - len(plan.missing)}
             written = manifest(job, records, flagged(plan, store, selection), counts, video, sheet, staged)
-            written["analysis"] = storms.to_dict() if storms else None
+            written["analysis"] = {**storms.to_dict(), "attribution": attribution} if storms else None
             written["deliveries"] = deliveries
             if spaced and storms:
                 written["spacing"] = spaced.record([job.path.position(i) for i in selection], storms.distances)
@@ -228,7 +233,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
 
 
 def _contact_sheet(config: JobConfig, path: GridPath, folder: Path):
-    from .sheet import contact_sheet, grid_labels
+    from .analysis.sheet import contact_sheet, grid_labels
 
     rows, columns = config.grid.rows, config.grid.columns
     title, row_labels, column_labels = grid_labels(rows.start, rows.end, columns.add, path.row_t, path.column_k)

@@ -8,7 +8,7 @@
 
 from pathlib import Path
 
-from .config_file import load_config
+from .config.yaml_file import load_config
 from .golden import check_golden, format_table, golden_dir
 
 
@@ -41,8 +41,8 @@ def make_lora(path, model: str = "tiny", parts=("unet", "text_encoder"), layout:
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from .pipeline import load_model
-    from .tiny import BUILT_IN
+    from .models.pipeline import load_model
+    from .models.tiny import BUILT_IN
 
     pipe = BUILT_IN[model]() if model in BUILT_IN else load_model(model, torch.device("cpu"), torch.float32, None,
                                                                   False).pipe

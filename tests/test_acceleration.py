@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from morph.acceleration import CPU_BATCH_SIZE, SATURATION_PIXELS, auto_batch_size, plan_batch_size
-from morph.config_file import load_config
+from morph.models.acceleration import CPU_BATCH_SIZE, SATURATION_PIXELS, auto_batch_size, plan_batch_size
+from morph.config.yaml_file import load_config
 from morph.golden import PRESETS
 from morph.job import prepare_job, run_job
-from morph.store import FrameStore
-from morph.metrics import compare
-from morph.video import read_png
+from morph.render.store import FrameStore
+from morph.analysis.metrics import compare
+from morph.media.video import read_png
 
 GIB = 1024**3
 

@@ -10,13 +10,14 @@ from click.testing import CliRunner
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config_file import load_config
-from morph.encode import prompt_encoder
+from morph.config.yaml_file import load_config
+from morph.prompts.encode import prompt_encoder
 from morph.job import run_job
-from morph.ops import slerp_noise
-from morph.pipeline import load_model
-from morph.render import RenderSettings, render_batch, shared_latent
-from morph.video import read_png
+from morph.prompts.ops import slerp_noise
+from morph.models.pipeline import load_model
+from morph.prompts.latent import shared_latent
+from morph.render.batch import RenderSettings, render_batch
+from morph.media.video import read_png
 
 TOY = {"model": "toy", "height": None, "width": None, "num_inference_steps": 10, "guidance_scale": 5.0,
        "batch_size": 3}
@@ -114,7 +115,7 @@ def clicks(path, seconds=3.0, at=(1.0, 2.0), rate=22050):
 
 
 def test_a_walk_timed_to_clicks_moves_most_on_the_clicks_and_carries_the_music(tmp_path):
-    from morph.delivery import probe
+    from morph.output.delivery import probe
 
     audio = clicks(tmp_path / "clicks.wav")
     config = load_config(tiny_job(tmp_path, "music", frames=None, timing={"audio": str(audio), "duration": 3}))
@@ -178,13 +179,13 @@ def test_the_seed_walk_example_runs_and_its_goldens_check(tmp_path):
 def test_platform_files_of_a_timed_walk_carry_the_music_unless_held_or_bounced(tmp_path):
     from pathlib import Path
 
-    from morph.delivery import export
+    from morph.output.delivery import export
 
     audio = clicks(tmp_path / "clicks.wav", seconds=3.2)
     config = load_config(tiny_job(tmp_path, "timed", frames=None, video={"presets": ["tiktok", "gif"]},
                                   timing={"audio": str(audio), "duration": 3.2}))
     made = {d["preset"]: d for d in run_job(config, quiet=True)["deliveries"]}
-    from morph.delivery import probe
+    from morph.output.delivery import probe
 
     assert made["tiktok"]["audio"] and not made["gif"]["audio"]
     assert probe(Path(made["tiktok"]["file"]))["frames"] == 3 * 64  # the music took no frame away

@@ -21,10 +21,10 @@ from click.testing import CliRunner
 
 import morph.files
 import morph.job
-import morph.video
+import morph.media.video
 from morph.cli import cli
-from morph.config import json_schema
-from morph.video import read_png
+from morph.config.jobs import json_schema
+from morph.media.video import read_png
 
 CORPUS = Path(__file__).parent / "corpus"
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -168,7 +168,7 @@ def test_short_disk_space_is_a_warning_not_a_refusal(write_config, tmp_path, mon
                                          (errno.EACCES, "Permission denied")])
 def test_a_write_fault_stops_with_one_line_and_leaves_no_partial_file(write_config, tmp_path, monkeypatch, code,
                                                                        words):
-    real_imwrite, written = morph.video.iio.imwrite, []
+    real_imwrite, written = morph.media.video.iio.imwrite, []
 
     def failing_imwrite(path, image, **kwargs):
         if len(written) == 2:  # the third frame: half a file, then the fault
@@ -177,7 +177,7 @@ def test_a_write_fault_stops_with_one_line_and_leaves_no_partial_file(write_conf
         written.append(path)
         return real_imwrite(path, image, **kwargs)
 
-    monkeypatch.setattr(morph.video.iio, "imwrite", failing_imwrite)
+    monkeypatch.setattr(morph.media.video.iio, "imwrite", failing_imwrite)
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", str(write_config(frames=6, batch_size=2)), "--out", str(out),
                                       "--quiet"])

@@ -110,7 +110,7 @@ def test_tokens_defaults_to_stable_diffusions_own_clip_tokenizer():
 
 
 def test_the_shipped_tokenizer_gives_clips_ids():
-    from morph.clip_bpe import sd15_tokenizer
+    from morph.models.clip_bpe import sd15_tokenizer
 
     # the ids every Stable Diffusion 1.x pipeline feeds its text encoder for this prompt
     assert sd15_tokenizer()("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]

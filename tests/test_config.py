@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from morph.config import parse_frame_spec
-from morph.config_file import load_config
+from morph.config.jobs import parse_frame_spec
+from morph.config.yaml_file import load_config
 from morph.errors import MorphError
 
 

@@ -1,4 +1,4 @@
-"""Platform files: rates, order and geometry planned exactly; files read back against the presets (= README)."""
+"""Platform files: rates, order and geometry planned exactly; files read back against the presets (= the docs)."""
 
 import json
 import re
@@ -13,14 +13,14 @@ from PIL import Image
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config_file import load_config
-from morph.delivery import export, probe
+from morph.config.yaml_file import load_config
+from morph.output.delivery import export, probe
 from morph.errors import MorphError
 from morph.job import run_job
-from morph.presets import PRESETS, VideoOptions, container_rate, plan, shape, timeline
-from morph.video import read_png
+from morph.config.presets import PRESETS, VideoOptions, container_rate, plan, shape, timeline
+from morph.media.video import read_png
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+PLATFORMS_PAGE = (Path(__file__).parent.parent / "docs" / "platforms.md").read_text()
 
 
 def decoded(path):
@@ -84,11 +84,11 @@ def test_a_walk_shorter_than_the_platform_takes_is_refused_with_fixes_that_work(
     assert plan("tiktok", 40, 20, 64, 64, VideoOptions(loop="pingpong")).duration >= 3
 
 
-def test_the_readme_table_is_the_presets():
+def test_the_docs_table_is_the_presets():
     for p in PRESETS.values():
         fps = "/".join(f"{r:g}" for r in p.fps_allowed) if p.fps_allowed else f"{p.fps_range[0]:g}–{p.fps_range[1]:g}"
         row = f"| `{p.name}` | {p.container} | {fps} |"
-        assert row in README, row
+        assert row in PLATFORMS_PAGE, row
 
 
 # --- files from a render ---
@@ -181,9 +181,9 @@ def test_webm_quality_matches_the_master(walk):
 
 def test_export_renders_nothing_and_bounces(walk, monkeypatch):
     out, _, frames = walk
-    import morph.pipeline
+    import morph.models.pipeline
 
-    monkeypatch.setattr(morph.pipeline, "load_model", lambda *a, **k: pytest.fail("export loaded a model"))
+    monkeypatch.setattr(morph.models.pipeline, "load_model", lambda *a, **k: pytest.fail("export loaded a model"))
     stored = sorted(p.name for p in (out / ".store").iterdir())
     result = CliRunner().invoke(cli, ["export", str(out), "--preset", "gif", "--loop", "pingpong", "--hold-ends", "0",
                                       "--out", str(out / "bounce.gif")])

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from morph.config_file import load_config
-from morph.easing import EASES, ease, eased
+from morph.config.yaml_file import load_config
+from morph.prompts.easing import EASES, ease, eased
 from morph.errors import MorphError
 from morph.job import run_job
 

@@ -5,9 +5,9 @@ import torch
 from click.testing import CliRunner
 
 from morph.cli import cli
-from morph.encode import find_word, prompt_encoder, slot_table, slots_in_span
+from morph.prompts.encode import find_word, prompt_encoder, slot_table, slots_in_span
 from morph.errors import MorphError
-from morph.tiny import build_pipeline, build_tokenizer
+from morph.models.tiny import build_pipeline, build_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_explicit_slots_override_the_search(encoder):
 
 
 def test_an_edit_walk_changes_only_the_word_slots_in_every_frame(write_config, tmp_path):
-    from morph.config_file import load_config
+    from morph.config.yaml_file import load_config
     from morph.job import prepare_job
 
     config = load_config(write_config(prompts=None, base="a drawing of a cat", frames=5,

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config_file import load_config
+from morph.config.yaml_file import load_config
 from morph.errors import MorphError
 from morph.job import run_job
-from morph.video import read_png
+from morph.media.video import read_png
 
 FRAMES = 30
 EXTRA = 20  # enough for the bisection to narrow the discontinuity below 1e-4

@@ -1,7 +1,7 @@
 import pytest
 
 from morph.errors import MorphError
-from morph.expr import parse_number, parse_prompt_expression
+from morph.config.expr import parse_number, parse_prompt_expression
 
 NAMES = {"cat": "a photo of a cat", "kitten": "a photo of a kitten", "tabby": "tabby"}
 
@@ -72,7 +72,7 @@ def test_numbers():
 
 
 def test_expressions_are_checked_when_the_config_loads(write_config):
-    from morph.config_file import load_config
+    from morph.config.yaml_file import load_config
 
     with pytest.raises(MorphError, match=r"prompts\[1\]: unknown name 'dog'"):
         load_config(write_config(define={"cat": "a cat"}, prompts=["cat", "dog"]))

@@ -13,16 +13,17 @@ from safetensors.torch import save_file
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config_file import load_config
-from morph.encode import prompt_encoder
-from morph.family import family_of, pipeline_inputs, vae_decodes_in_float32
+from morph.config.yaml_file import load_config
+from morph.prompts.encode import prompt_encoder
+from morph.models.family import family_of, pipeline_inputs, vae_decodes_in_float32
 from morph.golden import check_golden, save_golden
 from morph.job import run_job
-from morph.path import WalkPath
-from morph.pipeline import load_model
-from morph.render import RenderSettings, render_batch, shared_latent
-from morph.tiny import XL_HIDDEN_2, build_sdxl_pipeline
-from morph.video import read_png
+from morph.prompts.path import WalkPath
+from morph.models.pipeline import load_model
+from morph.prompts.latent import shared_latent
+from morph.render.batch import RenderSettings, render_batch
+from morph.models.tiny import XL_HIDDEN_2, build_sdxl_pipeline
+from morph.media.video import read_png
 
 SETTINGS = RenderSettings(64, 64, 3, 7.5, 7)
 
@@ -199,8 +200,8 @@ def test_goldens_work_for_sdxl(tmp_path):
 @pytest.fixture(scope="module")
 def single_file(tmp_path_factory):
     """The tiny SD 1.x pipeline as a diffusers folder, and the same weights as one original-layout checkpoint."""
-    from morph.ldm_checkpoint import ldm_checkpoint
-    from morph.tiny import build_pipeline
+    from morph.models.ldm_checkpoint import ldm_checkpoint
+    from morph.models.tiny import build_pipeline
 
     folder = tmp_path_factory.mktemp("single")
     pipe = build_pipeline()
@@ -232,7 +233,7 @@ def test_a_single_file_vae_replaces_the_models(tmp_path, single_file):
 
 
 def test_a_single_file_can_be_tried_offline_with_the_written_example(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "morph.ldm_checkpoint", str(tmp_path / "try")], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "morph.models.ldm_checkpoint", str(tmp_path / "try")], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and f"morph run {tmp_path / 'try' / 'single_file.yaml'}" in result.stdout
     done = CliRunner().invoke(cli, ["run", str(tmp_path / "try" / "single_file.yaml"), "--out", str(tmp_path / "out"),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from morph.config_file import load_config
+from morph.config.yaml_file import load_config
 from morph.job import prepare_job, run_job
 
 

@@ -9,10 +9,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from morph.config import JOB_KINDS, Limits, validate
-from morph.config_file import load_config
+from morph.config.jobs import JOB_KINDS, Limits, validate
+from morph.config.yaml_file import load_config
 from morph.errors import MorphError
-from morph.expr import parse_number, parse_prompt_expression
+from morph.config.expr import parse_number, parse_prompt_expression
 
 # no example database: the suite writes nothing into the checkout
 FUZZ = settings(max_examples=1000, deadline=2000, database=None, suppress_health_check=[HealthCheck.too_slow])

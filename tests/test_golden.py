@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 import morph.golden
 from morph.cli import cli
-from morph.config_file import load_config
+from morph.config.yaml_file import load_config
 from morph.golden import PRESETS, pick_frames
 from morph.testing import assert_matches_golden
-from morph.video import read_png, write_png
+from morph.media.video import read_png, write_png
 
 
 def invoke(*args):

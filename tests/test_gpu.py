@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from morph.acceleration import SATURATION_PIXELS
-from morph.config_file import load_config
+from morph.models.acceleration import SATURATION_PIXELS
+from morph.config.yaml_file import load_config
 from morph.golden import PRESETS
 from morph.job import run_job
-from morph.metrics import compare
+from morph.analysis.metrics import compare
 from morph.testing import assert_matches_golden
-from morph.video import read_png
+from morph.media.video import read_png
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")]

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from morph.config_file import load_config
+from morph.config.yaml_file import load_config
 from morph.errors import MorphError
 from morph.job import prepare_job, run_job
-from morph.sheet import contact_sheet, grid_labels, nice_number
-from morph.video import read_png
+from morph.analysis.sheet import contact_sheet, grid_labels, nice_number
+from morph.media.video import read_png
 
 DEFINE = {"cat": "a photo of a cat", "kitten": "a photo of a kitten", "tabby": "tabby"}
 GRID = {"rows": {"from": "cat", "to": "kitten", "steps": 2},

@@ -11,13 +11,14 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from morph.cli import cli
-from morph.config_file import load_config
-from morph.encode import prompt_encoder
+from morph.config.yaml_file import load_config
+from morph.prompts.encode import prompt_encoder
 from morph.errors import MorphError
 from morph.job import prepare_job, run_job
-from morph.lora_files import check_fits, read_lora
-from morph.pipeline import load_model
-from morph.render import RenderSettings, render_batch, shared_latent
+from morph.models.lora_files import check_fits, read_lora
+from morph.models.pipeline import load_model
+from morph.prompts.latent import shared_latent
+from morph.render.batch import RenderSettings, render_batch
 
 CONFIGS_DIR = Path(__file__).parents[1] / "configs"
 SETTINGS = RenderSettings(64, 64, 3, 7.5, 0)
@@ -95,7 +96,7 @@ def test_a_walk_of_strength_changes_the_middle_frame_and_records_every_frames_st
 
 
 def pixels(manifest: dict, i: int) -> torch.Tensor:
-    from morph.video import read_png
+    from morph.media.video import read_png
 
     return torch.from_numpy(read_png(f"{manifest['frames_dir']}/{manifest['frames'][i]['file']}")).float()
 

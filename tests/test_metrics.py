@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from morph.metrics import compare, heat_map, psnr, ssim
+from morph.analysis.metrics import compare, heat_map, psnr, ssim
 
 
 def image(seed, shape=(32, 32, 3)):

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config import parse_frame_spec
-from morph.config_file import load_config
+from morph.config.jobs import parse_frame_spec
+from morph.config.yaml_file import load_config
 from morph.errors import MorphError
 from test_axes import clicks
 
@@ -141,7 +141,7 @@ def test_the_gpu_benchmark_without_a_gpu_is_one_line():
 
 
 def test_analyze_names_storm_zones_by_their_steps(tmp_path):
-    from morph.analysis import Analysis, format_summary
+    from morph.analysis.storm_map import Analysis, format_summary
 
     analysis = Analysis("pixel", [0.1] * 10, 0.3, {"mean": 0.1, "median": 0.1, "max": 0.1, "max_over_median": 1.0,
                                                   "smoothness": 1.0, "worst_10_percent_share": 0.1},

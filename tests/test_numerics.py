@@ -7,17 +7,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import morph.encode
-import morph.render
+import morph.prompts.encode
+import morph.render.batch
 from morph.cli import cli
-from morph.config_file import load_config
+from morph.config.yaml_file import load_config
 from morph.errors import MorphError
 from morph.golden import PRESETS
 from morph.job import run_job
-from morph.metrics import compare
-from morph.video import read_png
+from morph.analysis.metrics import compare
+from morph.media.video import read_png
 
-real_decode = morph.render.decode
+real_decode = morph.render.batch.decode
 
 
 def png(config, i):
@@ -43,7 +43,7 @@ def test_a_frame_the_half_precision_vae_spoils_is_decoded_again_in_float32(write
     spoiled = load_config(write_config(name="spoiled", dtype="float16", frames=4))
     run_job(half, quiet=True)
     run_job(full, quiet=True)
-    monkeypatch.setattr(morph.render, "decode", overflowing)
+    monkeypatch.setattr(morph.render.batch, "decode", overflowing)
     manifest = run_job(spoiled, quiet=True)
     assert manifest["redecoded_float32"] == [1] and manifest["broken_frames"] == []  # frame 1 of each batch of 4
     assert np.array_equal(png(spoiled, 0), png(half, 0)) and np.array_equal(png(spoiled, 2), png(half, 2))
@@ -56,7 +56,7 @@ def test_frames_that_stay_bad_are_reported_and_the_manifest_stays_strict_json(wr
     def always_nan(vae, latents):
         return real_decode(vae, latents) * float("nan")
 
-    monkeypatch.setattr(morph.render, "decode", always_nan)
+    monkeypatch.setattr(morph.render.batch, "decode", always_nan)
     config = write_config(name="bad", dtype="float16", frames=3)
     result = CliRunner().invoke(cli, ["run", str(config), "--quiet"])
     assert result.exit_code == 0, result.output
@@ -66,13 +66,13 @@ def test_frames_that_stay_bad_are_reported_and_the_manifest_stays_strict_json(wr
 
 
 def test_a_conditioning_that_overflowed_is_refused_before_rendering(write_config, monkeypatch):
-    real_terms = morph.encode.PromptEncoder.terms
+    real_terms = morph.prompts.encode.PromptEncoder.terms
 
     def overflowing(self, terms):
         out = real_terms(self, terms)
         return out * float("inf") if "a drawing of a dog in kyoto" in terms else out
 
-    monkeypatch.setattr(morph.encode.PromptEncoder, "terms", overflowing)
+    monkeypatch.setattr(morph.prompts.encode.PromptEncoder, "terms", overflowing)
     with pytest.raises(MorphError, match=r"prompts\[1\]: its encoded tensor holds NaN or inf"):
         run_job(load_config(write_config()), quiet=True)
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from morph.ops import add_scaled, lerp, slerp, weighted_sum
+from morph.prompts.ops import add_scaled, lerp, slerp, weighted_sum
 
 
 def rand(*shape, seed=0):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from morph.config import segment_steps
-from morph.path import WalkPath, frame_schedule
+from morph.config.jobs import segment_steps
+from morph.prompts.path import WalkPath, frame_schedule
 
 
 @pytest.mark.parametrize("frames, keyframes, expected", [
@@ -44,7 +44,7 @@ def test_walk_hits_every_keyframe_exactly(interpolation):
 
 def test_grid_cells_are_computed_on_the_device_of_the_prompts():
     """A meta tensor mixed with a CPU one raises as a CUDA one would: the rows' t must move to the prompts' device."""
-    from morph.path import GridPath, linspace
+    from morph.prompts.path import GridPath, linspace
 
     start, end, add = (torch.zeros(3, 4, device="meta") for _ in range(3))
     grid = GridPath(start, end, add, linspace(0, 1, 3), linspace(0, 2, 2), "slerp")

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_job
-from morph.config_file import load_config
-from morph.delivery import check_platforms, deliver, probe
+from morph.config.yaml_file import load_config
+from morph.output.delivery import check_platforms, deliver, probe
 from morph.errors import MorphError
-from morph.presets import VideoOptions, plan
-from morph.video import write_png
+from morph.config.presets import VideoOptions, plan
+from morph.media.video import write_png
 from test_axes import clicks
 
 

@@ -8,9 +8,10 @@ import torch
 
 from diffusers.image_processor import VaeImageProcessor
 
-import morph.render
+import morph.render.batch
 from morph.errors import MorphError
-from morph.render import BatchRenderer, HostCopy, RenderSettings, per_frame_guidance, render_batch, shared_latent, \
+from morph.prompts.latent import shared_latent
+from morph.render.batch import BatchRenderer, HostCopy, RenderSettings, per_frame_guidance, render_batch, \
     to_uint8
 
 
@@ -143,7 +144,7 @@ def test_to_uint8_rounds_and_clips():
 
 def test_a_half_precision_decode_that_fails_in_a_float32_vae_is_not_decoded_again(monkeypatch):
     """A float32 VAE has nothing better to offer: the frame is broken, not re-decoded."""
-    monkeypatch.setattr(morph.render, "decode", lambda vae, latents: torch.full((latents.shape[0], 3, 16, 24), -1.0))
+    monkeypatch.setattr(morph.render.batch, "decode", lambda vae, latents: torch.full((latents.shape[0], 3, 16, 24), -1.0))
     made = []
     batch = render_batch(FakePipe(), torch.ones(2, 5, 6), torch.zeros(5, 6), torch.zeros(1, 4, 2, 3), SETTINGS,
                          float32_vae=lambda: made.append(1))
@@ -152,7 +153,7 @@ def test_a_half_precision_decode_that_fails_in_a_float32_vae_is_not_decoded_agai
 
 def test_the_probe_renders_one_step_decoded_as_real_batches_are(monkeypatch):
     seen = []
-    monkeypatch.setattr(morph.render, "render_batch",
+    monkeypatch.setattr(morph.render.batch, "render_batch",
                         lambda pipe, conds, negative, latent, settings, float32_vae=None, guidance=None, loras=None:
                         seen.append((conds.shape[0], settings.num_inference_steps, float32_vae, loras)))
     pipe, loras = FakePipe(), object()

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from morph.config_file import load_config
+from morph.config.yaml_file import load_config
 from morph.job import run_job
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -14,12 +14,12 @@ import torch
 from click.testing import CliRunner
 
 from conftest import tiny_job
-import morph.render
+import morph.render.batch
 from morph.cli import cli
-from morph.config_file import load_config
+from morph.config.yaml_file import load_config
 from morph.job import run_job
 from morph.errors import MorphError
-from morph.store import FrameStore, OutputLock, status
+from morph.render.store import FrameStore, OutputLock, status
 
 SLOW = {"frames": 40, "num_inference_steps": 12, "batch_size": 4}  # a few seconds of rendering on 2 cores
 
@@ -110,7 +110,7 @@ def test_an_interrupted_rerun_leaves_the_previous_outputs_whole(write_config, mo
     def stop_after_one(*args, **kwargs):
         raise Stop  # stands in for Ctrl-C in the middle of the first batch
 
-    monkeypatch.setattr(morph.render, "render_batch", stop_after_one)
+    monkeypatch.setattr(morph.render.batch, "render_batch", stop_after_one)
     with pytest.raises(Stop):
         run_job(config.model_copy(update={"seed": 99}), quiet=True)
     after = {p.name: sha(p) for p in config.output_dir.rglob("*") if p.is_file() and ".store" not in p.parts}
@@ -213,7 +213,7 @@ def test_two_runs_taking_a_lock_at_once_never_both_hold_it(tmp_path):
     """Many processes race for one folder's lock, each holding it briefly: never two at once."""
     racer = """
 import os, sys, time
-from morph.store import OutputLock
+from morph.render.store import OutputLock
 from morph.errors import MorphError
 from pathlib import Path
 folder, won = Path(sys.argv[1]), 0
@@ -263,15 +263,15 @@ SMALL_GPU_ON_RANK_1 = """
 import os
 if os.environ.get("RANK") == "1":  # only this torchrun rank runs out of memory above 2 frames
     import torch
-    import morph.render
-    real = morph.render.render_batch
+    import morph.render.batch
+    real = morph.render.batch.render_batch
 
     def small_gpu(pipe, conds, *args, **kwargs):
         if conds.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(pipe, conds, *args, **kwargs)
 
-    morph.render.render_batch = small_gpu
+    morph.render.batch.render_batch = small_gpu
 """
 
 
@@ -311,7 +311,7 @@ def test_batch_size_auto_resumes_with_the_size_the_first_run_chose(write_config)
 
 def gpu_of(monkeypatch, most: int) -> list[int]:
     """Make render_batch run out of memory, as CUDA would, above `most` frames; the batch sizes it was called with."""
-    real, sizes = morph.render.render_batch, []
+    real, sizes = morph.render.batch.render_batch, []
 
     def small_gpu(pipe, conds, *args, **kwargs):
         sizes.append(conds.shape[0])
@@ -319,7 +319,7 @@ def gpu_of(monkeypatch, most: int) -> list[int]:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(pipe, conds, *args, **kwargs)
 
-    monkeypatch.setattr(morph.render, "render_batch", small_gpu)
+    monkeypatch.setattr(morph.render.batch, "render_batch", small_gpu)
     return sizes
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from morph.spacing import (MIN_GAP, crossing, cumulative, gaps_to_split, growth, interpolate, marks, pick_steps,
+from morph.analysis.spacing import (MIN_GAP, crossing, cumulative, gaps_to_split, growth, interpolate, marks, pick_steps,
                            share_steps, step_cost)
 
 
@@ -80,7 +80,7 @@ def test_steps_can_aim_at_different_changes():
 
 
 def test_shares_of_music_placed_frames_sum_to_one_per_segment():
-    from morph.spacing import shares_of
+    from morph.analysis.spacing import shares_of
 
     t = [0.0, 0.1, 0.5, 1.0, 0.25, 1.0]  # segments of 3 and 2 steps
     shares = shares_of(t, [3, 2])

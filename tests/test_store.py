@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import morph.job
-import morph.produce
-import morph.render
-from morph.config_file import load_config
+import morph.render.produce
+import morph.render.batch
+from morph.config.yaml_file import load_config
 from morph.files import partial_name
 from morph.job import prepare_job, run_job
-from morph.produce import render_identity
-from morph.store import FrameStore, digest
-from morph.video import read_png
+from morph.render.produce import render_identity
+from morph.render.store import FrameStore, digest
+from morph.media.video import read_png
 
 
 def sha(path):
@@ -87,7 +87,7 @@ def test_a_frame_without_its_record_is_not_trusted(tmp_path):
 
 
 def test_flags_stay_with_their_frames_across_runs(write_config, monkeypatch):
-    real = morph.render.render_batch
+    real = morph.render.batch.render_batch
 
     def flagged(*args, **kwargs):
         batch = real(*args, **kwargs)
@@ -96,7 +96,7 @@ def test_flags_stay_with_their_frames_across_runs(write_config, monkeypatch):
 
     config = load_config(write_config(frames=3, batch_size=1))
     with monkeypatch.context() as patch:
-        patch.setattr(morph.render, "render_batch", flagged)
+        patch.setattr(morph.render.batch, "render_batch", flagged)
         assert run_job(config, quiet=True)["nsfw_flagged"] == [0, 1, 2]
     manifest = run_job(config, quiet=True)  # every frame from the store, none rendered by this process
     assert manifest["rendered"] == 0 and manifest["nsfw_flagged"] == [0, 1, 2]

@@ -6,13 +6,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from morph.analysis import analyze_frames
+from morph.analysis.storm_map import analyze_frames
 from morph.cli import cli
-from morph.config_file import load_config
+from morph.config.yaml_file import load_config
 from morph.errors import MorphError
 from morph.job import run_job
-from morph.storm import blinks, downscale, gini, pixel_distance, ssim_distance, storm_zones, summarize
-from morph.video import write_png
+from morph.analysis.storm import blinks, downscale, gini, pixel_distance, ssim_distance, storm_zones, summarize
+from morph.media.video import write_png
 
 
 def grey(value, size=16):
@@ -112,7 +112,7 @@ def test_the_legend_of_storm_png_hides_neither_curves_nor_keyframe_labels(tmp_pa
     """toy_demo's case: a keyframe ("a blue square") in the middle, where the legend used to sit."""
     from matplotlib import pyplot as plt
 
-    from morph.analysis import storm_figure, uniform_curve
+    from morph.analysis.storm_map import storm_figure, uniform_curve
 
     values = [100 + i for i in range(30)] + [200] + [201 + i for i in range(29)]
     analysis = analyze_frames(write_frames(tmp_path, values), metric="pixel", storm_factor=3.0)

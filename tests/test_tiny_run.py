@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from morph.job import prepare_job, run_job
-from morph.render import render_batch
-from morph.video import read_png
+from morph.render.batch import render_batch
+from morph.media.video import read_png
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    from morph.config import validate
+    from morph.config.jobs import validate
 
     out = tmp_path_factory.mktemp("run")
     config = validate({"name": "walk", "model": "tiny", "prompts": ["a photo of a cat", "a drawing of a dog in kyoto"],

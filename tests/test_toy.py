@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from morph.pipeline import load_model
-from morph.toy.quality import ground_truth_accuracy, render_captions
-from morph.toy.scenes import measure, sample_scenes
-from morph.toy.train import DEFAULT_OUT, train
+from morph.models.pipeline import load_model
+from morph.analysis.toy_quality import ground_truth_accuracy, render_captions
+from morph.models.toy.scenes import measure, sample_scenes
+from morph.models.toy.train import DEFAULT_OUT, train
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +70,10 @@ def test_a_short_training_run_is_deterministic(tmp_path):
 
 def test_float16_renders_end_to_end_and_stay_close_to_float32(tmp_path):
     """The dtype users get on CUDA, exercised on the CPU: weights, embeddings and latents all in half."""
-    from morph.config import validate
+    from morph.config.jobs import validate
     from morph.job import run_job
-    from morph.metrics import compare
-    from morph.video import read_png
+    from morph.analysis.metrics import compare
+    from morph.media.video import read_png
 
     frames = {}
     for dtype in ("float16", "float32"):

@@ -8,11 +8,11 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-import morph.store
-from morph.config_file import load_config
+import morph.render.store
+from morph.config.yaml_file import load_config
 from morph.job import prepare_job, run_job
-from morph.video import VideoWriter, write_png
-from morph.writer import FrameWriter
+from morph.media.video import VideoWriter, write_png
+from morph.render.writer import FrameWriter
 
 
 class Ready:
@@ -72,7 +72,7 @@ def test_a_write_failure_in_a_run_raises_from_run_job(write_config, monkeypatch)
         calls.append(path)
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(morph.store, "write_png", full_disk)
+    monkeypatch.setattr(morph.render.store, "write_png", full_disk)
     with pytest.raises(OSError, match="No space left"):
         run_job(load_config(write_config(frames=12, batch_size=2)), quiet=True)
     assert len(calls) == 1  # the writer stopped at its first failure

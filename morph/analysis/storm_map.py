@@ -1,0 +1,193 @@
+"""The storm map of a rendered walk: distances between neighbouring frames, read back from its lossless PNG
+frames, and the pictures that show them: storm.png (the distance curve) and filmstrip.png (the biggest jumps)."""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import MorphError
+from ..files import write_atomic
+from .sheet import contact_sheet
+from .storm import DISTANCES, blinks, downscale, storm_zones, summarize
+from ..media.video import read_png
+
+METRICS = ("ssim", "pixel", "lpips")
+JUMPS_SHOWN = 3  # rows of the filmstrip
+
+
+@dataclass
+class Analysis:
+    metric: str
+    distances: list[float]  # d[i]: frames i and i + 1
+    threshold: float  # a step above it is stormy: storm_factor x the median distance
+    summary: dict
+    storms: list[tuple[int, int]]  # (first step, last step) of each storm zone
+    blinks: list[int]  # frames that jump away and straight back
+    plot: str | None = None  # storm.png, once drawn
+    filmstrip: str | None = None  # filmstrip.png, once drawn
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _lpips_distance():
+    try:
+        import lpips
+
+        model = lpips.LPIPS(net="alex", verbose=False).eval()
+    except Exception as e:  # not installed, or its weights cannot be had offline
+        raise MorphError(f"metric: lpips needs the lpips package and its weights ({type(e).__name__}); "
+                         "`pip install lpips` on a connected machine, or use ssim or pixel") from None
+
+    def distance(a, b):
+        to_input = lambda x: x.permute(2, 0, 1)[None].float() / 127.5 - 1  # noqa: E731
+        with torch.no_grad():
+            return float(model(to_input(a), to_input(b)))
+
+    return distance
+
+
+def measure_name(metric: str) -> str:
+    """How a metric's change reads in plots and reports: ssim's is 1 - SSIM."""
+    return "1 - SSIM" if metric == "ssim" else metric
+
+
+def distance_function(metric: str):
+    """The change between two downscaled uint8 frames [h, w, 3] under `metric`: ssim, pixel or lpips."""
+    if metric not in METRICS:
+        raise MorphError(f"metric: {metric!r} is not allowed; expected one of: {', '.join(METRICS)}")
+    return _lpips_distance() if metric == "lpips" else DISTANCES[metric]
+
+
+def analyze_frames(files: list[Path], metric: str = "ssim", storm_factor: float = 3.0) -> Analysis:
+    """Distances between neighbouring frames (and frames two apart, for blinks), streaming through the PNGs."""
+    distance = distance_function(metric)
+    if len(files) < 3:
+        raise MorphError(f"a storm map needs at least 3 frames; this render has {len(files)}")
+    d, s, before, previous = [], [], None, None
+    for path in files:
+        frame = downscale(torch.from_numpy(read_png(path)))
+        if previous is not None:
+            d.append(distance(previous, frame))
+        if before is not None:
+            s.append(distance(before, frame))
+        before, previous = previous, frame
+    d_t, s_t = torch.tensor(d, dtype=torch.float64), torch.tensor(s, dtype=torch.float64)
+    threshold = storm_factor * float(d_t.median())
+    return Analysis(metric, d, threshold, summarize(d_t), storm_zones(d_t, threshold), blinks(d_t, s_t, threshold))
+
+
+def uniform_curve(distances: list[float], estimated: bool) -> tuple[list[float], str]:
+    """The uniform walk's neighbour changes [F - 1] with their label in storm.png (spacing: even's "before")."""
+    return distances, "the same frame count, uniform spacing" + (" (estimated, not rendered)" if estimated else "")
+
+
+def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], path: Path,
+               before: tuple[list[float], str] | None = None) -> None:
+    """storm.png: see storm_figure."""
+    from matplotlib import pyplot as plt
+
+    fig = storm_figure(analysis, fps, keyframes, before)
+    write_atomic(path, lambda partial: fig.savefig(partial, dpi=STORM_DPI, format="png"))
+    plt.close(fig)
+
+
+STORM_DPI = 100
+
+
+def storm_figure(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]],
+                 before: tuple[list[float], str] | None = None):
+    """The figure of storm.png: the distance of every step against video time, storm zones shaded, blinks and
+    keyframes marked; below, the cumulative change against the walk's position. `before`: uniform_curve, drawn in
+    grey. The legend sits right of the plot, where it hides neither a curve nor a keyframe's label."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    from matplotlib import pyplot as plt
+
+    d = analysis.distances
+    time = [(i + 0.5) / fps for i in range(len(d))]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 6.5), height_ratios=[3, 2], constrained_layout=True)
+    measure = measure_name(analysis.metric)
+    if before is not None:
+        top.plot(time, before[0], color="#999999", linewidth=1.0, label=before[1])
+        bottom.plot(range(len(before[0]) + 1), torch.cumsum(torch.tensor([0.0, *before[0]]), 0).tolist(),
+                    color="#999999")
+    top.plot(time, d, color="#1f4e79", linewidth=1.2, label=f"change to the next frame ({measure})")
+    top.axhline(analysis.threshold, color="#c0392b", linestyle="--", linewidth=0.8,
+                label=f"storm threshold ({analysis.threshold:.3g})")
+    for first, last in analysis.storms:
+        top.axvspan(first / fps, (last + 1) / fps, color="#e74c3c", alpha=0.18, linewidth=0)
+    if analysis.blinks:
+        top.plot([i / fps for i in analysis.blinks], [max(d[i - 1], d[i]) for i in analysis.blinks], "v",
+                 color="#8e44ad", markersize=8, label="blink: a frame that jumps away and back")
+    for frame, name in keyframes:
+        for axis in (top, bottom):
+            axis.axvline(frame / fps if axis is top else frame, color="grey", linewidth=0.6)
+        last = frame == len(d)  # the last keyframe's label goes to the left of its line, inside the plot
+        top.annotate(name[:30], (frame / fps, 1.0), xycoords=("data", "axes fraction"), fontsize=8,
+                     ha="right" if last else "left", va="top", xytext=(-3 if last else 3, -3),
+                     textcoords="offset points")
+    top.set_xlabel("video time (s); red: storm zones")
+    top.set_ylabel("change between neighbouring frames")
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
+    cumulative = torch.cumsum(torch.tensor([0.0, *d]), 0).tolist()
+    bottom.plot(range(len(cumulative)), cumulative, color="#1f4e79")
+    bottom.set_xlabel("frame (grey lines: keyframes)")
+    bottom.set_ylabel("cumulative change")
+    s = analysis.summary
+    fig.suptitle(f"where the picture changes: smoothness {s['smoothness']:.2f} (1 = even), max/median "
+                 f"{s['max_over_median'] or float('inf'):.1f}, {len(analysis.storms)} storm zone(s), "
+                 f"{len(analysis.blinks)} blink(s)")
+    return fig
+
+
+def filmstrip(analysis: Analysis, files: list[Path]):
+    """The frames around the biggest jumps: one row per jump, frames i - 1, i, i + 1, i + 2."""
+    d = torch.tensor(analysis.distances)
+    jumps = sorted(torch.topk(d, min(JUMPS_SHOWN, d.numel())).indices.tolist())
+    rows, labels = [], []
+    for i in jumps:
+        around = [min(max(j, 0), len(files) - 1) for j in (i - 1, i, i + 1, i + 2)]
+        rows.append([files[j] for j in around])
+        labels.append(f"{i} -> {i + 1}: {analysis.distances[i]:.3g}")
+    return contact_sheet(rows, "the biggest jumps (rows: frames i -> i+1 and the change)", labels,
+                         ["frame i-1", "frame i", "frame i+1", "frame i+2"])
+
+
+def format_summary(analysis: Analysis) -> str:
+    """The short table `morph analyze` prints."""
+    s = analysis.summary
+    rows = [("metric", analysis.metric), ("steps", str(len(analysis.distances))),
+            ("mean / median / max", f"{s['mean']:.4g} / {s['median']:.4g} / {s['max']:.4g}"),
+            ("max / median", f"{s['max_over_median']:.1f}" if s["max_over_median"] else "inf (median is 0)"),
+            ("smoothness (1 - Gini)", f"{s['smoothness']:.3f}"),
+            ("change in the worst 10 % of steps", f"{100 * s['worst_10_percent_share']:.0f} %"),
+            ("storm zones (steps i: frame i -> i+1)",
+             ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in analysis.storms) or "none"),
+            ("blinks (frames)", ", ".join(map(str, analysis.blinks)) or "none")]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}} {value}" for name, value in rows)
+
+
+def keyframes_of(records: list[dict], sources: list[str]) -> list[tuple[int, str]]:
+    """(frame, prompt) of every keyframe of a walk, from its frame records: the first frame and each segment's last."""
+    return [(0, sources[0])] + [(i, sources[r["segment"] + 1]) for i, r in enumerate(records) if r["t"] == 1.0]
+
+
+def lpips_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("lpips") is None
+
+
+def storm_map(output: Path, files: list[Path], fps: int, keyframes: list[tuple[int, str]], metric: str,
+              storm_factor: float, before: tuple[list[float], str] | None = None) -> Analysis:
+    """Analyse a walk's frames and write storm.png and filmstrip.png into `output` (`before`: see storm_plot)."""
+    analysis = analyze_frames(files, metric, storm_factor)
+    analysis.plot, analysis.filmstrip = str(output / "storm.png"), str(output / "filmstrip.png")
+    storm_plot(analysis, fps, keyframes, Path(analysis.plot), before)
+    strip = filmstrip(analysis, files)
+    write_atomic(Path(analysis.filmstrip), lambda path: strip.save(path, format="PNG"))
+    return analysis

@@ -1,0 +1,421 @@
+"""A job's config as a declared schema (pydantic), checked before any model loads. No torch.
+
+Three job kinds share the common keys: a walk (`prompts`), a one-word edit (`base` + `edit`) and a
+grid (`grid`); which one a config is follows from which of those keys it has. Every key is
+declared with its type, range and meaning (the sections in config_sections.py); `morph schema` prints
+the JSON Schema. config_file.py reads a YAML file into one.
+"""
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal, Union
+
+from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, ValidationError, model_validator
+
+from .messages import bad, one_line, short
+from .sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
+                              GoldenSpec, GridSpec, KeyframeEntry, Limits, LoraSpec, Scheduler, Section, Size, Spacing,
+                              SpacingSpec, Text, TimingSpec, VideoSpec, lora_name)
+from ..errors import MorphError, did_you_mean
+from .expr import parse_prompt_expression
+
+
+class JobConfig(Section):
+    """The keys every job kind has."""
+
+    name: str = Field("job", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
+    """Names the output folder and the video; default: the config file's name."""
+    model: Text
+    """A diffusers model id, local folder or single .safetensors file (SD 1.x, 2.x or XL, read from its files), or
+    toy, tiny, tiny-sd2, tiny-sdxl."""
+    configs_from: str | None = Field(None, min_length=1)
+    """For a single-file checkpoint: a diffusers folder or hub id whose configs describe it (default: the hub model
+    diffusers picks for its family)."""
+    allow_pickle: bool = False
+    """Allow .ckpt/.pt checkpoints and VAEs (pickle: loading one can run code); .safetensors needs nothing."""
+    vae: str | None = Field(None, min_length=1)
+    """A diffusers VAE folder, hub id (e.g. madebyollin/sdxl-vae-fp16-fix) or single file instead of the model's."""
+    embeddings: list[Text | Embedding] = []
+    """Textual-inversion .safetensors files, each a path or {path, token}: its token works in prompts."""
+    loras: list[LoraSpec] = []
+    """LoRA files, each {path, name, scale}; a keyframe mapping's loras: {name: scale} walks their strengths."""
+    interpolation: Literal["lerp", "slerp"] = "slerp"
+    """lerp, or slerp per token row (direction along the great circle, length linear)."""
+    seed: int = Field(0, ge=0, le=2**64 - 1)
+    """Seeds the one starting latent every frame shares."""
+    height: Size | None = None
+    """Pixels, a multiple of 8; default: the model's own size."""
+    width: Size | None = None
+    """Pixels, a multiple of 8; default: the model's own size."""
+    num_inference_steps: int = Field(50, ge=1, le=1000)
+    """Denoising steps per frame."""
+    guidance_scale: float = Field(7.5, ge=0, le=100)
+    """Classifier-free guidance."""
+    negative_prompt: str = Field("", max_length=MAX_TEXT)
+    """Encoded once, used for every frame."""
+    scheduler: Scheduler | None = None
+    """A diffusers scheduler class name such as DDIMScheduler, or {name, option: value, ...} with options of its
+    config (timestep_spacing: trailing for few-step models); default: the model's own."""
+    batch_size: BatchSize = "auto"
+    """Frames per UNet call, or auto: on CUDA the largest batch that fits, elsewhere 4."""
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
+    """auto (CUDA, else the CPU), cpu, cuda or cuda:N; mps is refused (it has no float64)."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """auto: float16 on CUDA, float32 elsewhere."""
+    fps: int = Field(20, ge=1, le=240)
+    """Frames per second of the MP4."""
+    output: str | None = Field(None, min_length=1)
+    """Output folder; default: outputs/<name>."""
+    safety_checker: bool = False
+    """Run the model's NSFW checker; it blacks out flagged frames, and morph lists them."""
+    compile: bool = False
+    """torch.compile the UNet and VAE decoder: a slow first batch, faster after."""
+    define: dict[DefineName, Text] = Field({}, json_schema_extra={"additionalProperties": False})
+    """Names for prompts, usable in expressions: {cat: "a photo of a cat"}."""
+    golden: GoldenSpec = GoldenSpec()
+    """Tolerance for `morph golden check`."""
+    limits: Limits = Limits()
+    """Caps on frames and sizes."""
+    analysis: AnalysisSpec = AnalysisSpec()
+    """The storm map written after every walk: storm.png, filmstrip.png and the manifest's analysis."""
+    _source: str | None = PrivateAttr(None)  # the config file's path (set by config_file.load_config)
+
+    kind: ClassVar[str] = "job"
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    def embedding_paths(self) -> list[str]:
+        """The textual-inversion files, whether written as a path or as {path, token}."""
+        return [e if isinstance(e, str) else e.path for e in self.embeddings]
+
+    def lora_names(self) -> list[str]:
+        """Each LoRA's name: its own, else its file's stem."""
+        return [lora.name or lora_name(lora.path) for lora in self.loras]
+
+    def lora_paths(self) -> list[str]:
+        return [lora.path for lora in self.loras]
+
+    def scheduler_choice(self) -> tuple[str | None, dict]:
+        """The scheduler's class name (None: the model's own) and the options of its config that the job sets."""
+        return (self.scheduler.name, self.scheduler.options()) if self.scheduler else (None, {})
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output) if self.output else Path("outputs") / self.name
+
+    def frame_count(self) -> int:
+        """How many frames (walks, edits) or cells (grids) the job has."""
+        raise NotImplementedError
+
+    def prompt_sources(self) -> list[tuple[str, str]]:
+        """Every prompt entry of the job as (its key, its text)."""
+        raise NotImplementedError
+
+    def prompt_terms(self, source: str, where: str) -> dict[str, float]:
+        """One prompt entry as {prompt text: weight}: an expression when the job has define:, else plain text."""
+        if self.define:
+            return parse_prompt_expression(source, self.define, where)
+        return {source: 1.0}
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def pixel_keys(self) -> dict:
+        """The keys that decide the pixels, beyond the environment (device, dtype) the manifest records."""
+        # spacing decides which frames a video shows, not the pixels of a frame at a given t (goldens are uniform)
+        skip = {"name", "output", "batch_size", "golden", "fps", "device", "dtype", "compile", "limits", "analysis",
+                "spacing", "video"}
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
+
+    def pixel_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.pixel_keys(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @model_validator(mode="after")
+    def _check_across_keys(self):
+        """What one key cannot say alone: frame caps, and every prompt expression parses."""
+        for key in ("height", "width"):
+            value = getattr(self, key)
+            if value is not None and value > self.limits.max_size:
+                raise bad(key, value, f"expected at most {self.limits.max_size} pixels "
+                                       "(raise limits.max_size to go beyond)")
+        count = self.frame_count()
+        if count > self.limits.max_frames:
+            if getattr(self, "timing", None):
+                raise MorphError(f"timing: {self.timing.duration:g} s of music at fps {self.fps} is {count} frames, "
+                                 f"more than limits.max_frames ({self.limits.max_frames}); set a shorter "
+                                 "timing.duration, or raise limits.max_frames to render it")
+            raise MorphError(f"{'frames' if self.kind != 'grid' else 'grid'}: {count} frames is more than "
+                             f"limits.max_frames ({self.limits.max_frames}); raise limits.max_frames to render it")
+        for where, source in self.prompt_sources():
+            self.prompt_terms(source, where)
+        names = self.lora_names()
+        for i, (name, lora) in enumerate(zip(names, self.loras)):
+            if name in names[:i]:
+                raise MorphError(f"loras[{i}]: a second LoRA named {name!r}; give each a name: of its own")
+            self._check_lora_scale(f"loras[{i}].scale", lora.scale)
+        return self
+
+    def _check_lora_scale(self, key: str, scale: float) -> None:
+        cap = self.limits.max_lora_scale
+        if abs(scale) > cap:
+            raise bad(key, scale, f"expected a strength from {-cap:g} to {cap:g} (raise limits.max_lora_scale to go "
+                                  "beyond)")
+
+
+def segment_steps(frames: int | list[int], n_keyframes: int) -> list[int]:
+    """Steps per segment: a list is taken as is; a total F shares F - 1 steps as evenly as possible."""
+    if isinstance(frames, list):
+        return list(frames)
+    segments = n_keyframes - 1
+    base, extra = divmod(frames - 1, segments)
+    return [base + (1 if i < extra else 0) for i in range(segments)]
+
+
+class _Keyframed(JobConfig):
+    """Walks and edits: keyframes joined by segments of frames."""
+
+    frames: Frames = 100
+    """Total frames, or the steps of each segment ([100, 300] -> 401 frames)."""
+    spacing: Spacing = SpacingSpec()
+    """Where the frames sit along the walk: uniform, even, or {mode: even, max_extra_renders: N, budget: walk}."""
+    video: VideoSpec = VideoSpec()
+    """Platform files besides the master MP4: {preset: tiktok, fit: pad, loop: pingpong}; see docs/platforms.md."""
+    timing: TimingSpec | None = None
+    """Time the walk to music: {audio: track.mp3, start: 0, duration: 12.5}; the picture changes most on beats."""
+    ease: Ease = "linear"
+    """How each segment moves between its keyframes: linear, smoothstep, cosine (slow at both ends), ease-in, ease-out;
+    a keyframe mapping's ease sets the segment that starts there."""
+
+    def segment_eases(self) -> list[str]:
+        """Each segment's easing: its first keyframe's own, else the top level's."""
+        return [self.ease] * (len(self.keyframe_sources()) - 1)
+
+    def keyframe_sources(self) -> list[str]:
+        raise NotImplementedError
+
+    def keyframe_settings(self) -> list[dict]:
+        """Each keyframe's seed, negative_prompt and guidance_scale (the top level's unless a keyframe sets its own)."""
+        return [{"seed": self.seed, "negative_prompt": self.negative_prompt, "guidance_scale": self.guidance_scale}
+                for _ in self.keyframe_sources()]
+
+    def keyframe_lora_scales(self) -> list[list[float]]:
+        """Each keyframe's strength of each LoRA (in the order of `loras:`): the top level's unless it sets its own."""
+        return [[lora.scale for lora in self.loras] for _ in self.keyframe_sources()]
+
+    def varying(self) -> list[str]:
+        """The settings that differ between keyframes: walked along with the prompts."""
+        settings = self.keyframe_settings()
+        varying = [k for k in ("seed", "negative_prompt", "guidance_scale") if len({s[k] for s in settings}) > 1]
+        return varying + (["loras"] if len({tuple(s) for s in self.keyframe_lora_scales()}) > 1 else [])
+
+    def frame_count(self) -> int:
+        if self.timing:  # the music's length decides; every keyframe still lands on a frame
+            return max(round(self.timing.duration * self.fps), len(self.keyframe_sources()))
+        return sum(segment_steps(self.frames, len(self.keyframe_sources()))) + 1
+
+    def steps(self) -> list[int]:
+        """Steps of each segment: from `frames`, or with timing the music's frames shared in proportion to a
+        `frames` list (evenly without one), each segment at least one step."""
+        segments = len(self.keyframe_sources()) - 1
+        if not self.timing:
+            return segment_steps(self.frames, segments + 1)
+        total = self.frame_count() - 1
+        weights = self.frames if isinstance(self.frames, list) else [1] * segments
+        ideal = [total * w / sum(weights) for w in weights]
+        steps = [max(1, int(x)) for x in ideal]
+        while sum(steps) < total:  # the largest shortfalls first
+            steps[max(range(segments), key=lambda i: ideal[i] - steps[i])] += 1
+        while sum(steps) > total:  # a segment raised to its one step took it from the largest excess
+            steps[max((i for i in range(segments) if steps[i] > 1), key=lambda i: steps[i] - ideal[i])] -= 1
+        return steps
+
+    @model_validator(mode="after")
+    def _check_timing(self):
+        if self.timing and "frames" in self.model_fields_set and not isinstance(self.frames, list):
+            raise MorphError("frames: with timing, the frame count is timing.duration x fps; leave frames out, or "
+                             "give a list to share the frames between segments in those proportions")
+        eased = any(name != "linear" for name in self.segment_eases())
+        for clash, what in ((self.spacing.mode == "even", "spacing: even places frames at equal steps of change"),
+                            (self.timing, "timing places frames by the music")):
+            if eased and clash:
+                raise MorphError(f"ease: {what}, which decides where each frame sits, as ease would; use one of them")
+        if self.timing and self.spacing.mode == "even" and self.spacing.budget == "walk":
+            raise MorphError("spacing.budget: walk moves frames between segments, and timing keeps each segment's "
+                             "frames (from a frames list, or evenly); use budget: segment with timing")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_frames(cls, raw):
+        """frames against the number of keyframes, before the total is ever computed from it."""
+        if not isinstance(raw, dict):
+            return raw
+        edit = raw.get("edit")
+        keyframes = raw.get("prompts") if "prompts" in raw else edit.get("prompts") if isinstance(edit, dict) else None
+        if not isinstance(keyframes, list) or len(keyframes) < 2:
+            return raw  # the field checks say what is wrong
+        segments = len(keyframes) - 1
+        value = raw.get("frames", 100)
+        if isinstance(value, list) and len(value) != segments:
+            raise bad("frames", value, f"a list gives the steps of each segment: {segments} whole number(s) >= 1 "
+                                        f"for {len(keyframes)} keyframes")
+        if isinstance(value, int) and not isinstance(value, bool) and value < max(2, segments + 1):
+            raise bad("frames", value, f"expected a whole number >= {max(2, segments + 1)} "
+                                        f"(every one of the {len(keyframes)} keyframes lands on a frame)")
+        return raw
+
+
+class WalkJob(_Keyframed):
+    """A walk through two or more keyframe prompts."""
+
+    prompts: list[KeyframeEntry] = Field(min_length=2)
+    """Keyframes in order: texts (or expressions over `define`), or {prompt, seed, negative_prompt, guidance_scale}."""
+    kind: ClassVar[str] = "walk"
+
+    def keyframe_sources(self) -> list[str]:
+        return [p.prompt for p in self.prompts]
+
+    def prompt_sources(self) -> list[tuple[str, str]]:
+        return [(f"prompts[{i}]", p) for i, p in enumerate(self.keyframe_sources())]
+
+    def keyframe_settings(self) -> list[dict]:
+        settings = super().keyframe_settings()
+        for keyframe, own in zip(self.prompts, settings):
+            own.update({k: getattr(keyframe, k) for k in own if getattr(keyframe, k) is not None})
+        return settings
+
+    def segment_eases(self) -> list[str]:
+        return [keyframe.ease or self.ease for keyframe in self.prompts[:-1]]
+
+    def keyframe_lora_scales(self) -> list[list[float]]:
+        names = self.lora_names()
+        return [[(keyframe.loras or {}).get(name, lora.scale) for name, lora in zip(names, self.loras)]
+                for keyframe in self.prompts]
+
+    @model_validator(mode="after")
+    def _check_keyframe_loras(self):
+        names = self.lora_names()
+        for i, keyframe in enumerate(self.prompts):
+            for name, scale in (keyframe.loras or {}).items():
+                if name not in names:
+                    raise MorphError(f"prompts[{i}].loras: {name!r} is not a LoRA of loras:; "
+                                     f"{did_you_mean(name, names)}" + (f"its LoRAs are {', '.join(names)}" if names else
+                                        "declare it there first: loras: [{path: ..., name: ...}]"))
+                self._check_lora_scale(f"prompts[{i}].loras.{name}", scale)
+        return self
+
+    @model_validator(mode="after")
+    def _check_last_ease(self):
+        if self.prompts[-1].ease is not None:
+            raise MorphError(f"prompts[{len(self.prompts) - 1}].ease: the last keyframe starts no segment; set ease on "
+                             "the keyframe a segment starts from")
+        return self
+
+    @model_validator(mode="after")
+    def _check_guidance(self):
+        guidance = {s["guidance_scale"] for s in self.keyframe_settings()}
+        if len(guidance) > 1 and min(guidance) <= 1:
+            raise MorphError(f"prompts: keyframes with different guidance_scale need every one above 1 (classifier-"
+                             f"free guidance); got {sorted(guidance)}")
+        return self
+
+
+class EditJob(_Keyframed):
+    """A one-word edit: only the token slots of `edit.word` in `base` walk through `edit.prompts`."""
+
+    base: Text
+    """The sentence whose word is edited."""
+    edit: EditSpec
+    """Which word, and what its slots walk through."""
+    kind: ClassVar[str] = "edit"
+
+    def keyframe_sources(self) -> list[str]:
+        return self.edit.prompts
+
+    def prompt_sources(self) -> list[tuple[str, str]]:
+        return [(f"edit.prompts[{i}]", p) for i, p in enumerate(self.edit.prompts)]
+
+    def prompt_terms(self, source: str, where: str) -> dict[str, float]:
+        """Edit values walk through words, so a bare name that is not defined is the word itself."""
+        return parse_prompt_expression(source, self.define, where, bare_names_are_text=True)
+
+
+class GridJob(JobConfig):
+    """Rows walked between two prompts, columns adding k times a third."""
+
+    grid: GridSpec
+    """Rows and columns of the grid."""
+    kind: ClassVar[str] = "grid"
+
+    def frame_count(self) -> int:
+        return self.grid.rows.steps * self.grid.columns.steps
+
+    def prompt_sources(self) -> list[tuple[str, str]]:
+        return [("grid.rows.from", self.grid.rows.start), ("grid.rows.to", self.grid.rows.end),
+                ("grid.columns.add", self.grid.columns.add)]
+
+
+JOB_KINDS = {"prompts": WalkJob, "edit": EditJob, "grid": GridJob}
+
+
+def _kind_of(raw) -> str | None:
+    present = [key for key in JOB_KINDS if isinstance(raw, dict) and key in raw]
+    return present[0] if len(present) == 1 else None
+
+
+JOB_SCHEMA = TypeAdapter(Annotated[Union[tuple(Annotated[cls, Tag(key)] for key, cls in JOB_KINDS.items())],
+                                   Discriminator(_kind_of)])
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a job file, for editors and other tools."""
+    schema = JOB_SCHEMA.json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "morph job", **schema}
+
+
+def validate(raw, default_name: str = "job") -> JobConfig:
+    """Turn a parsed YAML mapping into a job config, or raise MorphError naming the bad key."""
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else f"a {type(raw).__name__}"
+        raise MorphError(f"the config is {kind}, not a YAML mapping of keys such as model: and prompts:")
+    bad_keys = [k for k in raw if not isinstance(k, str)]
+    if bad_keys:
+        raise MorphError(f"{short(bad_keys[0])}: keys are names such as model: and prompts:, not numbers or lists")
+    modes = [k for k in JOB_KINDS if k in raw]
+    if len(modes) != 1:
+        raise MorphError("a job has exactly one of prompts: (a walk), edit: (a one-word edit) or grid:; "
+                         f"this config has {', '.join(modes) if modes else 'none'}")
+    if "base" in raw and "edit" not in raw:
+        raise MorphError("base: only used together with edit:; remove it or add an edit: section")
+    if "grid" in raw and "frames" in raw:
+        raise MorphError("frames: not used by grid jobs; the grid's rows.steps x columns.steps sets the cells")
+    raw = {"name": default_name, **raw}
+    try:
+        return JOB_SCHEMA.validate_python(raw)
+    except ValidationError as e:
+        raise one_line(e.errors(include_url=False)[0], JOB_KINDS[modes[0]]) from None
+    except RecursionError:
+        raise MorphError("the config nests too deeply to be a job config") from None
+
+
+def parse_frame_spec(spec: str, count: int, where: str = "--frames") -> list[int]:
+    """'0,17,100-120' -> sorted unique indices, each checked against `count` frames."""
+    if len(spec) > 10_000:
+        raise MorphError(f"{where}: a frame list of {len(spec)} characters is too long; use ranges such as 0-399")
+    indices = set()
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d{1,9})\s*(?:-\s*(\d{1,9})\s*)?", part)
+        if not match:
+            raise MorphError(f"{where}: {short(spec)} is not a frame list; write e.g. 0,17,100-120")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if first > last:
+            raise MorphError(f"{where}: {part.strip()!r} starts after it ends; write the range low to high, "
+                             f"{last}-{first}")
+        if last >= count:
+            raise MorphError(f"{where}: {part.strip()!r} is out of range; this job has frames 0-{count - 1}")
+        indices.update(range(first, last + 1))
+    return sorted(indices)

@@ -1,0 +1,94 @@
+"""A job's YAML file read into a config: YAML 1.2's booleans, the paths it names found beside it, command-line
+overrides applied, then checked (config.validate). No torch."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from .sections import SINGLE_FILES
+from .jobs import JobConfig, validate
+from ..errors import MorphError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as YAML 1.2 reads booleans: only true and false. YAML 1.1's yes, no, on and off stay text, so that
+    `compile: yes` is refused with the fix instead of passing as true (and a prompt `no` stays the word)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise MorphError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
+                         "save the file as UTF-8") from None
+
+
+def _beside(value, folder: Path, always: bool):
+    """A relative path written in a config, as the path of that file beside the config (in `folder`). Model, VAE
+    and configs_from names can be hub ids too: those (`always` false) are taken from beside the config only when
+    they name a file there or a single file, or start with ./ or ../."""
+    if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        return value
+    there = folder / value
+    if always or there.exists() or value.lower().endswith(SINGLE_FILES) or value.startswith(("./", "../")):
+        return str(there.resolve())
+    return value
+
+
+def resolve_paths(raw, folder: Path):
+    """The paths a config reads (model, vae, configs_from, embeddings, loras, timing.audio) relative to the config
+    file's folder, made absolute, so a job runs the same from any current folder and its manifest names them wherever
+    it is read. `output`, where the job writes, stays relative to the current folder, like its default."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    for key in ("model", "vae", "configs_from"):
+        if key in raw:
+            raw[key] = _beside(raw[key], folder, always=False)
+    if isinstance(raw.get("embeddings"), list):
+        raw["embeddings"] = [_beside(e, folder, True) if isinstance(e, str) else
+                             {**e, "path": _beside(e.get("path"), folder, True)} if isinstance(e, dict) else e
+                             for e in raw["embeddings"]]
+    if isinstance(raw.get("loras"), list):  # a LoRA can be a hub id too
+        raw["loras"] = [{**e, "path": _beside(e.get("path"), folder, False)} if isinstance(e, dict) else e
+                        for e in raw["loras"]]
+    if isinstance(raw.get("timing"), dict) and "audio" in raw["timing"]:
+        raw["timing"] = {**raw["timing"], "audio": _beside(raw["timing"]["audio"], folder, True)}
+    return raw
+
+
+def load_config(path: str | Path, **overrides) -> JobConfig:
+    """Read a YAML job file; relative paths in it are read from its folder (resolve_paths); `overrides` (e.g. from
+    the command line, relative to the current folder) replace its keys before validation."""
+    path = Path(path)
+    try:
+        text = _decode(path, path.read_bytes())
+    except OSError as e:
+        raise MorphError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise MorphError(f"{path}: YAML syntax error{where}: {problem}") from None
+    except RecursionError:
+        raise MorphError(f"{path}: the YAML nests too deeply to be a job config") from None
+    raw = resolve_paths(raw, path.parent)
+    if isinstance(raw, dict):
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        config = validate(raw, default_name=path.stem)
+    except MorphError as e:
+        raise MorphError(f"{path}: {e}") from None
+    config._source = str(path)
+    return config

@@ -1,0 +1,1 @@
+"""What a run delivers beyond its frames: platform files, the manifest and report.html."""

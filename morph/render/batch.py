@@ -1,0 +1,269 @@
+"""Frames from conditionings: one shared starting latent, batches through the diffusers pipeline."""
+
+import warnings
+from collections import deque
+from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..errors import MorphError
+from ..models.family import pipeline_inputs, vae_decodes_in_float32
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    height: int
+    width: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+
+
+def on_device(pipe, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in the pipeline's device and dtype; done once per job for the tensors every batch shares."""
+    return tensor.to(pipe.device, pipe.unet.dtype)
+
+
+FLAGS = ("nsfw", "redecoded", "broken")  # what can happen to a frame: Batch's lists, the store's records
+
+
+@dataclass
+class Batch:
+    """What one pipeline call gave: images [B, H, W, 3] uint8 on the device, and per frame what happened."""
+
+    images: torch.Tensor
+    nsfw: list[bool]  # blacked out by the model's safety checker
+    redecoded: list[bool]  # the first decode was NaN/inf or all black; decoded again in float32
+    broken: list[bool]  # still NaN/inf or all black after that: the latents themselves are bad
+
+    def flags(self, j: int) -> list[str]:
+        """What happened to frame j, by name: "nsfw", "redecoded", "broken"."""
+        return [name for name in FLAGS if getattr(self, name)[j]]
+
+
+def decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Latents [B, C, h, w] -> images [B, 3, H, W] in -1..1, as the stock pipeline decodes them (a VAE with
+    latents_mean/std, as some SDXL ones have, is denormalized with them)."""
+    latents = latents.to(vae.dtype)
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is not None and std is not None:
+        shape = (1, -1, 1, 1)
+        latents = latents * torch.tensor(std).view(shape).to(latents) / vae.config.scaling_factor + \
+            torch.tensor(mean).view(shape).to(latents)
+    else:
+        latents = latents / vae.config.scaling_factor
+    return vae.decode(latents, return_dict=False)[0]
+
+
+def broken_frames(images: torch.Tensor) -> torch.Tensor:
+    """Which images [B, 3, H, W] (-1..1) hold a NaN or inf, or are black throughout: bool [B]."""
+    flat = images.flatten(1)
+    return ~torch.isfinite(flat).all(dim=1) | (flat <= -1).all(dim=1)
+
+
+@contextmanager
+def per_frame_guidance(pipe, guidance: torch.Tensor | None):
+    """The guidance_scale to call the pipeline with, for per-frame guidance [B] (None: the settings' own).
+
+    diffusers takes one guidance_scale G per call and computes u + G (c - u) from the UNet's
+    unconditional and conditional halves. For frames whose guidance differs, the UNet's conditional
+    half is replaced by u + (g / G)(c - u), so the pipeline's step gives u + g (c - u) for each
+    frame. Equal guidance takes the stock path untouched.
+    """
+    if guidance is None or bool((guidance == guidance[0]).all()):
+        yield None if guidance is None else float(guidance[0])
+        return
+    scale = float(guidance.max())
+    ratio = (guidance / scale).to(pipe.device, pipe.unet.dtype).view(-1, 1, 1, 1)
+    forward = pipe.unet.forward
+
+    def guided(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        noise = out[0] if isinstance(out, tuple) else out.sample
+        uncond, cond = noise.chunk(2)
+        noise = torch.cat([uncond, uncond + ratio * (cond - uncond)])
+        return (noise,) + tuple(out[1:]) if isinstance(out, tuple) else type(out)(sample=noise)
+
+    # a compiled UNet (torch.compile's OptimizedModule) keeps its own forward on the instance: put back what was there
+    own = vars(pipe.unet).get("forward")
+    pipe.unet.forward = guided
+    try:
+        yield scale
+    finally:
+        if own is None:
+            del pipe.unet.forward  # back to the class's own
+        else:
+            pipe.unet.forward = own
+
+
+def _denoise(pipe, conds, negative, latent, settings: RenderSettings, guidance_scale: float | None):
+    """The pipeline's denoising loop for conditionings [B, L, D]: latents [B, C, h, w], not yet decoded."""
+    batch = conds.shape[0]
+    negative = on_device(pipe, negative)
+    return pipe(
+        **pipeline_inputs(pipe, on_device(pipe, conds), negative if negative.dim() == 3 else
+                          negative.expand(batch, -1, -1)),
+        latents=on_device(pipe, latent).expand(batch, -1, -1, -1),
+        # One generator per frame, all on the same seed: schedulers that add noise while sampling
+        # give every frame the same noise, whatever batch the frame falls in.
+        generator=[torch.Generator("cpu").manual_seed(settings.seed) for _ in range(batch)],
+        height=settings.height,
+        width=settings.width,
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale if guidance_scale is None else guidance_scale,
+        output_type="latent",  # decoded below, so that a bad decode can be redone in float32
+    ).images
+
+
+@torch.no_grad()
+def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torch.Tensor,
+                 settings: RenderSettings, float32_vae: Callable[[], object] | None = None,
+                 guidance: torch.Tensor | None = None, loras=None, lora_rows: torch.Tensor | None = None) -> Batch:
+    """Render conditionings [B, L, D] through the stock pipeline, then decode, check and convert the images.
+
+    `negative` is [L, D] for every frame or [B, L, D]; `latent` [1, C, h, w] or [B, C, h, w];
+    `guidance` [B] per frame (None: the settings'); `lora_rows` [B, n] the strength of each of the
+    pipeline's LoRAs (`loras`, lora.LoraStrengths) per frame (None: their defaults). A half-precision
+    VAE can overflow to NaN or black: such frames are decoded again by `float32_vae()` (built only
+    when needed).
+    """
+    batch = conds.shape[0]
+    with per_frame_guidance(pipe, guidance) as scale, loras.rows(lora_rows) if loras else nullcontext():
+        latents = _denoise(pipe, conds, negative, latent, settings, scale)
+    upcast = float32_vae is not None and vae_decodes_in_float32(pipe) and pipe.vae.dtype != torch.float32
+    if upcast:  # SDXL's VAE overflows in float16
+        images = decode(float32_vae(), latents.float()).to(latents.dtype)
+    else:
+        images = decode(pipe.vae, latents)
+    in_float32 = upcast or pipe.vae.dtype == torch.float32
+    bad = broken_frames(images)
+    redecoded = torch.zeros_like(bad)
+    if bad.any() and float32_vae is not None and not in_float32:  # decoded in half precision: try float32
+        redecoded = bad.clone()
+        images[bad] = decode(float32_vae(), latents[bad].float()).to(images.dtype)
+        bad = broken_frames(images)
+    nsfw = None
+    if hasattr(pipe, "run_safety_checker"):  # SDXL pipelines have none
+        images, nsfw = pipe.run_safety_checker(images, pipe.device, images.dtype)
+    nsfw = [bool(f) for f in nsfw] if nsfw is not None else [False] * batch
+    images = pipe.image_processor.postprocess(images, output_type="pt", do_denormalize=[not f for f in nsfw])
+    return Batch(to_uint8(images.permute(0, 2, 3, 1)), nsfw, redecoded.tolist(), bad.tolist())
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """[..., 3] float in 0..1 -> uint8, rounded in float32 exactly as diffusers' numpy_to_pil does."""
+    return (image.float().clamp(0.0, 1.0) * 255).round().to(torch.uint8)
+
+
+class BatchRenderer:
+    """Renders frames `batch_size` at a time; a CUDA out-of-memory error halves the batch that failed and retries.
+
+    With `fixed_shape` (torch.compile), a short last batch is padded to the full batch size by
+    repeating its last frame, so the compiled graphs see one shape (after an out-of-memory back-off,
+    one more: the smaller batch is compiled once).
+    """
+
+    def __init__(self, pipe, conditionings_for: Callable[[list[int]], torch.Tensor], negative: torch.Tensor,
+                 latent: torch.Tensor, settings: RenderSettings, batch_size: int, fixed_shape: bool = False,
+                 inputs_for: Callable[[list[int]], dict] = lambda indices: {}, loras=None):
+        self.pipe, self.conditionings_for, self.settings = pipe, conditionings_for, settings
+        self.inputs_for = inputs_for  # per frame, what walks along (negative, latent, guidance, loras; see path.py)
+        self.loras = loras  # the pipeline's lora.LoraStrengths, if it has LoRAs
+        self.negative, self.latent = on_device(pipe, negative), on_device(pipe, latent)
+        self.batch_size, self.fixed_shape = batch_size, fixed_shape
+        self.backoffs: list[str] = []  # what the out-of-memory back-off did, for the manifest
+        self._vae32 = None
+
+    def batches(self, groups: list[list[int]]) -> Iterator[tuple[list[int], Batch]]:
+        """Yield (frame indices, their Batch) for each group of frames, in order; an out-of-memory error
+        halves the batch size and splits the group that failed."""
+        pending = deque(groups)
+        while pending:
+            chunk = pending.popleft()
+            if len(chunk) > self.batch_size:
+                pending.extendleft(reversed([chunk[i:i + self.batch_size]
+                                             for i in range(0, len(chunk), self.batch_size)]))
+                continue
+            try:
+                batch = self._render(chunk)
+            except torch.OutOfMemoryError:
+                batch = None  # leave the except block first, so the failed batch's tensors can be freed
+            if batch is None:
+                self._back_off(self.rendered_size(len(chunk)))
+                pending.appendleft(chunk)
+                continue
+            yield chunk, batch
+
+    def rendered_size(self, frames: int) -> int:
+        """How many frames a batch of `frames` goes through the UNet as: padded to batch_size with fixed_shape."""
+        return self.batch_size if self.fixed_shape else frames
+
+    def probe(self, frames: int) -> Batch:
+        """Render `frames` copies of frame 0 in one batch with a single denoising step, decoded as real batches are
+        (batch_size: auto measures the memory this takes)."""
+        settings, self.settings = self.settings, replace(self.settings, num_inference_steps=1)
+        try:
+            return render_batch(self.pipe, self.conditionings_for([0] * frames), self.negative, self.latent,
+                                self.settings, self._float32_vae, loras=self.loras)
+        finally:
+            self.settings = settings
+
+    def _render(self, chunk: list[int]) -> Batch:
+        padding = self.rendered_size(len(chunk)) - len(chunk)
+        padded = chunk + [chunk[-1]] * padding
+        walking = self.inputs_for(padded)
+        batch = render_batch(self.pipe, self.conditionings_for(padded), walking.get("negative", self.negative),
+                             walking.get("latent", self.latent), self.settings, self._float32_vae,
+                             walking.get("guidance"), self.loras, walking.get("loras"))
+        n = len(chunk)
+        return Batch(batch.images[:n], batch.nsfw[:n], batch.redecoded[:n], batch.broken[:n])
+
+    def _float32_vae(self):
+        """A float32 copy of the pipeline's VAE, made the first time a half-precision decode fails."""
+        if self._vae32 is None:
+            vae = self.pipe.vae
+            # a compiled decoder keeps its weights under _orig_mod.
+            weights = {k.replace("_orig_mod.", ""): v.float() for k, v in vae.state_dict().items()}
+            self._vae32 = type(vae).from_config(vae.config).to(vae.device).eval()
+            self._vae32.load_state_dict(weights)
+        return self._vae32
+
+    def _back_off(self, failed: int) -> None:
+        """After a batch of `failed` frames ran out of memory: half that size from now on."""
+        if failed == 1:
+            raise MorphError(f"out of GPU memory rendering a single {self.settings.width} x {self.settings.height} "
+                             "frame; use a smaller height/width, dtype float16, or a GPU with more memory")
+        if self.pipe.device.type == "cuda":
+            torch.cuda.empty_cache()
+        smaller = failed // 2
+        message = f"out of GPU memory in a batch of {failed} frames; continuing with batch_size {smaller}"
+        if not self.backoffs:  # say it once; the manifest keeps every step
+            warnings.warn(message + " (set batch_size lower to skip the retry)", stacklevel=2)
+        self.backoffs.append(message)
+        self.batch_size = smaller
+
+
+class HostCopy:
+    """A device -> host copy of a uint8 batch, started at once and waited for by whoever needs the pixels."""
+
+    def __init__(self, images: torch.Tensor):
+        if images.device.type == "cuda":
+            self._host = torch.empty(images.shape, dtype=images.dtype, pin_memory=True)
+            # the copy runs on the stream of the images' own GPU (cuda:1 need not be the current device): the
+            # event that says it is done goes on that stream too
+            stream = torch.cuda.current_stream(images.device)
+            with torch.cuda.stream(stream):
+                self._host.copy_(images, non_blocking=True)
+            self._done = torch.cuda.Event()
+            self._done.record(stream)
+        else:
+            self._host, self._done = images.cpu(), None
+
+    def wait(self) -> np.ndarray:
+        """The pixels [B, H, W, 3] uint8, once the copy has finished."""
+        if self._done is not None:
+            self._done.synchronize()
+        return self._host.numpy()
