@@ -113,9 +113,15 @@ def cpu_benchmark(args):
     return figures
 
 
-def build_sd15_shaped(folder: Path, device: str) -> Path:
-    """A diffusers folder with SD 1.5's shapes and random float16 weights (built on `device`, saved once)."""
+def build_sd15_shaped(folder: Path, device: str, tiny: bool = False) -> Path:
+    """A diffusers folder with SD 1.5's shapes and random float16 weights (built on `device`, saved once); `tiny`:
+    the built-in tiny model's instead (--smoke: the script itself tried on a CPU in a minute)."""
     if (folder / "model_index.json").exists():
+        return folder
+    if tiny:
+        from morph.models.tiny import build_pipeline
+
+        build_pipeline().to(dtype=torch.float16).save_pretrained(folder)
         return folder
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -181,25 +187,36 @@ def bare_model(model_folder, device, batch, size, steps, guidance, compiled):
 
 def gpu_benchmark(args):
     device = args.device or "cuda"
-    folder = str(build_sd15_shaped(Path(args.cache).expanduser(), device))
+    folder = str(build_sd15_shaped(Path(args.cache).expanduser(), device, tiny=args.smoke))
     size, steps = args.size, args.steps
     name = torch.cuda.get_device_name() if torch.device(device).type == "cuda" else "cpu"
-    figures = {"device": name, "size": size, "num_inference_steps": steps, "model": "SD-1.5-shaped, random fp16"}
-    print(f"{name}: SD-1.5-shaped model, {size} x {size}, {steps} steps, PNDM, guidance 7.5")
+    shapes = "tiny (smoke)" if args.smoke else "SD-1.5-shaped"
+    figures = {"device": name, "size": size, "num_inference_steps": steps, "model": f"{shapes}, random fp16"}
+    print(f"{name}: {shapes} model, {size} x {size}, {steps} steps, PNDM, guidance 7.5")
     rows = []
     with tempfile.TemporaryDirectory() as out:
         common = dict(model=folder, size=size, steps=steps, guidance_scale=7.5)
         short, long = args.frames // 3 or 1, args.frames
         rows.append(("notebook loop, one pipeline call per frame", pipeline_calls(
             job_config(short, 1, device, out, **common), 1), None, None))
+        ran = {}  # what each morph run measured: (frames/s after the first batch, else overall; its batch size)
         for label, frames, batch, extra in (("morph eager, batch 1", short, 1, {}),
                                             ("morph eager, batch 8", long, 8, {}),
                                             ("morph eager, batch auto", long, "auto", {}),
                                             ("morph compile: true, batch 8", long, 8, {"compile": True})):
             fps, steady, peak, manifest = morph_run(job_config(frames, batch, device, out, **common, **extra))
             rows.append((f"{label} (ran at {manifest['batch_size']})", fps, steady, peak))
+            ran[label] = (round(steady or fps, 3), manifest["batch_size"])
         eager = bare_model(folder, device, 8, size, steps, 7.5, compiled=False)
         compiled = bare_model(folder, device, 8, size, steps, 7.5, compiled=True)
+    best = max(("morph eager, batch 1", "morph eager, batch 8"), key=lambda label: ran[label][0])
+    figures["summary"] = {  # the fields a results file records (benchmarks/gpu_results.py)
+        "morph_eager_fps": ran["morph eager, batch 8"][0], "morph_eager_batch": 8,
+        "bare_eager_fps": round(eager, 3), "bare_batch": 8,
+        "morph_compiled_fps": ran["morph compile: true, batch 8"][0], "morph_compiled_batch": 8,
+        "bare_compiled_fps": round(compiled, 3),
+        "auto_batch_fps": ran["morph eager, batch auto"][0], "auto_batch_size": ran["morph eager, batch auto"][1],
+        "best_fixed_fps": ran[best][0], "best_fixed_batch": ran[best][1]}
     rows += [("bare model, batch 8, eager (ceiling)", eager, None, None),
              ("bare model, batch 8, channels_last + compiled (ceiling)", compiled, None, None)]
     print(f"{'what ran':<58} {'frames/s':>9} {'after 1st batch':>16} {'peak GiB':>9}")
@@ -221,6 +238,8 @@ def main():
     parser.add_argument("--cache", default="~/.cache/morph/sd15-shaped", help="where the SD-1.5-shaped folder is kept")
     parser.add_argument("--size", type=int, default=512, help="--sd15-shaped: image size")
     parser.add_argument("--steps", type=int, default=25, help="--sd15-shaped: denoising steps")
+    parser.add_argument("--smoke", action="store_true",
+                        help="--sd15-shaped with the tiny model's shapes: the steps tried on a CPU, not a measurement")
     args = parser.parse_args()
     args.frames = args.frames or (64 if args.sd15_shaped else 40)
     if args.sd15_shaped and (args.device or "cuda").startswith("cuda") and not torch.cuda.is_available():
