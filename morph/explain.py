@@ -36,8 +36,9 @@ def explain_output(output: Path, steps: list[int], top: int, verbose: bool = Fal
     config = validate({**manifest["config"], "output": str(output)}, default_name=manifest["name"])
     with OutputLock(output):
         job = prepare_job(config, verbose=verbose)
-        records = attribute(job, FrameStore(output), steps, manifest["analysis"]["distances"])
-        publish(records, FrameStore(output), output)
+        store = FrameStore(output)
+        records = attribute(job, store, steps, manifest["analysis"]["distances"])
+        publish(records, store, output)
         manifest["analysis"]["attribution"] = records
         manifest["report"] = str(write_report(output, manifest))
         write_manifest(output, manifest)

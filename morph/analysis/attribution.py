@@ -12,12 +12,13 @@ and their groups get exactly 0 without a render.
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from ..errors import MorphError
 from ..prompts.encode import word_slots
-from ..render.produce import plan_frames, produce
 from ..render.shard import Shard
 from ..render.store import frame_identity
+from .samples import SampleRenderer
 from .storm import downscale
 from .storm_map import distance_function
 
@@ -135,6 +136,7 @@ def attribute(job, store, steps: list[int], distances: list[float], progress=Non
     against `distances` (the walk's own, per step). Records: {step, groups: [{label, slots, share, key}], remainder}.
     """
     distance, walk = distance_function(job.config.analysis.metric), job.path
+    renderer = SampleRenderer(job, store, Shard(), False, progress or tqdm(disable=True))
     records = []
     try:
         for step in steps:
@@ -145,18 +147,15 @@ def attribute(job, store, steps: list[int], distances: list[float], progress=Non
             now, after = walk.conditionings([step])[0], walk.conditionings([step + 1])[0]
             moving = [g for g in groups if not torch.equal(now[g.rows], after[g.rows])]
             cases = [(step, step + 1, [])] + [(step, step + 1, g.rows) for g in moving]
-            job.use_path(MovedRows(walk, job.config, cases))
-            plan = plan_frames(job, list(range(len(cases))), store, False)
-            if progress is not None:
-                progress.total = (progress.total or 0) + len(plan.missing)
-            produce(job, plan, store, Shard(), on_frame=lambda: progress.update(1) if progress is not None else None)
-            frames = [downscale(torch.from_numpy(store.read(key))) for key in plan.keys]
-            changes = {id(g): distance(frames[0], frame) for g, frame in zip(moving, frames[1:])}
-            parts, remainder = shares([changes.get(id(g), 0.0) for g in groups], distances[step])
-            keys = {id(g): key for g, key in zip(moving, plan.keys[1:])}
+            keys = renderer.render_path(MovedRows(walk, job.config, cases))
+            frames = [downscale(torch.from_numpy(store.read(key))) for key in keys]
+            renders = dict(zip(map(id, moving), zip(frames[1:], keys[1:])))
+            found = [renders.get(id(g), (None, None)) for g in groups]  # (frame, key); a group that does not move: none
+            parts, remainder = shares([0.0 if frame is None else distance(frames[0], frame) for frame, _ in found],
+                                      distances[step])
             records.append({"step": step, "groups": [
-                {"label": g.label, "slots": [g.rows[0], g.rows[-1]], "share": share, "key": keys.get(id(g))}
-                for g, share in zip(groups, parts)], "remainder": remainder})
+                {"label": g.label, "slots": [g.rows[0], g.rows[-1]], "share": share, "key": key}
+                for g, share, (_, key) in zip(groups, parts, found)], "remainder": remainder})
     finally:
         job.use_path(walk)
     return records

@@ -73,8 +73,13 @@ class SampleRenderer:
 
     def render(self, segment: list[int], t: list[float]) -> list[str]:
         """Keys of frames at segment [n], t [n], rendered where the store lacks them."""
-        self.job.use_path(self.uniform.placed(segment, t))
-        plan = plan_frames(self.job, list(range(len(segment))), self.store, self.fresh)
+        return self.render_path(self.uniform.placed(segment, t))
+
+    def render_path(self, path) -> list[str]:
+        """Keys of every frame of `path` (anything the job renders as a path), rendered where the store lacks them;
+        the job is left pointing at `path`."""
+        self.job.use_path(path)
+        plan = plan_frames(self.job, list(range(len(path))), self.store, self.fresh)
         self.progress.total = (self.progress.total or 0) + len(plan.missing)
         self.progress.refresh()
         self.rendered += produce(self.job, plan, self.store, self.shard, on_frame=lambda: self.progress.update(1))
