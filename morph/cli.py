@@ -320,6 +320,28 @@ def golden_check(config, directory, tolerance, report, force, update, model, dev
         sys.exit(1)
 
 
+@cli.command(epilog="Example: morph studio --root . (then open http://127.0.0.1:7860)")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; another than loopback needs --auth.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--root", default=".", show_default=True, metavar="DIR",
+              help="The only folder the studio reads configs, models, music and LoRAs from and writes outputs to.")
+@click.option("--auth", metavar="USER:PASSWORD", help="Ask for this user and password (needed beyond loopback).")
+@VERBOSE_OPTION
+def studio(host, port, root, auth, verbose):
+    """A local web page to compose a walk, preview it, watch its storms and render it (needs morph[studio])."""
+    from .studio.access import check_access
+
+    folder, credentials = _call(check_access, host, auth, root)
+    _quiet(verbose)
+    try:
+        from .studio.page import serve
+    except ImportError as e:
+        raise _UserError(f"morph studio needs Gradio ({e.name} is missing): pip install 'morph[studio]'") from None
+    click.echo(f"morph studio: http://{host}:{port} serving {folder} (Ctrl-C stops it)")
+    serve(folder, host, port, credentials)
+
+
 @cli.command(epilog="Example: morph schema > morph.schema.json")
 def schema():
     """Print the JSON Schema of job configs (editors use it to complete and check configs as you type)."""

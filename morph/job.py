@@ -115,12 +115,13 @@ def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_siz
 
 
 def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, verbose: bool = False,
-            fresh: bool = False) -> dict:
+            fresh: bool = False, progress=None) -> dict:
     """Render a job to its output folder and return the manifest it wrote (rank 0's, under torchrun).
 
     Frames already in the output's frame store are reused (`fresh` renders them again).
     `frames` ('0,17,100-120') renders only those frames: their PNGs and the manifest, no video.
-    `quiet`: no progress bar; `verbose`: the libraries' own warnings and loading bars too.
+    `quiet`: no progress bar; `verbose`: the libraries' own warnings and loading bars too. `progress`: a context
+    manager like tqdm's bar (total, update, refresh) that counts the frames rendered instead of a bar.
     """
     # 0. Before any model loads or the output folder is made: the frame selection, the scheduler and the files the
     #    config names (LoRAs too), the output folder, this process's shard, the lock
@@ -148,7 +149,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     quiet = quiet or not sys.stderr.isatty()
     store = FrameStore(out)
     # a run refused while loading (a checkpoint that is not one, music ffmpeg cannot read) leaves no folder behind
-    with removed_if_refused(out), claimed(out, shard), tqdm(unit="frame", disable=quiet) as bar:
+    with removed_if_refused(out), claimed(out, shard), \
+            progress or tqdm(unit="frame", disable=quiet) as bar:
         started = time.perf_counter()
         previous = store.plan()
         job = prepare_job(resumed_batch_size(config, previous), verbose=verbose, agree=shard.from_leader)

@@ -18,7 +18,8 @@ LAYERS = [
     {"morph.render"},
     {"morph.analysis"},
     {"morph.output"},
-    {"morph.job", "morph.explain", "morph.golden", "morph.testing", "morph.cli", "morph.__main__", "morph"},
+    {"morph.job", "morph.explain", "morph.golden", "morph.testing", "morph.studio", "morph.cli", "morph.__main__",
+     "morph"},
 ]
 PURE_MATH = ["prompts/ops.py", "prompts/path.py", "prompts/easing.py", "analysis/spacing.py", "analysis/metrics.py",
              "analysis/storm.py"]

@@ -11,15 +11,15 @@ from .jobs import JobConfig, validate
 from ..errors import MorphError
 
 
-class _Loader(yaml.SafeLoader):
+class Yaml12Loader(yaml.SafeLoader):
     """YAML as YAML 1.2 reads booleans: only true and false. YAML 1.1's yes, no, on and off stay text, so that
     `compile: yes` is refused with the fix instead of passing as true (and a prompt `no` stays the word)."""
 
 
-_Loader.yaml_implicit_resolvers = {
+Yaml12Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                               list("tTfF"))
 
 
@@ -74,8 +74,15 @@ def load_config(path: str | Path, **overrides) -> JobConfig:
         text = _decode(path, path.read_bytes())
     except OSError as e:
         raise MorphError(f"cannot read config {path}: {e.strerror}") from None
+    return parse_config(text, path, **overrides)
+
+
+def parse_config(text: str, path: Path, check=None, **overrides) -> JobConfig:
+    """A job config from YAML `text` as if read from the file `path` (which need not exist): its relative paths are
+    read from path's folder, its name defaults to path's stem, and its errors start with the path. `check(raw)` sees
+    the mapping with its paths resolved before anything else does (before the schema looks at any file)."""
     try:
-        raw = yaml.load(text, Loader=_Loader)
+        raw = yaml.load(text, Loader=Yaml12Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -87,6 +94,8 @@ def load_config(path: str | Path, **overrides) -> JobConfig:
     if isinstance(raw, dict):
         raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
+        if check is not None:
+            check(raw)
         config = validate(raw, default_name=path.stem)
     except MorphError as e:
         raise MorphError(f"{path}: {e}") from None

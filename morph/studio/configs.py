@@ -1,0 +1,121 @@
+"""The configs the studio takes: YAML text read as the file configs/<name>.yaml under the root would be (so that
+Save writes a file `morph run` renders to the same frames), every file it reads confined to the root, and its output
+confined to <root>/outputs, the only folder the studio serves files from."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from ..config.jobs import JobConfig
+from ..config.yaml_file import parse_config
+from ..errors import MorphError
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+BUILT_IN_MODELS = ("toy", "tiny", "tiny-sd2", "tiny-sdxl")
+OUTPUTS = "outputs"
+CONFIGS = "configs"
+
+
+def outside(what: str, value: str, root: Path) -> MorphError:
+    return MorphError(f"{what}: {value} is outside {root}, the only folder the studio reads from; put it under {root} "
+                      f"(a config's paths are read from {root / CONFIGS}: ../models/x is {root / 'models' / 'x'})")
+
+
+def confined(what: str, value: str, root: Path) -> None:
+    """Refuse `value` (a path, hub id or built-in model, as resolve_paths left it) if it reads from outside `root`:
+    an absolute path elsewhere, a link out, a relative path climbing out."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise outside(what, value, root)
+    elif value not in BUILT_IN_MODELS and (not HUB_ID.match(value) or ".." in Path(value).parts):
+        raise outside(what, value, root)  # neither a hub id nor a built-in: a path the loader would read from "."
+
+
+def read_paths(raw: dict) -> list[tuple[str, str]]:
+    """Every (key, value) of a config mapping (its paths resolved) that names a file, folder or hub id it reads."""
+    found = [(key, raw.get(key)) for key in ("model", "vae", "configs_from")]
+    for key in ("embeddings", "loras"):
+        entries = raw.get(key) if isinstance(raw.get(key), list) else []
+        found += [(key, e.get("path") if isinstance(e, dict) else e) for e in entries]
+    timing = raw.get("timing")
+    found += [("timing.audio", timing.get("audio"))] if isinstance(timing, dict) else []
+    return [(key, value) for key, value in found if isinstance(value, str) and value]
+
+
+def confine(raw, root: Path) -> None:
+    """Refuse a config mapping that reads from outside `root` or writes outside <root>/outputs, before the schema
+    looks at any of its files (so that the studio never tells whether a file outside its root exists)."""
+    if not isinstance(raw, dict):
+        return
+    for key, value in read_paths(raw):
+        confined(key, value, root)
+    output = raw.get("output")
+    outputs = (root / OUTPUTS).resolve()
+    if isinstance(output, str) and output:
+        resolved = (root / Path(output).expanduser()).resolve()
+        if not resolved.is_relative_to(outputs) or resolved == outputs:
+            raise MorphError(f"output: {output} is outside {outputs}, the only folder the studio writes to; "
+                             f"name a folder under it, relative to {root} (e.g. {OUTPUTS}/{raw.get('name', 'walk')})")
+
+
+def studio_config(text: str, root: Path) -> JobConfig:
+    """The job `text` (YAML) describes, checked as `morph run` checks configs/<name>.yaml under `root`, every path it
+    reads inside `root` and its output inside <root>/outputs (default: <root>/outputs/<name>)."""
+    source = root / CONFIGS / "studio.yaml"
+    try:
+        config = parse_config(text, source, check=lambda raw: confine(raw, root))
+    except MorphError as e:  # the page shows the message beside the YAML: no file name to lead it
+        raise MorphError(str(e).removeprefix(f"{source}: ")) from None
+    output = root / (config.output or f"{OUTPUTS}/{config.name}")
+    config = config.model_copy(update={"output": str(output.resolve())})
+    config._source = str(root / CONFIGS / f"{config.name}.yaml")
+    return config
+
+
+def save_config(text: str, root: Path) -> Path:
+    """Write `text` as <root>/configs/<name>.yaml once it passes studio_config; the path written."""
+    config = studio_config(text, root)
+    path = root / CONFIGS / f"{config.name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text.endswith("\n") else text + "\n")
+    return path
+
+
+def model_choices(root: Path) -> list[str]:
+    """Models the page offers: the built-ins, diffusers folders and single checkpoint files under `root` (relative
+    to configs/, as a saved config names them), and hub models already in the local cache."""
+    found = list(BUILT_IN_MODELS)
+    for pattern in ("**/model_index.json", "**/*.safetensors", "**/*.ckpt"):
+        for path in sorted(root.glob(pattern)):
+            if OUTPUTS in path.relative_to(root).parts[:1]:
+                continue
+            target = path.parent if path.name == "model_index.json" else path
+            if path.suffix != ".json" and not _is_checkpoint(path):
+                continue
+            found.append(Path("..", target.relative_to(root)).as_posix())
+    return found + _cached_hub_models()
+
+
+def _is_checkpoint(path: Path) -> bool:
+    from ..models.model_files import kind_of, tensor_names
+
+    try:
+        return path.suffix == ".ckpt" or kind_of(tensor_names("model", str(path))) == "checkpoint"
+    except (MorphError, OSError):
+        return False
+
+
+def _cached_hub_models() -> list[str]:
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        return sorted(repo.repo_id for repo in scan_cache_dir().repos if repo.repo_type == "model")
+    except Exception:  # no cache yet, or one the library cannot read: offer the rest
+        return []
+
+
+def dump(raw) -> str:
+    """YAML text of a config's raw mapping, keys in the order given."""
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=120)
