@@ -132,7 +132,9 @@ class Studio:
 
     # --- render
     def _queued(self, text: str):
-        return _refused(self.worker.submit, _refused(studio_config, text, self.root))
+        job = _refused(self.worker.submit, _refused(studio_config, text, self.root))
+        self.frames.release()  # the render gets the device's memory; the slider loads its job again when asked
+        return job
 
     def submit(self, text: str):
         """The page's Render button: queue the job and show it; the page's timer follows it."""

@@ -52,6 +52,11 @@ class FrameAt:
         self._job: PreparedJob | None = None
         self._hash = None
 
+    def release(self) -> None:
+        """Let the loaded job (its model) go, e.g. before a full render needs the device's memory."""
+        with self._lock:
+            self._job = self._hash = None
+
     def frame(self, config: JobConfig, index: int) -> np.ndarray:
         """Frame `index` of `config`'s walk, uint8 [H, W, 3]: from the store if it is there, else rendered into it."""
         with self._lock:
