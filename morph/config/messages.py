@@ -1,10 +1,9 @@
 """pydantic's findings about a config, said as morph's one line: `key.path: value is not allowed; expected ...`."""
 
-import difflib
 import re
 from typing import get_args
 
-from ..errors import MorphError
+from ..errors import MorphError, did_you_mean
 
 _EXPECTED = {
     "int_type": "expected a whole number", "int_from_float": "expected a whole number",
@@ -75,9 +74,9 @@ def _suggest(key: str, section) -> str:
     if section is None:
         return ""
     keys = sorted(f.alias or name for name, f in section.model_fields.items())
-    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
-    if close:
-        return f"; did you mean {' or '.join(close)}?"
+    meant = did_you_mean(key, keys, n=3)
+    if meant:
+        return f"; {meant.strip()}"
     listed = ", ".join(keys)
     return f"; allowed keys: {listed}" if len(listed) <= 200 else "; `morph schema` lists the allowed keys"
 

@@ -1,6 +1,5 @@
 """Load a diffusers Stable Diffusion 1.x pipeline: built-in, local folder or hub id; device, dtype, scheduler."""
 
-import difflib
 import inspect
 import json
 import os
@@ -61,15 +60,11 @@ SD_SCHEDULERS = ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "Euler
 def _meant(name: str, known: list[str]) -> str:
     """'did you mean X? ' for a scheduler name written another way ('EulerDiscrete', 'ddimscheduler') or misspelt;
     close names among the Stable Diffusion ones first."""
-    short = {n.lower().removesuffix("scheduler"): n for n in known}
-    wanted = name.lower().removesuffix("scheduler")
-    if wanted in short:
-        return f"did you mean {short[wanted]}? "
-    for names in (SD_SCHEDULERS, known):
-        close = difflib.get_close_matches(wanted, [n.lower().removesuffix("scheduler") for n in names], n=2, cutoff=0.6)
-        if close:
-            return f"did you mean {' or '.join(short[c] for c in close)}? "
-    return ""
+    normal = lambda n: n.lower().removesuffix("scheduler")  # noqa: E731
+    exact = {normal(n): n for n in known}.get(normal(name))
+    if exact:
+        return f"did you mean {exact}? "
+    return did_you_mean(name, SD_SCHEDULERS, normal=normal) or did_you_mean(name, known, normal=normal)
 
 
 def scheduler_options(cls, options: dict) -> None:

@@ -110,8 +110,9 @@ class Worker:
         job.save()
         return job
 
-    def job(self, output: Path | str) -> RenderJob | None:
-        return self._jobs.get(str(output))
+    def jobs(self) -> list[RenderJob]:
+        """The jobs submitted since the studio started (the latest for each output)."""
+        return list(self._jobs.values())
 
     def cancel(self, output: Path | str) -> bool:
         """Ask the job rendering into `output` to stop (a queued one never starts); False if none is active."""
@@ -152,13 +153,12 @@ class Worker:
 
 
 def saved_jobs(outputs: Path, worker: Worker) -> list[dict]:
-    """Every job the studio has rendered under `outputs`, newest first: the worker's own state where it has the job,
-    else its studio.json (a job left queued or running by a studio that stopped reads as interrupted)."""
-    found = []
-    for path in outputs.glob(f"**/{STATE_FILE}"):
-        job = worker.job(path.parent)
-        if job is not None:
-            found.append(job.status())
+    """Every job the studio has rendered under `outputs` (its folder or one below it), newest first: the worker's own
+    state where it has the job, else its studio.json (a job left queued or running by a studio that stopped reads
+    as interrupted). Frame folders are not walked: the page asks this every second."""
+    found = {str(job.output): job.status() for job in worker.jobs()}
+    for path in [*outputs.glob(f"*/{STATE_FILE}"), *outputs.glob(f"*/*/{STATE_FILE}")]:
+        if str(path.parent) in found:
             continue
         try:
             status = json.loads(path.read_text())
@@ -167,5 +167,5 @@ def saved_jobs(outputs: Path, worker: Worker) -> list[dict]:
         if status.get("state") in ACTIVE:
             status = {**status, "state": "interrupted", "error": "the studio stopped before it finished; render it "
                                                                  "again to go on from there"}
-        found.append(status)
-    return sorted(found, key=lambda s: s.get("submitted") or 0, reverse=True)
+        found[str(path.parent)] = status
+    return sorted(found.values(), key=lambda s: s.get("submitted") or 0, reverse=True)
