@@ -65,11 +65,13 @@ def test_steps_follow_change_within_caps():
         share_steps([1.0, 1.0], 10, [3, 3])
 
 
-def test_steps_across_a_gap_are_found():
+def test_steps_reaching_into_a_gap_are_found():
     positions = [0.0, 0.4, 0.6, 1.0]
     assert crossing(positions, 0.45, 0.46).tolist() == [False, True, False]
     assert crossing(positions, 0.4, 0.6).tolist() == [False, True, False]
-    assert not crossing(positions, 0.5, 0.7).any()  # no single step spans it
+    # a frame inside the gap: the jump is in one of the two steps either side of it, so both reach into it
+    assert crossing(positions, 0.5, 0.7).tolist() == [False, True, True]
+    assert crossing(positions, 0.6, 0.61).tolist() == [False, False, True]  # not the step ending where it starts
 
 
 def test_steps_can_aim_at_different_changes():

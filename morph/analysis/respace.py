@@ -12,9 +12,10 @@
 Samples count against the budget whether this run rendered them or found them in the store, so a run that is
 resumed, or run again, makes the same choices; no sample renders twice.
 
-A gap that bisection narrows below spacing.MIN_GAP while it still holds more than a step is a true
-discontinuity (the picture flips between two almost equal conditionings): it is reported, not split further,
-and its change is left out of the even steps, because no spacing can spread it.
+A gap whose change stays in one half through PERSISTENT bisections in a row, or that bisection narrows below
+spacing.MIN_GAP while it still holds more than a step, is a true discontinuity (the picture flips between two
+almost equal conditionings): it is reported, not split further, and its change is left out of the even steps,
+because no spacing can spread it.
 """
 
 import math
@@ -34,6 +35,10 @@ SNAP = 0.2  # a sample within this fraction of a step of where a frame should be
 ROUNDS = 6  # placing frames, then placing them again along the curve their renders measured
 TOLERANCE = 0.1  # of the mean step: steps further off than this are placed again
 CONCENTRATED = 0.8  # a half of a bisected gap holding this much of its length may hold a discontinuity
+# halvings in a row that kept the change concentrated: a discontinuity. Continuous change splits about evenly once a
+# gap is narrower than the bump it crosses; after 4 halvings of a coarse gap (COARSE steps) the gap is a quarter of a
+# frame's step wide, finer than any frame placed there could resolve
+PERSISTENT = 4
 NEAR = 0.1  # an estimated uniform step is measured between samples this close (in steps) to its ends
 TIES = 1e-12  # steps that change the picture equally are told apart by how even they are in t
 CALIBRATION = 4  # typical coarse gaps bisected to measure how change grows with distance
@@ -261,17 +266,19 @@ def even_spacing(job, store, shard, fresh: bool, progress) -> EvenSpacing:
 
     # 3. Bisect the gaps that hold a storm, biggest first, one batch at a time, keeping renders for half the frames
     #    (a discontinuity found is worth more than a frame placed in it). A half that still holds most of its gap's
-    #    change is followed down; narrowed below MIN_GAP while it holds more than a step, it is a discontinuity
-    narrowing = set()  # (key, key) of such halves
+    #    change is followed down; a gap whose change stayed concentrated through PERSISTENT halvings in a row, or
+    #    narrowed below MIN_GAP while it holds more than a step, is a discontinuity
+    narrowing = {}  # (key, key) of such halves: how many halvings in a row kept the change
     while True:
         _, lengths = _steps_and_lengths(samples, uniform_steps, budget)
         wanted = []
         for s, step in enumerate(lengths):
             seg, (position, d, _) = samples.segments[s], samples.curve(s)
             split, narrow = gaps_to_split(position, d, step)
-            samples.jumps |= {(s, seg[g].key) for g in narrow.tolist()}
+            held = [g for g in split.tolist() if narrowing.get((seg[g].key, seg[g + 1].key), 0) >= PERSISTENT]
+            samples.jumps |= {(s, seg[g].key) for g in narrow.tolist() + held}
             wanted += [(float(d[g]), s, seg[g], seg[g + 1]) for g in split.tolist()
-                       if d[g] > SPLIT * step or (seg[g].key, seg[g + 1].key) in narrowing]
+                       if g not in held and (d[g] > SPLIT * step or (seg[g].key, seg[g + 1].key) in narrowing)]
         spend = min(len(wanted), renderer.job.renderer.batch_size,
                     remaining - max(count // 2, sum(_shortfall(samples, uniform_steps))))
         if spend <= 0:
@@ -280,8 +287,9 @@ def even_spacing(job, store, shard, fresh: bool, progress) -> EvenSpacing:
         render_into(samples, renderer, [(0, s, (a.position + b.position) / 2) for _, s, a, b in chosen])
         for whole, s, a, b in chosen:
             middle = samples.segments[s][samples.segments[s].index(a) + 1]
-            narrowing |= {(x.key, y.key) for x, y in ((a, middle), (middle, b))
-                          if samples.change(x, y) ** (1 / samples.growth) >= CONCENTRATED * whole}
+            depth = narrowing.get((a.key, b.key), 0) + 1
+            narrowing.update({(x.key, y.key): depth for x, y in ((a, middle), (middle, b))
+                              if samples.change(x, y) ** (1 / samples.growth) >= CONCENTRATED * whole})
         remaining -= spend
 
     # 4. Place the frames at equal steps of the cumulative change and render the places no sample is near; then

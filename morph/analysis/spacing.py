@@ -144,6 +144,8 @@ def growth(whole, parts, low=1.0, high=3.0):
 
 
 def crossing(t, cut_low, cut_high):
-    """Which steps between frames at t [F] (increasing) span a gap (cut_low, cut_high): bool [F - 1]."""
+    """Which steps between frames at t [F] (increasing) reach into a gap (cut_low, cut_high), which holds a jump
+    somewhere inside: the one step spanning it, or both steps either side of a frame that falls inside it: bool
+    [F - 1]."""
     t = torch.as_tensor(t, dtype=torch.float64)
-    return (t[:-1] <= cut_low) & (t[1:] >= cut_high)
+    return (t[:-1] < cut_high) & (t[1:] > cut_low)
