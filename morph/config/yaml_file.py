@@ -19,8 +19,8 @@ class Yaml12Loader(yaml.SafeLoader):
 Yaml12Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                                   re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -66,6 +66,19 @@ def resolve_paths(raw, folder: Path):
     return raw
 
 
+def read_yaml(text: str):
+    """YAML text as Python values, as morph reads configs (YAML 1.2 booleans); a one-line MorphError otherwise."""
+    try:
+        return yaml.load(text, Loader=Yaml12Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise MorphError(f"YAML syntax error{where}: {problem}") from None
+    except RecursionError:
+        raise MorphError("the YAML nests too deeply to be a job config") from None
+
+
 def load_config(path: str | Path, **overrides) -> JobConfig:
     """Read a YAML job file; relative paths in it are read from its folder (resolve_paths); `overrides` (e.g. from
     the command line, relative to the current folder) replace its keys before validation."""
@@ -82,14 +95,9 @@ def parse_config(text: str, path: Path, check=None, **overrides) -> JobConfig:
     read from path's folder, its name defaults to path's stem, and its errors start with the path. `check(raw)` sees
     the mapping with its paths resolved before anything else does (before the schema looks at any file)."""
     try:
-        raw = yaml.load(text, Loader=Yaml12Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise MorphError(f"{path}: YAML syntax error{where}: {problem}") from None
-    except RecursionError:
-        raise MorphError(f"{path}: the YAML nests too deeply to be a job config") from None
+        raw = read_yaml(text)
+    except MorphError as e:
+        raise MorphError(f"{path}: {e}") from None
     raw = resolve_paths(raw, path.parent)
     if isinstance(raw, dict):
         raw.update({k: v for k, v in overrides.items() if v is not None})

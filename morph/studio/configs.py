@@ -2,6 +2,7 @@
 Save writes a file `morph run` renders to the same frames), every file it reads confined to the root, and its output
 confined to <root>/outputs, the only folder the studio serves files from."""
 
+import os
 import re
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import yaml
 from ..config.jobs import JobConfig
 from ..config.yaml_file import parse_config
 from ..errors import MorphError
+from ..models.tiny import BUILT_IN
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-BUILT_IN_MODELS = ("toy", "tiny", "tiny-sd2", "tiny-sdxl")
+BUILT_IN_MODELS = ("toy", *BUILT_IN)
 OUTPUTS = "outputs"
 CONFIGS = "configs"
 
@@ -85,17 +87,16 @@ def save_config(text: str, root: Path) -> Path:
 
 def model_choices(root: Path) -> list[str]:
     """Models the page offers: the built-ins, diffusers folders and single checkpoint files under `root` (relative
-    to configs/, as a saved config names them), and hub models already in the local cache."""
-    found = list(BUILT_IN_MODELS)
-    for pattern in ("**/model_index.json", "**/*.safetensors", "**/*.ckpt"):
-        for path in sorted(root.glob(pattern)):
-            if OUTPUTS in path.relative_to(root).parts[:1]:
-                continue
-            target = path.parent if path.name == "model_index.json" else path
-            if path.suffix != ".json" and not _is_checkpoint(path):
-                continue
-            found.append(Path("..", target.relative_to(root)).as_posix())
-    return found + _cached_hub_models()
+    to configs/, as a saved config names them), and hub models already in the local cache. Neither outputs/ nor
+    hidden folders are walked: frame stores hold thousands of files and no model."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and not (here == root and d == OUTPUTS))
+        if "model_index.json" in files:
+            found.append(here)
+        found += [here / f for f in sorted(files) if f.endswith((".safetensors", ".ckpt")) and _is_checkpoint(here / f)]
+    return [*BUILT_IN_MODELS, *(Path("..", p.relative_to(root)).as_posix() for p in found), *_cached_hub_models()]
 
 
 def _is_checkpoint(path: Path) -> bool:

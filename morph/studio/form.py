@@ -2,10 +2,8 @@
 has fields for, and writing the form back changes only the fields that differ from what the YAML already says, so
 keys without a field (analysis, timing, loras, ...) and the YAML's own spelling of untouched keys stay as they were."""
 
-import yaml
-
 from ..config.sections import lora_name
-from ..config.yaml_file import Yaml12Loader
+from ..config.yaml_file import read_yaml
 from ..errors import MorphError
 
 FIELDS = ("name", "model", "frames", "width", "height", "num_inference_steps", "interpolation", "spacing")
@@ -16,12 +14,7 @@ NEW_JOB = {"name": "walk", "model": "toy", "prompts": ["a red circle", "a green 
 
 def parse(text: str) -> dict:
     """The YAML text as a mapping (YAML 1.2 booleans, as morph reads configs); a one-line error otherwise."""
-    try:
-        raw = yaml.load(text, Loader=Yaml12Loader) if text.strip() else {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise MorphError(f"YAML syntax error{f' at line {mark.line + 1}' if mark else ''}: "
-                         f"{getattr(e, 'problem', None) or 'invalid YAML'}") from None
+    raw = read_yaml(text) if text.strip() else {}
     if not isinstance(raw, dict):
         raise MorphError("the YAML is not a mapping of keys such as model: and prompts:")
     return raw
@@ -66,8 +59,8 @@ def _value(text):
     if not text:
         return None
     try:
-        value = yaml.load(text, Loader=Yaml12Loader)
-    except yaml.YAMLError:
+        value = read_yaml(text)
+    except MorphError:
         return text
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else text
 

@@ -16,7 +16,7 @@ from ..output.delivery import export
 from .configs import OUTPUTS, dump, model_choices, save_config, studio_config
 from .form import FIELDS, KEYFRAME_COLUMNS, NEW_JOB, form_of, lora_columns, parse, with_form
 from .previews import FrameAt, preview
-from .worker import QUEUE_SIZE, Worker, saved_jobs
+from .worker import ACTIVE, QUEUE_SIZE, Worker, saved_jobs
 
 POLL_S = 0.5  # how often /render and the page look at a running job
 PREVIEWS_WAITING = 16  # previews queued beyond the one rendering; more are refused by Gradio's queue
@@ -174,9 +174,21 @@ class Studio:
         ids = [status["id"] for status in self.jobs()]
         return gr.update(choices=ids, value=chosen if chosen in ids else (ids[0] if ids else None))
 
+    def status_of(self, job_id: str | None) -> dict | None:
+        return next((s for s in self.jobs() if s["id"] == job_id), None) if job_id else None
+
     def show(self, job_id: str | None):
         """A job's state on the page: status line, and once done its video, storm map, report link and presets."""
-        status = next((s for s in self.jobs() if s["id"] == job_id), None) if job_id else None
+        return self._shown(job_id, self.status_of(job_id))
+
+    def follow(self, job_id: str | None, shown_line: str):
+        """The page's timer: refresh the chosen job while it renders, and once more when it ends; else nothing."""
+        status = self.status_of(job_id)
+        if status is None or (status["state"] not in ACTIVE and shown_line == _status_line(status)):
+            return tuple(gr.update() for _ in range(5))
+        return self._shown(job_id, status)
+
+    def _shown(self, job_id: str | None, status: dict | None):
         folder = self._folder(job_id) if status is not None and status["state"] == "done" else None
 
         def found(name: str) -> str | None:
@@ -272,20 +284,9 @@ def build(studio: Studio, first: str | None = None) -> gr.Blocks:
         # a reload finds every job in the outputs folder; the timer follows the chosen one
         page.load(studio.form_values, yaml_text, [*form, keyframes, message], **hidden).then(
             studio.jobs_update, None, job_name, **hidden)
-        gr.Timer(1.0).tick(_follow(studio), [job_name, status], shown, **hidden)
+        gr.Timer(1.0).tick(studio.follow, [job_name, status], shown, **hidden)
     page.queue(max_size=PREVIEWS_WAITING)
     return page
-
-
-def _follow(studio: Studio):
-    def follow(job_id, shown_status):
-        """Refresh the chosen job's line while it renders, and once more when it ends; otherwise leave the page."""
-        status = next((s for s in studio.jobs() if s["id"] == job_id), None) if job_id else None
-        if status is None or (status["state"] not in ("queued", "running") and
-                              shown_status == _status_line(status)):
-            return tuple(gr.update() for _ in range(5))
-        return studio.show(job_id)
-    return follow
 
 
 def serve(root: Path, host: str = "127.0.0.1", port: int | None = 7860, auth: tuple[str, str] | None = None,
