@@ -29,13 +29,15 @@ def assert_matches_golden(config_path: str | Path, tolerance: str | None = None,
 
 
 _ATTENTION = {"unet": ["to_q", "to_k", "to_v", "to_out.0"], "text": ["q_proj", "k_proj", "v_proj", "out_proj"]}
+_CONVOLUTIONS = ["conv1", "conv2"]  # each ResNet block's two 3x3 convolutions
 
 
 def make_lora(path, model: str = "tiny", parts=("unet", "text_encoder"), layout: str = "diffusers", seed: int = 0,
-              rank: int = 4):
+              rank: int = 4, convolutions: bool = False):
     """Write a LoRA for a built-in tiny model (or the toy) to `path` and return it: made with peft on the attention
-    layers of `parts` (unet, text_encoder, text_encoder_2), its A and B matrices random so that it changes the picture, saved
-    in diffusers' key layout (unet.…lora_A.weight) or kohya's (lora_unet_…lora_down.weight, with an .alpha)."""
+    layers of `parts` (unet, text_encoder, text_encoder_2), and with `convolutions` on the UNet's ResNet convolutions
+    too (as LoCon LoRAs are), its A and B matrices random so that it changes the picture, saved in diffusers' key
+    layout (unet.…lora_A.weight) or kohya's (lora_unet_…lora_down.weight, with an .alpha)."""
     import torch
     from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
@@ -49,7 +51,8 @@ def make_lora(path, model: str = "tiny", parts=("unet", "text_encoder"), layout:
     torch.manual_seed(seed)
     state = {}
     for part in parts:
-        targets = _ATTENTION["unet" if part == "unet" else "text"]
+        targets = _ATTENTION["unet" if part == "unet" else "text"] + (_CONVOLUTIONS if part == "unet" and convolutions
+                                                                      else [])
         module = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets,
                                                     init_lora_weights=False), getattr(pipe, part))
         state.update({f"{part}.{k}": v.contiguous() for k, v in get_peft_model_state_dict(module).items()})

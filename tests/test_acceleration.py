@@ -45,13 +45,14 @@ def test_auto_batch_size_run_records_the_resolved_size(write_config):
     assert manifest["memory_format"] == "contiguous" and manifest["compiled"] is False  # channels_last: CUDA only
 
 
-def test_compile_stays_within_tolerance_and_never_recompiles(write_config, tmp_path, monkeypatch):
+def test_compile_stays_within_tolerance_and_never_recompiles(write_config, tmp_path):
     """6 frames at batch 4: the second batch is padded to 4, so the compiled graphs see one shape only."""
     eager = load_config(write_config(name="eager", num_inference_steps=2))
     run_job(eager, quiet=True)
     compiled = load_config(write_config(name="compiled", num_inference_steps=2, compile=True))
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    manifest = run_job(compiled, quiet=True)
+    torch._dynamo.reset()  # graphs another test compiled for other weights would count as recompiles
+    with torch._dynamo.config.patch(error_on_recompile=True):  # monkeypatch's undo would delete the setting
+        manifest = run_job(compiled, quiet=True)
     assert manifest["compiled"] is True and manifest["timings"]["first_batch_s"] > 0
     for i in range(6):
         a, b = (torch.from_numpy(read_png(c.output_dir / "frames" / f"{i:05d}.png")) for c in (eager, compiled))

@@ -1,5 +1,5 @@
 """The CUDA path: float16, SDPA, channels_last, the shipped goldens, batch_size: auto, OOM back-off, compile, and
-every job kind (grids, edits, walking guidance, SDXL) and a second GPU.
+every job kind (grids, edits, walking guidance, a walking LoRA, SDXL) and a second GPU.
 
 Skipped, with the reason shown in pytest's summary (`-rs`), on machines without a CUDA GPU.
 """
@@ -84,12 +84,13 @@ def test_out_of_memory_on_a_real_gpu_halves_the_batch(write_config):
     assert_within("same-device", frames_of(small, 3), frames_of(big, 3))
 
 
-def test_compile_on_cuda_stays_within_tolerance_of_eager(write_config, monkeypatch):
+def test_compile_on_cuda_stays_within_tolerance_of_eager(write_config):
     eager = load_config(write_config(name="eager", frames=6, device="cuda"))
     compiled = load_config(write_config(name="compiled", frames=6, device="cuda", compile=True))
     run_job(eager, quiet=True)
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    manifest = run_job(compiled, quiet=True)
+    torch._dynamo.reset()  # graphs another test compiled for other weights would count as recompiles
+    with torch._dynamo.config.patch(error_on_recompile=True):  # monkeypatch's undo would delete the setting
+        manifest = run_job(compiled, quiet=True)
     assert manifest["compiled"] is True
     assert_within("cross-device", frames_of(eager, 6), frames_of(compiled, 6))
 
@@ -124,6 +125,15 @@ def test_walking_guidance_renders_on_cuda_compiled_or_not(write_config, compile_
     cpu, cuda, manifest = cpu_and_cuda(write_config, f"guidance-{compile_}", prompts=keyframes, frames=6,
                                        compile=compile_)
     assert [r["guidance_scale"] for r in manifest["frames"]] == pytest.approx([3, 3.8, 4.6, 5.4, 6.2, 7])
+    assert_within("cross-device", frames_of(cpu, 6), frames_of(cuda, 6))
+
+
+@pytest.mark.parametrize("compile_", [False, True])
+def test_a_walking_lora_renders_on_cuda_compiled_or_not(write_config, lora_file, compile_):
+    keyframes = [{"prompt": "a red circle", "loras": {"style": 0}}, {"prompt": "a blue square", "loras": {"style": 1}}]
+    cpu, cuda, manifest = cpu_and_cuda(write_config, f"lora-{compile_}", prompts=keyframes, frames=6,
+                                       compile=compile_, loras=[{"path": str(lora_file()), "name": "style"}])
+    assert [r["lora_scales"]["style"] for r in manifest["frames"]] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1])
     assert_within("cross-device", frames_of(cpu, 6), frames_of(cuda, 6))
 
 

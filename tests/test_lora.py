@@ -25,9 +25,12 @@ SETTINGS = RenderSettings(64, 64, 3, 7.5, 0)
 CAT = "a photo of a cat"
 
 
-def loaded(path=None, scale=1.0, model="tiny"):
-    loras = [read_lora("loras[0]", "style", str(path))] if path else []
-    return load_model(model, torch.device("cpu"), torch.float32, None, False, loras=loras, lora_scales=[scale])
+def loaded(path=None, scale=1.0, model="tiny", more=()):
+    """`model` with the LoRA at `path` named style (at `scale`), and `more` LoRAs as (name, path, scale)."""
+    named = ([("style", path, scale)] if path else []) + list(more)
+    loras = [read_lora(f"loras[{i}]", name, str(file)) for i, (name, file, _) in enumerate(named)]
+    return load_model(model, torch.device("cpu"), torch.float32, None, False, loras=loras,
+                      lora_scales=[scale for *_, scale in named])
 
 
 def render(model, texts, rows=None):
@@ -67,6 +70,69 @@ def test_frames_of_one_batch_at_different_strengths_equal_each_rendered_alone(lo
     alone = torch.cat([render(model, [CAT], rows[i:i + 1]) for i in range(3)])
     assert (together - alone).abs().max() <= 2
     assert (together[1] - together[0]).abs().max() > 10 and (together[2] - together[1]).abs().max() > 10
+
+
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config`")  # the stock path's second adapter
+def test_two_loras_one_on_convolutions_too_walk_per_row_and_match_diffusers_at_constant_strengths(lora_file):
+    style, locon = lora_file("style", parts=("unet",)), lora_file("locon", parts=("unet",), seed=1, rank=2,
+                                                                    convolutions=True)
+    model = loaded(style, 0.7, more=[("locon", locon, -0.4)])
+    stock = loaded()
+    for name, path in (("style", style), ("locon", locon)):
+        stock.pipe.load_lora_weights(str(path), adapter_name=name)
+    stock.pipe.set_adapters(["style", "locon"], [0.7, -0.4])
+    assert (render(model, [CAT, "a red circle"]) - render(stock, [CAT, "a red circle"])).abs().max() <= 1
+    rows = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.5, -1.0]], dtype=torch.float64)
+    together = render(model, [CAT] * 4, rows)
+    alone = torch.cat([render(model, [CAT], rows[i:i + 1]) for i in range(4)])
+    assert (together - alone).abs().max() <= 2
+    assert torch.equal(together[0], render(loaded(), [CAT] * 4)[0])  # both at 0: the model without them
+    assert min((together[i] - together[0]).abs().max() for i in (1, 2, 3)) > 10
+
+
+def test_a_compiled_unet_walks_a_lora_without_recompiling_and_within_a_level_of_eager(write_config, lora_file):
+    """The strengths reach the layers as plain tensors, a compiled graph's inputs: a new batch is no new graph."""
+    walk = dict(num_inference_steps=2, loras=[{"path": str(lora_file()), "name": "style"}],
+                prompts=[{"prompt": CAT, "loras": {"style": 0}}, {"prompt": "a red circle", "loras": {"style": 1}}])
+    eager = run_job(load_config(write_config(name="eager", **walk)), quiet=True)
+    torch._dynamo.reset()  # graphs another test compiled for other weights would count as recompiles
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled = run_job(load_config(write_config(name="compiled", compile=True, **walk)), quiet=True)
+    assert compiled["compiled"] is True and len(compiled["frames"]) == 6
+    assert max((pixels(eager, i) - pixels(compiled, i)).abs().max() for i in range(6)) <= 1
+    assert (pixels(eager, 5) - pixels(eager, 0)).abs().max() > 10
+
+
+@pytest.mark.parametrize("layer, x", [(torch.nn.Linear(6, 5), torch.randn(4, 7, 6)),
+                                      (torch.nn.Conv2d(6, 5, 3, padding=1), torch.randn(4, 6, 4, 4))])
+def test_a_row_scaled_layer_is_pefts_layer_at_each_rows_strength_over_both_halves(layer, x):
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from morph.models.lora import _row_scaled
+
+    peft_layer = inject_adapter_in_model(LoraConfig(r=2, lora_alpha=4, target_modules=["0"], init_lora_weights=False),
+                                         torch.nn.Sequential(layer))[0]
+    scaled = _row_scaled("unet.0", peft_layer)
+    frames = torch.tensor([0.0, 1.5])  # a batch of two frames under CFG: rows [0, 1] unconditional, [2, 3] conditional
+    scaled.strength, scaled.doubled = frames[:, None].expand(2, 2), frames.repeat(2)[:, None].expand(4, 2)
+    with torch.no_grad():
+        ours = scaled(x)
+        for row, strength in enumerate(frames.repeat(2).tolist()):
+            peft_layer.set_scale("default", strength)
+            assert torch.allclose(ours[row], peft_layer(x[row:row + 1])[0], atol=1e-6), row
+        assert torch.equal(ours[0], layer(x)[0])  # strength 0: the layer alone
+
+
+def test_a_lora_layer_that_cannot_walk_is_refused_in_one_line():
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from morph.models.lora import _row_scaled
+
+    peft_layer = inject_adapter_in_model(LoraConfig(r=2, target_modules=["0"], lora_bias=True),
+                                         torch.nn.Sequential(torch.nn.Linear(6, 5)))[0]
+    with pytest.raises(MorphError, match=r"^loras: default change unet\.0 \(Linear\) in a way morph cannot give a "
+                                         r"strength per frame; only plain LoRAs on Linear and Conv2d layers walk$"):
+        _row_scaled("unet.0", peft_layer)
 
 
 def test_a_text_encoder_lora_encodes_each_keyframe_at_its_own_strength(lora_file):

@@ -60,3 +60,11 @@ def test_a_cuda_index_beyond_the_gpus_present_is_one_line(monkeypatch):
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(MorphError, match=r"device: 'cuda:2' asked for, but torch sees 2 CUDA GPU\(s\): cuda:0 to cuda:1"):
         resolve_device("cuda:2")
+
+
+def test_every_built_in_tiny_model_has_its_tokenizer_without_loading_a_model():
+    from morph.models.pipeline import load_tokenizer
+    from morph.models.tiny import BUILT_IN, build_tokenizer
+
+    for name in BUILT_IN:
+        assert load_tokenizer(name)("a cat").input_ids == build_tokenizer()("a cat").input_ids, name

@@ -1,21 +1,69 @@
 """LoRAs loaded into a pipeline with a strength per frame.
 
-diffusers scales a LoRA per call (`set_adapters`), the same for every sample of a batch. morph loads
-each LoRA at peft scale 1 and multiplies its change by a strength per row of the batch instead:
-frames of one batch can then sit at different strengths. The change B(A x) is linear in A x, so the
-strength multiplies the down (A) matrix's output, which has only the LoRA's rank of channels.
+diffusers scales a LoRA per call (`set_adapters`), the same for every sample of a batch. morph loads the
+LoRAs with diffusers (every file layout it reads), then swaps each layer peft made for a `RowScaled` one:
+the base layer plus up(down(x) * s), where down and up stack every LoRA of that layer along the rank
+(up already times its LoRA's alpha/rank) and s is the strength of each rank channel's LoRA for each
+row. The change is linear in down(x), so frames of one batch can sit at different strengths, and a
+layer costs two thin products, a multiply and an add over its own; peft's forward adds a full-width
+multiply per LoRA and Python around every layer (docs/loras.md has the figures).
 A UNet batch under classifier-free guidance is [unconditional rows, conditional rows], so the
 strengths repeat over both halves. The text encoders take one strength per encoding.
 """
 
+import warnings
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import MorphError
 from .lora_files import LoraFile, check_fits
 
 _TEXT_PARTS = ("text_encoder", "text_encoder_2")
+
+
+class RowScaled(torch.nn.Module):
+    """A layer with its LoRAs' changes scaled per row: base(x) + up(down(x) * s), for a Linear or a Conv2d."""
+
+    def __init__(self, base: torch.nn.Module, down: torch.nn.Module, up: torch.Tensor):
+        super().__init__()
+        self.base = base
+        self.down = down  # every LoRA's A stacked along the rank: a Linear [R, in] or a Conv2d [R, in, kh, kw]
+        self.up = torch.nn.Parameter(up, requires_grad=False)  # [out, R] (Conv2d: [out, R, 1, 1]): B * alpha/rank
+        self._conv = isinstance(base, torch.nn.Conv2d)
+        # the strength of each rank channel's LoRA, [R] for every row or [B, R] per frame, and [2B, R] for both
+        # halves of a batch under CFG (repeat() costs a dozen small ops a call): set by LoraStrengths before a
+        # call, plain tensors, so that a compiled UNet takes new ones as its inputs, not as a new graph
+        self.strength = self.doubled = torch.zeros(up.shape[1], dtype=up.dtype, device=up.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        down, s = self.down(x), self.strength
+        if s.dim() == 2 and s.shape[0] != down.shape[0]:
+            s = self.doubled
+        if self._conv:  # [b, R, h, w]
+            return self.base(x) + F.conv2d(down * s[..., None, None], self.up)
+        if s.dim() == 2:  # [b, ..., R]
+            s = s.view(s.shape[0], *[1] * (down.dim() - 2), -1)
+        return self.base(x) + F.linear(down * s, self.up)
+
+
+def _row_scaled(name: str, layer) -> RowScaled:
+    """The RowScaled layer for peft's LoRA `layer`; refused in one line when its LoRAs are not plain A/B pairs."""
+    base, adapters = layer.get_base_layer(), list(layer.lora_A)
+    plain = (type(base) in (torch.nn.Linear, torch.nn.Conv2d) and not layer.lora_variant
+             and getattr(base, "groups", 1) == 1 and not any(layer.lora_bias.get(a) for a in adapters))
+    if not plain:
+        raise MorphError(f"loras: {', '.join(adapters)} change {name} ({type(base).__name__}) in a way morph "
+                         f"cannot give a strength per frame; only plain LoRAs on Linear and Conv2d layers walk")
+    first, weight = layer.lora_A[adapters[0]], torch.cat([layer.lora_A[a].weight for a in adapters])
+    if isinstance(first, torch.nn.Conv2d):  # its kernel, stride and padding are the base layer's
+        down = torch.nn.Conv2d(first.in_channels, len(weight), first.kernel_size, first.stride, first.padding,
+                               first.dilation, bias=False, device="meta")
+    else:
+        down = torch.nn.Linear(first.in_features, len(weight), bias=False, device="meta")
+    down.weight = torch.nn.Parameter(weight, requires_grad=False)
+    return RowScaled(base, down, torch.cat([layer.lora_B[a].weight * layer.scaling[a] for a in adapters], dim=1))
 
 
 class LoraStrengths:
@@ -27,36 +75,35 @@ class LoraStrengths:
         self.loras, self.names = loras, [lora.name for lora in loras]
         self.defaults = torch.tensor(scales, dtype=torch.float64)  # the top level's scale of each LoRA
         self.in_text = any(part in _TEXT_PARTS for lora in loras for part in lora.parts)
-        self._device, self._dtype = pipe.unet.device, pipe.unet.dtype
-        self._now = {"unet": self._on_device(self.defaults), "text": self._on_device(self.defaults)}
-        self._shaped = {}  # the multipliers made from _now, by (part, LoRA, rows, dims, dtype): made once per batch
+        self._device = pipe.unet.device
+        # the swapped layers of the UNet ("unet") and the text encoders ("text"), grouped by which LoRA each of
+        # their rank channels belongs to: one strength tensor serves a group
+        self._layers: dict[str, dict[tuple[int, ...], list[RowScaled]]] = {"unet": {}, "text": {}}
         for part in ("unet",) + _TEXT_PARTS:
             model = getattr(pipe, part, None)
-            for layer in model.modules() if model is not None else ():
-                if isinstance(layer, LoraLayer):
-                    for name, down in layer.lora_A.items():
-                        down.register_forward_hook(self._hook("unet" if part == "unet" else "text",
-                                                              self.names.index(name)))
+            layers = [(name, layer) for name, layer in (model.named_modules() if model is not None else ())
+                      if isinstance(layer, LoraLayer)]
+            for name, layer in layers:
+                parent, _, child = name.rpartition(".")
+                channels = tuple(self.names.index(a) for a in layer.lora_A for _ in range(layer.r[a]))
+                group = self._layers["unet" if part == "unet" else "text"].setdefault(channels, [])
+                group.append(_row_scaled(f"{part}.{name}", layer))
+                model.get_submodule(parent).register_module(child, group[-1])
+        self._now = {}
+        for part in self._layers:
+            self._set(part, self._on_device(self.defaults))
 
     def _on_device(self, strengths: torch.Tensor) -> torch.Tensor:
         return strengths.to(self._device, torch.float32)
 
-    def _hook(self, part: str, k: int):
-        def scaled(module, args, output):
-            key = (part, k, output.shape[0], output.dim(), output.dtype)
-            if key not in self._shaped:
-                strength = self._now[part][..., k]  # [B] per row of a UNet batch, or one for all rows
-                if strength.dim():
-                    strength = strength.repeat(output.shape[0] // strength.shape[0])  # both halves under CFG
-                    strength = strength.view(-1, *[1] * (output.dim() - 1))
-                self._shaped[key] = strength.to(output.dtype)
-            return output * self._shaped[key]
-        return scaled
-
     def _set(self, part: str, strengths: torch.Tensor) -> torch.Tensor:
-        """Run `part` at `strengths` from now on; returns what it ran at before."""
-        before, self._now[part] = self._now[part], strengths
-        self._shaped = {key: value for key, value in self._shaped.items() if key[0] != part}
+        """Run `part` at `strengths` ([n], or [B, n] per frame) from now on; returns what it ran at before."""
+        before, self._now[part] = self._now.get(part), strengths
+        for channels, layers in self._layers[part].items():
+            strength = strengths[..., list(channels)].to(layers[0].up.dtype)
+            doubled = torch.cat([strength, strength]) if strength.dim() == 2 else strength
+            for layer in layers:
+                layer.strength, layer.doubled = strength, doubled
         return before
 
     @contextmanager
@@ -99,10 +146,11 @@ def load_loras(pipe, model: str, loras: list[LoraFile], scales: list[float]) -> 
         check_fits(f"loras[{i}]", lora, model, pipe.unet.config.cross_attention_dim, text_widths(pipe))
     for i, lora in enumerate(loras):
         try:
-            pipe.load_lora_weights(load_file(lora.file), adapter_name=lora.name)
+            with warnings.catch_warnings():  # peft warns of every adapter after the first: several are the point
+                warnings.filterwarnings("ignore", "Already found a `peft_config`")
+                pipe.load_lora_weights(load_file(lora.file), adapter_name=lora.name)
         except (ValueError, KeyError, RuntimeError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise MorphError(f"loras[{i}]: {lora.file!r} cannot be loaded into model {model!r} "
                              f"({first[:200]})") from None
-    pipe.set_adapters([lora.name for lora in loras], adapter_weights=[1.0] * len(loras))  # strengths: the hooks'
     return LoraStrengths(pipe, loras, scales)

@@ -291,7 +291,8 @@ def load_tokenizer(model: str | None):
         from .clip_bpe import sd15_tokenizer
 
         return sd15_tokenizer()
-    if model in ("tiny", "tiny-sd2", "tiny-sdxl"):  # they share one tokenizer
+    # tiny.BUILT_IN's names, written out because importing tiny loads diffusers; they share one tokenizer
+    if model in ("tiny", "tiny-sd2", "tiny-sdxl"):
         from .tiny import build_tokenizer
 
         return build_tokenizer()

@@ -17,12 +17,13 @@ PREVIEW_FRAMES = 12
 PREVIEW_SIDE = 256  # pixels: the longest side a preview renders at (built-in models keep their own, smaller size)
 PREVIEW_STEP_SHARE = 4  # a quarter of the job's denoising steps ...
 PREVIEW_MIN_STEPS = 4  # ... but no fewer than this (few-step models keep theirs)
-PREVIEWS = ".preview"  # under <root>/outputs: one folder per job name, reused by the next preview
+PREVIEWS = ".preview"  # beside a job's output folder: one folder per job name, reused by the next preview
 
 
 def preview_config(config: JobConfig) -> JobConfig:
     """The same job made cheap: a dozen uniformly spaced frames (walks and edits), the size and steps reduced, no
-    music timing, no deliveries, no attribution renders; it writes under outputs/.preview/<name>."""
+    music timing, no deliveries, no attribution renders; it writes beside the job's output, in .preview/<name>
+    (outputs/.preview/<name> for a job written to outputs/<name>)."""
     raw = config.to_dict()
     steps = config.num_inference_steps
     raw["num_inference_steps"] = min(steps, max(PREVIEW_MIN_STEPS, steps // PREVIEW_STEP_SHARE))
