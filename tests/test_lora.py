@@ -112,7 +112,7 @@ def test_a_row_scaled_layer_is_pefts_layer_at_each_rows_strength_over_both_halve
 
     peft_layer = inject_adapter_in_model(LoraConfig(r=2, lora_alpha=4, target_modules=["0"], init_lora_weights=False),
                                          torch.nn.Sequential(layer))[0]
-    scaled = _row_scaled("unet.0", peft_layer)
+    scaled = _row_scaled("unet.0", peft_layer, ["default"])
     frames = torch.tensor([0.0, 1.5])  # a batch of two frames under CFG: rows [0, 1] unconditional, [2, 3] conditional
     scaled.strength, scaled.doubled = frames[:, None].expand(2, 2), frames.repeat(2)[:, None].expand(4, 2)
     with torch.no_grad():
@@ -132,7 +132,7 @@ def test_a_lora_layer_that_cannot_walk_is_refused_in_one_line():
                                          torch.nn.Sequential(torch.nn.Linear(6, 5)))[0]
     with pytest.raises(MorphError, match=r"^loras: default change unet\.0 \(Linear\) in a way morph cannot give a "
                                          r"strength per frame; only plain LoRAs on Linear and Conv2d layers walk$"):
-        _row_scaled("unet.0", peft_layer)
+        _row_scaled("unet.0", peft_layer, ["default"])
 
 
 def test_a_text_encoder_lora_encodes_each_keyframe_at_its_own_strength(lora_file):

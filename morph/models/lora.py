@@ -26,9 +26,10 @@ _TEXT_PARTS = ("text_encoder", "text_encoder_2")
 class RowScaled(torch.nn.Module):
     """A layer with its LoRAs' changes scaled per row: base(x) + up(down(x) * s), for a Linear or a Conv2d."""
 
-    def __init__(self, base: torch.nn.Module, down: torch.nn.Module, up: torch.Tensor):
+    def __init__(self, base: torch.nn.Module, down: torch.nn.Module, up: torch.Tensor, channels: tuple[int, ...]):
         super().__init__()
         self.base = base
+        self.channels = channels  # which LoRA (its index in the config's loras:) each rank channel belongs to
         self.down = down  # every LoRA's A stacked along the rank: a Linear [R, in] or a Conv2d [R, in, kh, kw]
         self.up = torch.nn.Parameter(up, requires_grad=False)  # [out, R] (Conv2d: [out, R, 1, 1]): B * alpha/rank
         self._conv = isinstance(base, torch.nn.Conv2d)
@@ -48,8 +49,9 @@ class RowScaled(torch.nn.Module):
         return self.base(x) + F.linear(down * s, self.up)
 
 
-def _row_scaled(name: str, layer) -> RowScaled:
-    """The RowScaled layer for peft's LoRA `layer`; refused in one line when its LoRAs are not plain A/B pairs."""
+def _row_scaled(name: str, layer, loras: list[str]) -> RowScaled:
+    """The RowScaled layer for peft's LoRA `layer`, whose adapters are named as in `loras`; refused in one line when
+    its LoRAs are not plain A/B pairs."""
     base, adapters = layer.get_base_layer(), list(layer.lora_A)
     plain = (type(base) in (torch.nn.Linear, torch.nn.Conv2d) and not layer.lora_variant
              and getattr(base, "groups", 1) == 1 and not any(layer.lora_bias.get(a) for a in adapters))
@@ -63,7 +65,8 @@ def _row_scaled(name: str, layer) -> RowScaled:
     else:
         down = torch.nn.Linear(first.in_features, len(weight), bias=False, device="meta")
     down.weight = torch.nn.Parameter(weight, requires_grad=False)
-    return RowScaled(base, down, torch.cat([layer.lora_B[a].weight * layer.scaling[a] for a in adapters], dim=1))
+    up = torch.cat([layer.lora_B[a].weight * layer.scaling[a] for a in adapters], dim=1)
+    return RowScaled(base, down, up, tuple(loras.index(a) for a in adapters for _ in range(layer.r[a])))
 
 
 class LoraStrengths:
@@ -85,10 +88,9 @@ class LoraStrengths:
                       if isinstance(layer, LoraLayer)]
             for name, layer in layers:
                 parent, _, child = name.rpartition(".")
-                channels = tuple(self.names.index(a) for a in layer.lora_A for _ in range(layer.r[a]))
-                group = self._layers["unet" if part == "unet" else "text"].setdefault(channels, [])
-                group.append(_row_scaled(f"{part}.{name}", layer))
-                model.get_submodule(parent).register_module(child, group[-1])
+                scaled = _row_scaled(f"{part}.{name}", layer, self.names)
+                self._layers["unet" if part == "unet" else "text"].setdefault(scaled.channels, []).append(scaled)
+                model.get_submodule(parent).register_module(child, scaled)
         self._now = {}
         for part in self._layers:
             self._set(part, self._on_device(self.defaults))
