@@ -104,6 +104,7 @@ def test_a_compiled_unet_walks_a_lora_without_recompiling_and_within_a_level_of_
 
 
 @pytest.mark.parametrize("layer, x", [(torch.nn.Linear(6, 5), torch.randn(4, 7, 6)),
+                                      (torch.nn.Linear(6, 5), torch.randn(4, 6)),
                                       (torch.nn.Conv2d(6, 5, 3, padding=1), torch.randn(4, 6, 4, 4))])
 def test_a_row_scaled_layer_is_pefts_layer_at_each_rows_strength_over_both_halves(layer, x):
     from peft import LoraConfig, inject_adapter_in_model
@@ -114,7 +115,7 @@ def test_a_row_scaled_layer_is_pefts_layer_at_each_rows_strength_over_both_halve
                                          torch.nn.Sequential(layer))[0]
     scaled = _row_scaled("unet.0", peft_layer, ["default"])
     frames = torch.tensor([0.0, 1.5])  # a batch of two frames under CFG: rows [0, 1] unconditional, [2, 3] conditional
-    scaled.strength, scaled.doubled = frames[:, None].expand(2, 2), frames.repeat(2)[:, None].expand(4, 2)
+    scaled.scale(frames[:, None].expand(2, 2))
     with torch.no_grad():
         ours = scaled(x)
         for row, strength in enumerate(frames.repeat(2).tolist()):

@@ -151,18 +151,23 @@ def test_a_half_precision_decode_that_fails_in_a_float32_vae_is_not_decoded_agai
     assert batch.broken == [True, True] and batch.redecoded == [False, False] and made == []
 
 
-def test_the_probe_renders_one_step_decoded_as_real_batches_are(monkeypatch):
+def test_the_probe_renders_one_step_decoded_as_real_batches_are_with_what_walks_along(monkeypatch):
     seen = []
     monkeypatch.setattr(morph.render.batch, "render_batch",
-                        lambda pipe, conds, negative, latent, settings, float32_vae=None, guidance=None, loras=None:
-                        seen.append((conds.shape[0], settings.num_inference_steps, float32_vae, loras)))
+                        lambda pipe, conds, negative, latent, settings, float32_vae=None, guidance=None, loras=None,
+                        lora_rows=None: seen.append((conds.shape[0], settings.num_inference_steps, float32_vae,
+                                                     loras, negative, guidance.tolist(), lora_rows.tolist())))
     pipe, loras = FakePipe(), object()
+    walking = {"negative": torch.ones(2, 5, 6), "guidance": torch.tensor([4.0, 4.0]),
+               "loras": torch.tensor([[0.25], [0.25]])}
     renderer = BatchRenderer(pipe, lambda idx: torch.zeros(len(idx), 5, 6), torch.zeros(5, 6),
-                             shared_latent(pipe, 0, 16, 24), SETTINGS, 1, loras=loras)
+                             shared_latent(pipe, 0, 16, 24), SETTINGS, 1, loras=loras,
+                             inputs_for=lambda idx: walking if idx == [0, 0] else {})
     renderer.probe(2)
-    # SDXL's real batches decode in a float32 VAE, and LoRA layers take memory: so must the probe, or it measures
-    # too little
-    assert seen == [(2, 1, renderer._float32_vae, loras)] and renderer.settings == SETTINGS
+    # SDXL's real batches decode in a float32 VAE, and LoRA layers take memory (a walking strength's most): so must
+    # the probe, or it measures too little
+    assert seen == [(2, 1, renderer._float32_vae, loras, walking["negative"], [4.0, 4.0], [[0.25], [0.25]])]
+    assert renderer.settings == SETTINGS
 
 
 class Unet(torch.nn.Module):

@@ -4,9 +4,10 @@ diffusers scales a LoRA per call (`set_adapters`), the same for every sample of 
 LoRAs with diffusers (every file layout it reads), then swaps each layer peft made for a `RowScaled` one:
 the base layer plus up(down(x) * s), where down and up stack every LoRA of that layer along the rank
 (up already times its LoRA's alpha/rank) and s is the strength of each rank channel's LoRA for each
-row. The change is linear in down(x), so frames of one batch can sit at different strengths, and a
-layer costs two thin products, a multiply and an add over its own; peft's forward adds a full-width
-multiply per LoRA and Python around every layer (docs/loras.md has the figures).
+row. The change is linear in down(x), so frames of one batch can sit at different strengths. A Linear
+layer takes s into A's rows once per batch (a copy of A per row while a strength walks) and then
+costs two thin products over its own, the second adding into the base's output; peft's forward adds
+a full-width multiply per LoRA and Python around every layer (docs/loras.md has the figures).
 A UNet batch under classifier-free guidance is [unconditional rows, conditional rows], so the
 strengths repeat over both halves. The text encoders take one strength per encoding.
 """
@@ -33,20 +34,28 @@ class RowScaled(torch.nn.Module):
         self.down = down  # every LoRA's A stacked along the rank: a Linear [R, in] or a Conv2d [R, in, kh, kw]
         self.up = torch.nn.Parameter(up, requires_grad=False)  # [out, R] (Conv2d: [out, R, 1, 1]): B * alpha/rank
         self._conv = isinstance(base, torch.nn.Conv2d)
-        # the strength of each rank channel's LoRA, [R] for every row or [B, R] per frame, and [2B, R] for both
-        # halves of a batch under CFG (repeat() costs a dozen small ops a call): set by LoraStrengths before a
-        # call, plain tensors, so that a compiled UNet takes new ones as its inputs, not as a new graph
-        self.strength = self.doubled = torch.zeros(up.shape[1], dtype=up.dtype, device=up.device)
+        self.scale(torch.zeros(up.shape[1], dtype=up.dtype, device=up.device))
+
+    def scale(self, strength: torch.Tensor):
+        """Run each rank channel at `strength` from now on: [R] for every row, or [B, R] per frame (rows [2B] under
+        CFG take it twice)."""
+        # plain tensors, so that a compiled UNet takes new ones as its inputs, not as a new graph
+        doubled = torch.cat([strength, strength]) if strength.dim() == 2 else strength
+        if self._conv:  # [1, R, 1, 1] or [2B, R, 1, 1], times down's output
+            self.strength = doubled.view(-1, doubled.shape[-1], 1, 1)
+        else:  # A's rows times their strength, as [in, R] or per row [2B, in, R]: a call is one product for down
+            # and one that adds up's into the base's output, where a multiply and an add more cost as much again
+            self.down_scaled = (self.down.weight * doubled[..., None]).transpose(-1, -2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        down, s = self.down(x), self.strength
-        if s.dim() == 2 and s.shape[0] != down.shape[0]:
-            s = self.doubled
-        if self._conv:  # [b, R, h, w]
-            return self.base(x) + F.conv2d(down * s[..., None, None], self.up)
-        if s.dim() == 2:  # [b, ..., R]
-            s = s.view(s.shape[0], *[1] * (down.dim() - 2), -1)
-        return self.base(x) + F.linear(down * s, self.up)
+        out = self.base(x)
+        if self._conv:
+            return out + F.conv2d(self.down(x) * self.strength[:x.shape[0]], self.up)
+        down = self.down_scaled  # [:rows] is the first half (the frames' own strengths) without CFG
+        down = torch.bmm(x.reshape(x.shape[0], -1, x.shape[-1]), down[:x.shape[0]]) if down.dim() == 3 else x @ down
+        # in place on the base's fresh output: view(), never a copy, so the sum lands in `out`
+        out.view(-1, out.shape[-1]).addmm_(down.reshape(-1, down.shape[-1]), self.up.t())
+        return out
 
 
 def _row_scaled(name: str, layer, loras: list[str]) -> RowScaled:
@@ -103,9 +112,8 @@ class LoraStrengths:
         before, self._now[part] = self._now.get(part), strengths
         for channels, layers in self._layers[part].items():
             strength = strengths[..., list(channels)].to(layers[0].up.dtype)
-            doubled = torch.cat([strength, strength]) if strength.dim() == 2 else strength
             for layer in layers:
-                layer.strength, layer.doubled = strength, doubled
+                layer.scale(strength)
         return before
 
     @contextmanager

@@ -202,24 +202,24 @@ class BatchRenderer:
         return self.batch_size if self.fixed_shape else frames
 
     def probe(self, frames: int) -> Batch:
-        """Render `frames` copies of frame 0 in one batch with a single denoising step, decoded as real batches are
-        (batch_size: auto measures the memory this takes)."""
+        """Render `frames` copies of frame 0 in one batch with a single denoising step, with what walks along and
+        decoded as real batches are (batch_size: auto measures the memory this takes)."""
         settings, self.settings = self.settings, replace(self.settings, num_inference_steps=1)
         try:
-            return render_batch(self.pipe, self.conditionings_for([0] * frames), self.negative, self.latent,
-                                self.settings, self._float32_vae, loras=self.loras)
+            return self._render_frames([0] * frames)
         finally:
             self.settings = settings
 
     def _render(self, chunk: list[int]) -> Batch:
         padding = self.rendered_size(len(chunk)) - len(chunk)
-        padded = chunk + [chunk[-1]] * padding
-        walking = self.inputs_for(padded)
-        batch = render_batch(self.pipe, self.conditionings_for(padded), walking.get("negative", self.negative),
-                             walking.get("latent", self.latent), self.settings, self._float32_vae,
-                             walking.get("guidance"), self.loras, walking.get("loras"))
-        n = len(chunk)
+        batch, n = self._render_frames(chunk + [chunk[-1]] * padding), len(chunk)
         return Batch(batch.images[:n], batch.nsfw[:n], batch.redecoded[:n], batch.broken[:n])
+
+    def _render_frames(self, indices: list[int]) -> Batch:
+        walking = self.inputs_for(indices)
+        return render_batch(self.pipe, self.conditionings_for(indices), walking.get("negative", self.negative),
+                            walking.get("latent", self.latent), self.settings, self._float32_vae,
+                            walking.get("guidance"), self.loras, walking.get("loras"))
 
     def _float32_vae(self):
         """A float32 copy of the pipeline's VAE, made the first time a half-precision decode fails."""
