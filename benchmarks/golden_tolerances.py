@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from morph.config.jobs import parse_frame_spec
+from morph.config.frame_list import parse_frame_spec
 from morph.config.yaml_file import load_config
 from morph.job import prepare_job
 from morph.analysis.metrics import compare

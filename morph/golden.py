@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config.jobs import JobConfig, parse_frame_spec
+from .config.frame_list import parse_frame_spec
+from .config.jobs import JobConfig
 from .errors import MorphError
 from .files import write_atomic
 from .job import prepare_job

@@ -16,7 +16,8 @@ from .analysis.attribution import explain_storms
 from .analysis.storm_map import distance_function, keyframes_of, storm_map, uniform_curve
 from .media.audio import timed_schedule
 from .prompts.conditioning import build_path, refuse_non_finite, walk_along
-from .config.jobs import JobConfig, parse_frame_spec
+from .config.frame_list import parse_frame_spec
+from .config.jobs import JobConfig
 from .output.delivery import check_platforms, deliver_all
 from .prompts.encode import prompt_encoder
 from .errors import MorphError

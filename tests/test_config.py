@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from morph.config.jobs import parse_frame_spec
+from morph.config.frame_list import parse_frame_spec
 from morph.config.yaml_file import load_config
 from morph.errors import MorphError
 

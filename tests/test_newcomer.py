@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from conftest import tiny_job
 from morph.cli import cli
-from morph.config.jobs import parse_frame_spec
+from morph.config.frame_list import parse_frame_spec
 from morph.config.yaml_file import load_config
 from morph.errors import MorphError
 from test_axes import clicks
