@@ -63,9 +63,11 @@ class PreparedJob:
             yield from zip(chunk, HostCopy(batch.images).wait(), batch.nsfw)
 
 
-def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_size: batch_size) -> PreparedJob:
+def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_size: batch_size,
+                load=load_model) -> PreparedJob:
     """Steps 1-5 of a job: everything before the first frame is rendered. `agree(batch_size)`: the batch size every
-    process uses (under torchrun, the leader's)."""
+    process uses (under torchrun, the leader's); `load`: pipeline.load_model, or what keeps a loaded model for the
+    next job (the studio's previews)."""
     timings = {}
     # 1. Check inputs that need torch (devices) or decoding (music); the config itself was validated on load
     device = resolve_device(config.device)
@@ -77,10 +79,10 @@ def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_siz
     # 2. Load the model, in the memory layout that is fastest on its device
     started = time.perf_counter()
     scheduler, options = config.scheduler_choice()
-    loaded = load_model(config.model, device, dtype, scheduler, config.safety_checker, config.vae,
-                        [e if isinstance(e, str) else e.model_dump() for e in config.embeddings],
-                        config.configs_from, config.allow_pickle, options,
-                        read_loras(config.lora_names(), config.lora_paths()), [lora.scale for lora in config.loras])
+    loaded = load(config.model, device, dtype, scheduler, config.safety_checker, config.vae,
+                  [e if isinstance(e, str) else e.model_dump() for e in config.embeddings],
+                  config.configs_from, config.allow_pickle, options,
+                  read_loras(config.lora_names(), config.lora_paths()), [lora.scale for lora in config.loras])
     pipe = loaded.pipe
     channels_last(pipe)
     timings["load_s"] = time.perf_counter() - started
@@ -116,13 +118,14 @@ def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_siz
 
 
 def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, verbose: bool = False,
-            fresh: bool = False, progress=None) -> dict:
+            fresh: bool = False, progress=None, load=load_model) -> dict:
     """Render a job to its output folder and return the manifest it wrote (rank 0's, under torchrun).
 
     Frames already in the output's frame store are reused (`fresh` renders them again).
     `frames` ('0,17,100-120') renders only those frames: their PNGs and the manifest, no video.
     `quiet`: no progress bar; `verbose`: the libraries' own warnings and loading bars too. `progress`: a context
-    manager like tqdm's bar (total, update, refresh) that counts the frames rendered instead of a bar.
+    manager like tqdm's bar (total, update, refresh) that counts the frames rendered instead of a bar. `load`: as
+    prepare_job's.
     """
     # 0. Before any model loads or the output folder is made: the frame selection, the scheduler and the files the
     #    config names (LoRAs too), the output folder, this process's shard, the lock
@@ -154,7 +157,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             progress or tqdm(unit="frame", disable=quiet) as bar:
         started = time.perf_counter()
         previous = store.plan()
-        job = prepare_job(resumed_batch_size(config, previous), verbose=verbose, agree=shard.from_leader)
+        job = prepare_job(resumed_batch_size(config, previous), verbose=verbose, agree=shard.from_leader,
+                          load=load)
 
         # 6. Plan: every frame's key; which aligned batches miss frames in the store. spacing: even first renders
         #    samples along the walk, places frames at equal steps of change, and picks them (all in the store)

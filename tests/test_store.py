@@ -12,11 +12,12 @@ import torch
 import morph.job
 import morph.render.produce
 import morph.render.batch
+import morph.render.store
 from morph.config.yaml_file import load_config
 from morph.files import partial_name
 from morph.job import prepare_job, run_job
 from morph.render.produce import render_identity
-from morph.render.store import FrameStore, digest
+from morph.render.store import FrameStore, content_digest, digest
 from morph.media.video import read_png
 
 
@@ -144,3 +145,23 @@ def test_a_finished_run_replaces_every_output_and_names_them_where_they_are(writ
     assert ".staging" not in json.dumps(manifest) and not (out / ".staging").exists()
     store = FrameStore(out)
     assert [sha(out / "frames" / f"{i:05d}.png") for i in range(4)] == [sha(store.path(k)) for k in store.plan()["keys"]]
+
+
+def test_local_weights_are_read_once_until_a_file_of_them_changes(tmp_path, monkeypatch):
+    reads = []
+    hash_file = morph.render.store._hash_file
+    monkeypatch.setattr(morph.render.store, "_hash_file", lambda sha, path: (reads.append(path.name),
+                                                                            hash_file(sha, path)))
+    folder = tmp_path / "model"
+    (folder / "unet").mkdir(parents=True)
+    weights, config = folder / "unet" / "w.safetensors", folder / "unet" / "config.json"
+    weights.write_bytes(b"first")
+    config.write_text("{}")
+    first = content_digest(str(folder), None)
+    assert content_digest(str(folder), None) == first and sorted(reads) == ["config.json", "w.safetensors"]
+    weights.write_bytes(b"other")  # retrained: the same size, a later modification time
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    second = content_digest(str(folder), None)
+    assert second != first and len(reads) == 4
+    assert content_digest(str(weights), None) == content_digest(str(weights), None) and len(reads) == 5
+    assert content_digest(str(tmp_path / "absent"), "hub revision") == "hub revision"

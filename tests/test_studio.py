@@ -202,6 +202,47 @@ def test_a_job_left_running_by_a_stopped_studio_reads_as_interrupted(tmp_path):
     assert job.finished.wait(30)
 
 
+# --- the model the previews and the slider keep
+
+def test_previews_keep_their_model_and_render_what_a_fresh_load_renders(write_config, lora_file, monkeypatch):
+    import functools
+    import os
+
+    import morph.studio.previews
+    from morph.config.yaml_file import load_config
+    from morph.job import run_job
+    from morph.media.video import read_png
+    from morph.studio.previews import ModelShelf
+
+    loads, load_model = [], morph.studio.previews.load_model
+
+    @functools.wraps(load_model)
+    def counted(*args, **kwargs):
+        loads.append(args[0])
+        return load_model(*args, **kwargs)
+
+    monkeypatch.setattr(morph.studio.previews, "load_model", counted)
+    lora = lora_file()
+    loras = [{"path": str(lora), "name": "style"}]
+    walking = write_config("walking", loras=loras, prompts=[{"prompt": "a photo of a cat", "loras": {"style": 0}},
+                                                            {"prompt": "a red circle", "loras": {"style": 1}}])
+    other = dict(loras=loras, prompts=["a drawing of a dog in kyoto", "a blue square"])
+    shelf = ModelShelf()
+    run_job(load_config(walking), quiet=True, load=shelf.load)  # leaves nothing of its strengths behind
+    kept = run_job(load_config(write_config("kept", **other)), quiet=True, load=shelf.load)
+    assert len(loads) == 1
+    fresh = run_job(load_config(write_config("fresh", **other)), quiet=True)
+    for ours, theirs in zip(kept["frames"], fresh["frames"], strict=True):
+        assert np.array_equal(read_png(f"{kept['frames_dir']}/{ours['file']}"),
+                              read_png(f"{fresh['frames_dir']}/{theirs['file']}"))
+    run_job(load_config(write_config("scheduler", scheduler="DDIMScheduler", **other)), quiet=True, load=shelf.load)
+    assert len(loads) == 2  # another argument: loaded again
+    retrained = lora.stat().st_mtime_ns + 1_000_000
+    os.utime(lora, ns=(retrained, retrained))  # a file it names changed on disk: loaded again
+    run_job(load_config(write_config("retrained", scheduler="DDIMScheduler", **other)), quiet=True, load=shelf.load)
+    assert len(loads) == 3
+
+
 # --- the page's API, end to end on the tiny model
 
 @pytest.fixture(scope="module")

@@ -40,17 +40,40 @@ def digest(value) -> str:
 def folder_digest(folder: Path) -> str:
     """A local model folder's weights and configs, by content (so a retrained folder is a new model)."""
     sha = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".txt")):
+    for path in _weight_files(folder):
         sha.update(str(path.relative_to(folder)).encode())
         _hash_file(sha, path)
     return sha.hexdigest()[:32]
 
 
-def content_digest(location: str, otherwise):
-    """A local folder's or file's weights by content (folder_digest, file_digest); `otherwise` for what is not on
-    disk (a hub id: its revision or name)."""
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json", ".txt"))
+
+
+# location -> (stat_signature, its digest): a process that prepares many jobs on the same weights (the studio's
+# previews) reads them once, not once a job (seconds for Stable Diffusion's gigabytes)
+_DIGESTS: dict[str, tuple[tuple, str]] = {}
+
+
+def stat_signature(location: str) -> tuple:
+    """What changes when a local file or folder of weights changes: each file's name, size and modification time
+    (empty for what is not on disk)."""
     path = Path(location)
-    return folder_digest(path) if path.is_dir() else file_digest(path) if path.is_file() else otherwise
+    files = [path] if path.is_file() else _weight_files(path) if path.is_dir() else []
+    return tuple((str(p), s.st_size, s.st_mtime_ns) for p in files for s in [p.stat()])
+
+
+def content_digest(location: str, otherwise):
+    """A local folder's or file's weights by content (folder_digest, file_digest), read again only once a file's
+    stat_signature changes; `otherwise` for what is not on disk (a hub id: its revision or name)."""
+    path = Path(location)
+    if not path.exists():
+        return otherwise
+    where, signature = str(path.resolve()), stat_signature(location)
+    known = _DIGESTS.get(where)
+    if known is None or known[0] != signature:
+        known = _DIGESTS[where] = signature, folder_digest(path) if path.is_dir() else file_digest(path)
+    return known[1]
 
 
 def file_digest(path: Path) -> str:

@@ -15,7 +15,7 @@ from ..errors import MorphError
 from ..output.delivery import export
 from .configs import OUTPUTS, dump, model_choices, save_config, studio_config
 from .form import FIELDS, KEYFRAME_COLUMNS, NEW_JOB, form_of, lora_columns, parse, with_form
-from .previews import FrameAt, preview
+from .previews import FrameAt, ModelShelf, preview
 from .worker import ACTIVE, QUEUE_SIZE, Worker, saved_jobs
 
 POLL_S = 0.5  # how often /render and the page look at a running job
@@ -52,8 +52,10 @@ class Studio:
         self.root = root.resolve()
         self.outputs = self.root / OUTPUTS
         self.worker = worker or Worker()
-        self.frames = FrameAt()
-        self._previewing = threading.Lock()  # one preview at a time (the page's and the warm-up's)
+        self.models = ModelShelf()  # the previews' and the slider's model, kept between them
+        self.frames = FrameAt(self.models.load)
+        # one preview or slider frame at a time (the page's and the warm-up's): they share the model
+        self._device = threading.Lock()
         self.warmed = threading.Event()  # set once the warm-up preview has ended (at once without one)
         self.page: gr.Blocks | None = None  # once served
 
@@ -68,8 +70,8 @@ class Studio:
         loaded (a refused or failing opening walk is left for the user to see)."""
         def run():
             try:
-                with self._previewing:
-                    preview(studio_config(text, self.root))
+                with self._device:
+                    preview(studio_config(text, self.root), self.models.load)
             except Exception:  # the user's own preview shows the same error, with its message
                 pass
             finally:
@@ -116,8 +118,9 @@ class Studio:
     def preview(self, text: str):
         """/preview: the preview's filmstrip, its storm plot, and the slider over the full walk."""
         config = _refused(studio_config, text, self.root)
-        with self._previewing:
-            manifest = _refused(preview, config)
+        with self._device:
+            self.frames.release()  # a new walk: the slider starts over on it
+            manifest = _refused(preview, config, self.models.load)
         analysis = manifest.get("analysis") or {}
         return analysis.get("filmstrip"), analysis.get("plot"), gr.update(maximum=config.frame_count() - 1, value=0,
                                                                           interactive=True)
@@ -128,12 +131,14 @@ class Studio:
         index = int(index)
         if not 0 <= index < config.frame_count():
             raise gr.Error(f"frame {index} is not in the walk of {config.frame_count()} frames", print_exception=False)
-        return _refused(self.frames.frame, config, index)
+        with self._device:
+            return _refused(self.frames.frame, config, index)
 
     # --- render
     def _queued(self, text: str):
         job = _refused(self.worker.submit, _refused(studio_config, text, self.root))
         self.frames.release()  # the render gets the device's memory; the slider loads its job again when asked
+        self.models.release()
         return job
 
     def submit(self, text: str):
