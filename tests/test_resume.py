@@ -39,7 +39,9 @@ def video_frames(path):
 
 
 def stored(out):
-    return [p for p in (out / ".store").glob("*.png") if not p.name.startswith(".")]
+    """The frames in the store with their records: a kill between a PNG and its record leaves a frame that the next
+    run does not trust, and renders again."""
+    return [p for p in (out / ".store").glob("*.png") if not p.name.startswith(".") and p.with_suffix(".json").exists()]
 
 
 def start(config_path, out):
