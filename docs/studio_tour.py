@@ -34,10 +34,13 @@ def tour(url: str, screenshot: Path, browser: str = CHROMIUM) -> dict:
         page.goto(url)
         page.wait_for_selector('#keyframes [data-testid="cell-0-0"]')
         for row, prompt in enumerate(PROMPTS):  # a double click edits a cell; Enter ends the edit
-            page.locator(f'#keyframes [data-testid="cell-{row}-0"]').dblclick()
-            page.keyboard.press("Control+A")
-            page.keyboard.type(prompt)
-            page.keyboard.press("Enter")
+            cell = page.locator(f'#keyframes [data-testid="cell-{row}-0"]')
+            cell.dblclick()
+            # The editor opens a moment after the double click: keys sent before it lands went to the cell and the
+            # prompt was appended to the old text ('a green trianglea red circle'). fill() waits for it and replaces.
+            editor = cell.locator("textarea")
+            editor.fill(prompt)
+            editor.press("Enter")
         frames = page.locator("#frames input")
         frames.fill(str(FRAMES))
         frames.press("Tab")
