@@ -97,3 +97,24 @@ def test_pixel_hash_ignores_where_output_goes_but_not_the_seed(write_config):
 def test_nested_keys_are_named_in_full(write_config, overrides, key):
     with pytest.raises(MorphError, match=re.escape(key)):
         load_config(write_config(**overrides))
+
+
+@pytest.mark.parametrize("text", ["a cat (tabby), [cute]", "a kitten, <cat-toy> style", "a clock at 12:30",
+                                  "a sign that says (ratio:wide)", "<lora> written on a wall", "[a:b] in brackets"])
+def test_brackets_colons_and_embedding_tokens_that_are_not_another_tools_syntax_are_prompts(write_config, text):
+    assert load_config(write_config(prompts=[text, "a kitten"], negative_prompt=text)).prompt_texts()[0][1] == text
+
+
+@pytest.mark.parametrize("keys, words", [
+    ({"prompts": ["a cat <LoRA:ink:0.6>", "a kitten"]}, "prompts[0]: '<LoRA:ink:0.6>' is A1111's LoRA syntax"),
+    ({"negative_prompt": "(blurry:1.4)"}, "negative_prompt: '(blurry:1.4)' is A1111's and ComfyUI's word emphasis"),
+    ({"prompts": None, "base": "a <lyco:ink> cat", "edit": {"word": "cat", "prompts": ["cat", "dog"]}},
+     "base: '<lyco:ink>' is A1111's LoRA syntax"),
+    ({"prompts": None, "frames": None, "grid": {"rows": {"from": "a cat", "to": "a [cat:dog:.5]", "steps": 2},
+                                                "columns": {"add": "tabby", "from": 0, "to": 1, "steps": 2}}},
+     "grid.rows.to: '[cat:dog:.5]' is A1111's prompt editing"),
+])
+def test_another_tools_prompt_syntax_is_refused_in_one_line_naming_where_it_is(write_config, keys, words):
+    with pytest.raises(MorphError) as refused:
+        load_config(write_config(**keys))
+    assert words in str(refused.value) and "\n" not in str(refused.value)

@@ -2,8 +2,8 @@
 
 Three job kinds share the common keys: a walk (`prompts`), a one-word edit (`base` + `edit`) and a
 grid (`grid`); which one a config is follows from which of those keys it has. Every key is
-declared with its type, range and meaning (the sections in config_sections.py); `morph schema` prints
-the JSON Schema. config_file.py reads a YAML file into one.
+declared with its type, range and meaning (the sections in sections.py); `morph schema` prints
+the JSON Schema. yaml_file.py reads a YAML file into one.
 """
 
 import hashlib
@@ -19,6 +19,7 @@ from .sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, Edit
                               SpacingSpec, Text, TimingSpec, VideoSpec, lora_name)
 from ..errors import MorphError, did_you_mean
 from .expr import parse_prompt_expression
+from .webui_syntax import refuse_webui_syntax
 
 
 class JobConfig(Section):
@@ -120,6 +121,12 @@ class JobConfig(Section):
             return parse_prompt_expression(source, self.define, where)
         return {source: 1.0}
 
+    def prompt_texts(self) -> list[tuple[str, str]]:
+        """Every text the text encoders read, as (the key it came from, the text): prompts through define:, and
+        negative prompts."""
+        return [(where, text) for where, source in self.prompt_sources() for text in self.prompt_terms(source, where)] \
+            + [("negative_prompt", self.negative_prompt)]
+
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
 
@@ -135,7 +142,8 @@ class JobConfig(Section):
 
     @model_validator(mode="after")
     def _check_across_keys(self):
-        """What one key cannot say alone: frame caps, and every prompt expression parses."""
+        """What one key cannot say alone: frame caps, every prompt expression parses, and no text holds another
+        tool's syntax that the text encoder would read as words."""
         for key in ("height", "width"):
             value = getattr(self, key)
             if value is not None and value > self.limits.max_size:
@@ -149,8 +157,8 @@ class JobConfig(Section):
                                  "timing.duration, or raise limits.max_frames to render it")
             raise MorphError(f"{'frames' if self.kind != 'grid' else 'grid'}: {count} frames is more than "
                              f"limits.max_frames ({self.limits.max_frames}); raise limits.max_frames to render it")
-        for where, source in self.prompt_sources():
-            self.prompt_terms(source, where)
+        for where, text in self.prompt_texts():
+            refuse_webui_syntax(text, where)
         names = self.lora_names()
         for i, (name, lora) in enumerate(zip(names, self.loras)):
             if name in names[:i]:
@@ -281,6 +289,10 @@ class WalkJob(_Keyframed):
     def prompt_sources(self) -> list[tuple[str, str]]:
         return [(f"prompts[{i}]", p) for i, p in enumerate(self.keyframe_sources())]
 
+    def prompt_texts(self) -> list[tuple[str, str]]:
+        return super().prompt_texts() + [(f"prompts[{i}].negative_prompt", p.negative_prompt)
+                                         for i, p in enumerate(self.prompts) if p.negative_prompt]
+
     def keyframe_settings(self) -> list[dict]:
         settings = super().keyframe_settings()
         for keyframe, own in zip(self.prompts, settings):
@@ -337,6 +349,9 @@ class EditJob(_Keyframed):
 
     def prompt_sources(self) -> list[tuple[str, str]]:
         return [(f"edit.prompts[{i}]", p) for i, p in enumerate(self.edit.prompts)]
+
+    def prompt_texts(self) -> list[tuple[str, str]]:
+        return super().prompt_texts() + [("base", self.base)]
 
     def prompt_terms(self, source: str, where: str) -> dict[str, float]:
         """Edit values walk through words, so a bare name that is not defined is the word itself."""
