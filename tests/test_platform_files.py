@@ -2,6 +2,7 @@
 tagged, X's least size, music within the platforms' limits, even GIF delays, and what the refusals advise."""
 
 import gc
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -142,8 +143,12 @@ def test_a_timed_walk_too_short_for_a_platform_is_told_to_lengthen_its_music(tmp
     assert "render at least" not in str(refused.value)
 
 
-def test_making_a_platform_file_leaves_no_file_open(renders, tmp_path):
+def test_making_a_platform_file_leaves_no_file_open(renders, tmp_path, monkeypatch):
+    # a file left open warns from its finaliser, where an error cannot propagate: it reaches sys.unraisablehook
+    unraised = []
+    monkeypatch.setattr(sys, "unraisablehook", unraised.append)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResourceWarning)
         deliver("x", renders[:20], 20, tmp_path / "x.mp4", VideoOptions())
         gc.collect()
+    assert [str(u.exc_value) for u in unraised] == []
