@@ -147,3 +147,21 @@ def test_analyze_names_storm_zones_by_their_steps(tmp_path):
                                                   "smoothness": 1.0, "worst_10_percent_share": 0.1},
                         [(86, 88), (98, 98)], [])
     assert "86-88, 98" in format_summary(analysis)
+
+
+# the README: every config in configs/ runs on the tiny model with --model tiny but the two that name files made for a
+# real model
+FILES_OF_THEIR_OWN = {"lcm_cat_kitten.yaml": "loras[0]: 'latent-consistency/lcm-lora-sdv1-5'",  # a LoRA for SD 1.5
+                      "single_file.yaml": "configs_from: describes a single-file model or vae"}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_a_shipped_config_renders_on_the_tiny_model_unless_it_names_files_of_its_own(path, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", path, "--model", "tiny", "--device", "cpu", "--frames", "0", "--out", out, "--quiet")
+    if path.name in FILES_OF_THEIR_OWN:
+        assert result.exit_code == 2 and FILES_OF_THEIR_OWN[path.name] in result.output
+        assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    else:
+        assert result.exit_code == 0, result.output
+        assert (out / "frames" / "00000.png").exists() or (out / "cells" / "r00_c00.png").exists()
