@@ -1,7 +1,6 @@
 import os
 
 import pytest
-import torch
 import yaml
 
 from morph.testing import make_lora

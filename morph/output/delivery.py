@@ -20,7 +20,7 @@ from ..media.audio import mux
 from ..errors import MorphError
 from ..files import partial_name, read_walk, removed_if_refused
 from ..config.presets import PRESETS, DeliveryPlan, Shape, VideoOptions, plan
-from ..media.video import BT709_TAGS, TO_BT709, ffmpeg_command, ffmpeg_said, read_png
+from ..media.video import TO_BT709, ffmpeg_command, ffmpeg_said, read_png
 
 MASTER_CRF = 16  # the master's x264 quality (video.py); the platform files use the same
 # VP9 quality whose PSNR against the PNG frames is about the master's (docs/platforms.md: the test measures it)
