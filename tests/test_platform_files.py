@@ -2,6 +2,7 @@
 tagged, X's least size, music within the platforms' limits, even GIF delays, and what the refusals advise."""
 
 import gc
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -152,3 +153,21 @@ def test_making_a_platform_file_leaves_no_file_open(renders, tmp_path, monkeypat
         deliver("x", renders[:20], 20, tmp_path / "x.mp4", VideoOptions())
         gc.collect()
     assert [str(u.exc_value) for u in unraised] == []
+
+
+def x264_options(path) -> dict:
+    """The settings x264 wrote into the stream it encoded (its SEI message): {'bframes': '2', 'keyint': '10', …}."""
+    options = re.search(rb"x264 - core .*? options: ([^\x00]*)", path.read_bytes()).group(1).decode()
+    return dict(option.split("=", 1) for option in options.split() if "=" in option)
+
+
+def test_youtube_files_have_the_keyframe_interval_and_b_frames_youtube_asks_for(renders, tmp_path):
+    """YouTube: 'closed GOP, half the frame rate; 2 consecutive B frames'. Held copies keep none (they decode as
+    their first showing only without B-frames between renders), so only the walk at its own rate has them."""
+    for name, preset, options in [("own", "youtube", VideoOptions()), ("held", "youtube", VideoOptions(hold_ends=1.0)),
+                                  ("x", "x", VideoOptions())]:
+        deliver(preset, renders, 20, tmp_path / f"{name}.mp4", options)
+    own, held, x = (x264_options(tmp_path / f"{name}.mp4") for name in ("own", "held", "x"))
+    assert (own["bframes"], own["keyint"], own["open_gop"]) == ("2", "10", "0")  # 0.5 s at 20 fps, closed
+    assert held["bframes"] == "0"
+    assert x["bframes"] == "3"  # X asks for nothing: x264's own choice

@@ -176,12 +176,6 @@ def keyframes_of(records: list[dict], sources: list[str]) -> list[tuple[int, str
     return [(0, sources[0])] + [(i, sources[r["segment"] + 1]) for i, r in enumerate(records) if r["t"] == 1.0]
 
 
-def lpips_missing() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("lpips") is None
-
-
 def storm_map(output: Path, files: list[Path], fps: int, keyframes: list[tuple[int, str]], metric: str,
               storm_factor: float, before: tuple[list[float], str] | None = None) -> Analysis:
     """Analyse a walk's frames and write storm.png and filmstrip.png into `output` (`before`: see storm_plot)."""

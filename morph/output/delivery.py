@@ -72,11 +72,14 @@ def _codec(delivery: DeliveryPlan) -> list[str]:
         caps.append(int(0.9 * preset.max_bytes * 8 / delivery.duration))
     args += ["-maxrate", str(min(caps)), "-bufsize", str(min(caps))]
     if delivery.repeat > 1 or len(set(delivery.timeline)) < len(delivery.timeline):
-        args += _held(delivery)
-    elif preset.keyframe_s:
+        return args + _held(delivery)
+    params = []  # what the platform asks of the stream: its keyframe interval, its consecutive B-frames
+    if preset.keyframe_s:
         keyint = max(1, round(preset.keyframe_s * delivery.fps))
-        args += ["-x264-params", f"keyint={keyint}:min-keyint={keyint}:scenecut=0"]
-    return args
+        params.append(f"keyint={keyint}:min-keyint={keyint}:scenecut=0")
+    if preset.b_frames is not None:
+        params.append(f"bframes={preset.b_frames}")
+    return args + (["-x264-params", ":".join(params)] if params else [])
 
 
 def _held(delivery: DeliveryPlan) -> list[str]:
