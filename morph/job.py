@@ -26,8 +26,8 @@ from .output.manifest import manifest, write_manifest
 from .prompts.path import GridPath, WalkPath
 from .models.lora_files import read_loras
 from .models.model_files import check_model_files
-from .models.pipeline import (LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype, scheduler_class,
-                       scheduler_options)
+from .models.pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
+from .models.scheduler import scheduler_class, try_scheduler
 from .render.produce import (claimed, flagged, missing_after, plan_frames, plan_record, produce, publish,
                       resumed_batch_size, video_from_store)
 from .output.report import write_report
@@ -136,7 +136,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     folder = out / ("cells" if grid else "frames")
     scheduler, options = config.scheduler_choice()
     if scheduler:
-        scheduler_options(scheduler_class(scheduler), options)
+        try_scheduler(scheduler_class(scheduler), options, config.num_inference_steps)
     check_model_files(config.model, config.vae, config.embedding_paths(), config.configs_from, config.allow_pickle)
     read_loras(config.lora_names(), config.lora_paths())
     if full and not grid:

@@ -24,7 +24,7 @@ def walks(lora: str) -> dict:
                                  {"prompt": "a blue square", "guidance_scale": 7}]},
         "negative": {"prompts": [{"prompt": "a red circle", "negative_prompt": "blue"},
                                  {"prompt": "a blue square", "negative_prompt": "red"}]},
-        "few-step": {"scheduler": {"name": "LCMScheduler", "timestep_spacing": "trailing"}, "guidance_scale": 1},
+        "few-step": {"scheduler": "LCMScheduler", "guidance_scale": 1},
         "sdxl-lora": {"model": "tiny-sdxl", "loras": style, "prompts": [{"prompt": "a red circle", "loras": {"style": 0}},
                                                                        {"prompt": "a blue square"}]},
     }

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from morph.errors import MorphError
-from morph.models.pipeline import load_model, resolve_device, resolve_dtype, scheduler_class
+from morph.models.pipeline import load_model, resolve_device, resolve_dtype
+from morph.models.scheduler import scheduler_class
 
 
 def test_auto_dtype_is_half_on_cuda_and_float32_elsewhere():

@@ -1,6 +1,5 @@
 """Load a diffusers Stable Diffusion 1.x pipeline: built-in, local folder or hub id; device, dtype, scheduler."""
 
-import inspect
 import json
 import os
 import warnings
@@ -9,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import MorphError, did_you_mean
+from ..errors import MorphError
 from .lora import load_loras
 from .model_files import check_model_files, is_single_file, looks_like_folder
+from .scheduler import scheduler_class, scheduler_options
 from ..quiet import quiet_environment
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -50,43 +50,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return DTYPES[name]
-
-
-# What people render Stable Diffusion 1.x, 2.x and XL with (the few-step one last); every family takes each of them
-SD_SCHEDULERS = ("DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
-                 "DDIMScheduler", "PNDMScheduler", "UniPCMultistepScheduler", "LCMScheduler")
-
-
-def _meant(name: str, known: list[str]) -> str:
-    """'did you mean X? ' for a scheduler name written another way ('EulerDiscrete', 'ddimscheduler') or misspelt;
-    close names among the Stable Diffusion ones first."""
-    normal = lambda n: n.lower().removesuffix("scheduler")  # noqa: E731
-    exact = {normal(n): n for n in known}.get(normal(name))
-    if exact:
-        return f"did you mean {exact}? "
-    return did_you_mean(name, SD_SCHEDULERS, normal=normal) or did_you_mean(name, known, normal=normal)
-
-
-def scheduler_options(cls, options: dict) -> None:
-    """The options a config sets on the scheduler `cls` are keys of its config (its constructor's arguments)."""
-    allowed = sorted(set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"})
-    for key in options:
-        if key not in allowed:
-            raise MorphError(f"scheduler.{key}: not an option of {cls.__name__}; {did_you_mean(key, allowed)}its "
-                             f"options are {', '.join(allowed)}")
-
-
-def scheduler_class(name: str):
-    """The diffusers scheduler class called `name`, checked before any model loads; a wrong name gets the close
-    names and the ones used with Stable Diffusion."""
-    import diffusers
-
-    cls = getattr(diffusers, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
-        known = [n for n in dir(diffusers) if n.endswith("Scheduler") and n != "SchedulerMixin"]
-        raise MorphError(f"scheduler: {name!r} is not a diffusers scheduler; {_meant(name, known)}Stable Diffusion "
-                         f"renders with e.g. {', '.join(SD_SCHEDULERS)}")
-    return cls
 
 
 def quiet_libraries() -> None:
