@@ -127,6 +127,10 @@ class JobConfig(Section):
         return [(where, text) for where, source in self.prompt_sources() for text in self.prompt_terms(source, where)] \
             + [("negative_prompt", self.negative_prompt)]
 
+    def negatives(self) -> list[tuple[str, str, float]]:
+        """Each negative prompt with the key it came from and the guidance_scale it renders at."""
+        return [("negative_prompt", self.negative_prompt, self.guidance_scale)]
+
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
 
@@ -159,6 +163,10 @@ class JobConfig(Section):
                              f"limits.max_frames ({self.limits.max_frames}); raise limits.max_frames to render it")
         for where, text in self.prompt_texts():
             refuse_webui_syntax(text, where)
+        for where, negative, guidance in self.negatives():
+            if negative and guidance <= 1:  # diffusers too reads a negative prompt only under guidance
+                raise MorphError(f"{where}: at guidance_scale {guidance:g} there is no classifier-free guidance, so "
+                                 "no negative prompt reaches the UNet; remove it, or set guidance_scale above 1")
         names = self.lora_names()
         for i, (name, lora) in enumerate(zip(names, self.loras)):
             if name in names[:i]:
@@ -292,6 +300,11 @@ class WalkJob(_Keyframed):
     def prompt_texts(self) -> list[tuple[str, str]]:
         return super().prompt_texts() + [(f"prompts[{i}].negative_prompt", p.negative_prompt)
                                          for i, p in enumerate(self.prompts) if p.negative_prompt]
+
+    def negatives(self) -> list[tuple[str, str, float]]:
+        return [(f"prompts[{i}].negative_prompt" if keyframe.negative_prompt is not None else "negative_prompt",
+                 own["negative_prompt"], own["guidance_scale"])
+                for i, (keyframe, own) in enumerate(zip(self.prompts, self.keyframe_settings()))]
 
     def keyframe_settings(self) -> list[dict]:
         settings = super().keyframe_settings()
