@@ -25,8 +25,8 @@ def walks(lora: str) -> dict:
         "negative": {"prompts": [{"prompt": "a red circle", "negative_prompt": "blue"},
                                  {"prompt": "a blue square", "negative_prompt": "red"}]},
         "few-step": {"scheduler": "LCMScheduler", "guidance_scale": 1},
-        "sdxl-lora": {"model": "tiny-sdxl", "loras": style, "prompts": [{"prompt": "a red circle", "loras": {"style": 0}},
-                                                                       {"prompt": "a blue square"}]},
+        "sdxl-lora": {"model": "tiny-sdxl", "loras": style,
+                      "prompts": [{"prompt": "a red circle", "loras": {"style": 0}}, {"prompt": "a blue square"}]},
     }
 
 

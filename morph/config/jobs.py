@@ -146,8 +146,8 @@ class JobConfig(Section):
 
     @model_validator(mode="after")
     def _check_across_keys(self):
-        """What one key cannot say alone: frame caps, every prompt expression parses, and no text holds another
-        tool's syntax that the text encoder would read as words."""
+        """What one key cannot say alone: frame caps, every prompt expression parses, no text holds another tool's
+        syntax that the text encoder would read as words, and no negative prompt sits where guidance cannot read it."""
         for key in ("height", "width"):
             value = getattr(self, key)
             if value is not None and value > self.limits.max_size:
