@@ -19,6 +19,7 @@ from morph.cli import cli
 from morph.config.yaml_file import load_config
 from morph.job import run_job
 from morph.errors import MorphError
+from morph.render.produce import claimed
 from morph.render.store import FrameStore, OutputLock, status
 
 SLOW = {"frames": 40, "num_inference_steps": 12, "batch_size": 4}  # a few seconds of rendering on 2 cores
@@ -346,3 +347,31 @@ def test_the_back_off_halves_the_batch_that_failed_not_the_batch_size(write_conf
         manifest = run_job(config, quiet=True)
     assert sizes == [3, 1, 1, 1]  # not 3 frames tried again at 32, 16, 8, 4 and 2
     assert manifest["batch_size"] == 1 and manifest["rendered"] == 3
+
+
+class Recorded:
+    """A rank of two that records when it waits for the others and when it leaves the group."""
+
+    def __init__(self, rank, seen):
+        self.leader, self.seen = rank == 0, seen
+
+    def from_leader(self, value):
+        return value
+
+    def settle(self):
+        self.seen.append("settle")
+
+    def close(self):
+        self.seen.append("close")
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_rank_that_finished_leaves_the_group_only_with_the_others_and_a_failed_one_at_once(tmp_path, rank):
+    seen = []
+    with claimed(tmp_path / "done", Recorded(rank, seen)):
+        pass
+    assert seen == ["settle", "close"]  # waiting for the leader's outputs, then leaving with it
+    seen.clear()
+    with pytest.raises(RuntimeError), claimed(tmp_path / "failed", Recorded(rank, seen)):
+        raise RuntimeError("CUDA error")
+    assert seen == ["close"]  # no rank waits on one that failed: torchrun stops the others

@@ -163,7 +163,7 @@ class StoredFrames:
 @contextmanager
 def claimed(output: Path, shard):
     """Hold the output folder's lock for the whole run; the leader takes it, every rank learns the outcome.
-    At the end every rank leaves the process group."""
+    At the end every rank leaves the process group: after a run that went well, all at once."""
     lock, refusal = OutputLock(output), None
     if shard.leader:
         try:
@@ -175,6 +175,10 @@ def claimed(output: Path, shard):
         raise MorphError(refusal)
     try:
         yield
+        # a rank done with its share leaves the group only with the leader: one that left while the leader was
+        # still writing the outputs aborted in about 1 run of 12 ("terminate called without an active exception",
+        # and torchrun then killed the leader). A rank that failed leaves at once; torchrun stops the others
+        shard.settle()
     finally:
         lock.__exit__(None, None, None)
         shard.close()

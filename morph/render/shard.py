@@ -8,8 +8,11 @@ the end, and writes the video and the manifest.
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
+
+SETTLE_TIMEOUT = timedelta(hours=24)  # the other ranks wait this long for the leader to finish the outputs
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,11 @@ class Shard:
 
     def owns(self, batch_number: int) -> bool:
         return batch_number % self.world == self.rank
+
+    def settle(self) -> None:
+        """Wait until every rank is here, however long the leader's video, platform files and analyses take."""
+        if self.world > 1:
+            torch.distributed.monitored_barrier(timeout=SETTLE_TIMEOUT)  # gloo's, which takes its own timeout
 
     def close(self) -> None:
         """Leave the process group (a rank that exits while still in it can abort)."""
