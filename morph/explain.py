@@ -4,6 +4,7 @@ folder (analysis/attribution.py does the work; `analysis.explain: true` does the
 from pathlib import Path
 
 from .analysis.attribution import attribute, biggest_steps, publish
+from .analysis.respace import use_placement
 from .config.jobs import validate
 from .errors import MorphError
 from .files import read_walk
@@ -33,9 +34,13 @@ def explain_output(output: Path, steps: list[int], top: int, verbose: bool = Fal
     from .job import prepare_job  # torch and diffusers: only once the folder and the steps are known to be good
 
     manifest, steps = chosen_steps(output, steps, top)
-    config = validate({**manifest["config"], "output": str(output)}, default_name=manifest["name"])
+    # a step's groups are measured as its distance was: `morph analyze --metric` may have measured the walk again
+    settings = {**(manifest["config"].get("analysis") or {}), "metric": manifest["analysis"]["metric"]}
+    config = validate({**manifest["config"], "output": str(output), "analysis": settings},
+                      default_name=manifest["name"])
     with OutputLock(output):
         job = prepare_job(config, verbose=verbose)
+        use_placement(job, manifest)  # the frames the video shows, which the distances were measured between
         store = FrameStore(output)
         records = attribute(job, store, steps, manifest["analysis"]["distances"])
         publish(records, store, output)

@@ -105,6 +105,56 @@ def test_morph_explain_renders_a_step_once_and_reuses_it_after(circle_to_square)
     assert [r["step"] for r in written] == [0, 5]
 
 
+def test_morph_analyze_keeps_the_attribution_it_does_not_recompute(circle_to_square):
+    _, manifest = circle_to_square
+    output = morph.job.Path(manifest["frames_dir"]).parent
+    result = CliRunner().invoke(cli, ["analyze", str(output), "--metric", "pixel"])
+    assert result.exit_code == 0, result.output
+    analysis = json.loads((output / "manifest.json").read_text())["analysis"]
+    assert analysis["metric"] == "pixel" and analysis["distances"] != manifest["analysis"]["distances"]  # recomputed
+    assert analysis["attribution"] == manifest["analysis"]["attribution"]  # kept
+    record = analysis["attribution"][0]
+    assert f"Frames {record['step']} → {record['step'] + 1}" in (output / "report.html").read_text()
+
+
+def test_after_morph_analyze_measured_the_walk_again_explain_measures_as_it_did(write_config):
+    def walk(name, metric):
+        config = load_config(write_config(name=name, model="toy", prompts=["a red circle", "a red square"], frames=12,
+                                          seed=3, num_inference_steps=6, guidance_scale=5.0, batch_size=8,
+                                          height=None, width=None, analysis={"metric": metric}))
+        run_job(config, quiet=True)
+        return config.output_dir
+
+    def explained(output):
+        result = CliRunner().invoke(cli, ["explain", str(output), "--step", "5"])
+        assert result.exit_code == 0, result.output
+        return json.loads((output / "manifest.json").read_text())["analysis"]["attribution"]
+
+    measured_again = walk("again", "ssim")
+    assert CliRunner().invoke(cli, ["analyze", str(measured_again), "--metric", "pixel"]).exit_code == 0
+    # the same pixels, measured as pixel from the start: the same shares of the same step
+    assert explained(measured_again) == explained(walk("pixel", "pixel"))
+
+
+def test_morph_explain_on_an_even_walk_attributes_the_frames_its_video_has(write_config):
+    # storm_factor 1: steps above the median are storms, so the run attributes some (through the even walk's frames)
+    config = load_config(write_config(name="shape", model="toy", prompts=["a red circle", "a red square"], frames=12,
+                                      seed=3, num_inference_steps=6, guidance_scale=5.0, batch_size=8, height=None,
+                                      width=None, spacing={"mode": "even", "max_extra_renders": 8},
+                                      analysis={"explain": True, "storm_factor": 1.0}))
+    manifest = run_job(config, quiet=True)
+    assert any(r["t"] != r["index"] / 11 for r in manifest["frames"])  # not the uniform walk's frames
+    attributed = manifest["analysis"]["attribution"]
+    assert attributed
+    steps = [arg for record in attributed for arg in ("--step", str(record["step"]))]
+    stored = sorted((config.output_dir / ".store").iterdir())
+    result = CliRunner().invoke(cli, ["explain", str(config.output_dir), *steps])
+    assert result.exit_code == 0, result.output
+    # the same frames' steps as the run explained: the same renders, found in the store, and the same shares
+    assert sorted((config.output_dir / ".store").iterdir()) == stored
+    assert json.loads((config.output_dir / "manifest.json").read_text())["analysis"]["attribution"] == attributed
+
+
 @pytest.mark.parametrize("args, message", [
     (["--step", "11"], "--step 11: the walk's steps are 0 to 10 (step i is frame i -> i + 1)"),
     (["--step", "-1"], "--step -1: the walk's steps are 0 to 10"),

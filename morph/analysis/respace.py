@@ -18,8 +18,10 @@ almost equal conditionings): it is reported, not split further, and its change i
 because no spacing can spread it.
 """
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -331,3 +333,24 @@ def even_spacing(job, store, shard, fresh: bool, progress) -> EvenSpacing:
     reused = sum(key not in renderer.new for key in plan.keys)
     return EvenSpacing(plan, before, estimated, [uniform.position(i) for i in range(count)], total, renderer.rendered,
                        reused, discontinuities, max_extra_renders, budget, metric, samples.growth)
+
+
+def use_placement(job, manifest: dict) -> None:
+    """Point `job`, prepared again from the config of the walk `manifest` describes, at the frames its video shows:
+    preparing builds the uniform walk, and where spacing: even placed the frames instead is known only from its
+    renders, which the manifest's frame records keep (each frame's segment and t)."""
+    if (manifest.get("spacing") or {}).get("spacing") == "even":
+        frames = manifest["frames"]
+        job.use_path(job.path.placed([r["segment"] for r in frames], [r["t"] for r in frames]))
+
+
+def use_rendered_placement(job, output: Path) -> None:
+    """use_placement with the manifest in `output`, when its video was rendered from `job`'s config (the studio's
+    slider). An even walk not rendered yet has no placement, and keeps the uniform walk's."""
+    try:
+        manifest = json.loads((output / "manifest.json").read_text())
+    except (OSError, ValueError):  # nothing rendered there yet
+        return
+    # the whole config (spacing and analysis.metric place frames too) but batch_size: auto records the number it took
+    if {**(manifest.get("config") or {}), "batch_size": None} == {**job.config.to_dict(), "batch_size": None}:
+        use_placement(job, manifest)

@@ -148,7 +148,8 @@ def reanalyze(output: Path, metric: str | None, storm_factor: float | None) -> A
     analysis = storm_map(output, [output / "frames" / r["file"] for r in manifest["frames"]], manifest["fps"],
                          keyframes_of(manifest["frames"], [p["source"] for p in manifest["prompts"]]),
                          metric, storm_factor or settings.get("storm_factor", 3.0), before)
-    manifest["analysis"] = analysis.to_dict()
+    # what the storm map does not recompute stays: explain's attribution of the same frames' steps
+    manifest["analysis"] = {**(manifest.get("analysis") or {}), **analysis.to_dict()}
     manifest["report"] = str(write_report(output, manifest))
     write_manifest(output, manifest)
     return analysis
