@@ -16,20 +16,77 @@ GIB = 1024**3
 
 def test_plan_fits_the_measured_memory_per_frame():
     # 1 GiB per frame on top of 2 GiB: 40 GiB free * 0.85 headroom leaves room for 32 frames at 128 px
-    peak = {1: 3 * GIB, 2: 4 * GIB}.__getitem__
-    assert plan_batch_size(40 * GIB, peak, 128, 128) == 32
-    assert plan_batch_size(6 * GIB, peak, 128, 128) == 3
+    assert plan_batch_size(40 * GIB, 3 * GIB, 4 * GIB, 128, 128) == 32
+    assert plan_batch_size(6 * GIB, 3 * GIB, 4 * GIB, 128, 128) == 3
 
 
 def test_plan_stops_where_throughput_stops_growing():
-    peak = {1: 100, 2: 101}.__getitem__  # memory is no limit
-    assert plan_batch_size(80 * GIB, peak, 512, 512) == SATURATION_PIXELS // (512 * 512) == 16
-    assert plan_batch_size(80 * GIB, peak, 1024, 1024) == 4
-    assert plan_batch_size(80 * GIB, peak, 4096, 4096) == 1
+    # memory is no limit
+    assert plan_batch_size(80 * GIB, 100, 101, 512, 512) == SATURATION_PIXELS // (512 * 512) == 16
+    assert plan_batch_size(80 * GIB, 100, 101, 1024, 1024) == 4
+    assert plan_batch_size(80 * GIB, 100, 101, 4096, 4096) == 1
 
 
 def test_plan_never_goes_below_one_frame():
-    assert plan_batch_size(1 * GIB, {1: 3 * GIB, 2: 5 * GIB}.__getitem__, 512, 512) == 1
+    assert plan_batch_size(1 * GIB, 3 * GIB, 5 * GIB, 512, 512) == 1
+
+
+class FakeGpu:
+    """torch.cuda's memory calls over a model of a GPU: a render of b frames reserves `fixed + b * per_frame` while it
+    runs (and allocates a quarter less: the allocator reserves whole segments); the first render also keeps `kept`
+    for good (SDXL's float32 VAE copy, cuBLAS's workspace), and `oom_at` frames run out of memory."""
+
+    def __init__(self, monkeypatch, total, kept, fixed, per_frame, oom_at=None):
+        self.total, self.kept, self.fixed, self.per_frame, self.oom_at = total, kept, fixed, per_frame, oom_at
+        self.held = self.peak = 0
+        for name in ("synchronize", "empty_cache", "reset_peak_memory_stats", "memory_reserved", "max_memory_reserved",
+                     "memory_allocated", "max_memory_allocated", "mem_get_info"):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+
+    def render(self, batch):
+        if self.oom_at is not None and batch >= self.oom_at:
+            raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+        self.held = self.kept
+        self.peak = max(self.peak, self.held + self.fixed + batch * self.per_frame)
+
+    def synchronize(self, device=None):
+        pass
+
+    def empty_cache(self):
+        pass
+
+    def reset_peak_memory_stats(self, device=None):
+        self.peak = self.held
+
+    def memory_reserved(self, device=None):
+        return self.held
+
+    def max_memory_reserved(self, device=None):
+        return self.peak
+
+    def memory_allocated(self, device=None):
+        return self.held * 3 // 4
+
+    def max_memory_allocated(self, device=None):
+        return self.peak * 3 // 4
+
+    def mem_get_info(self, device=None):
+        return self.total - self.held, self.total
+
+
+def test_auto_measures_after_what_the_first_render_keeps_and_plans_with_reserved_memory(monkeypatch):
+    """SDXL in float16 makes its float32 VAE copy in the first probe: measured inside a probe it would pass for frames'
+    memory (and free memory read before it would still count it as free), and the batch would be far too large."""
+    gpu = FakeGpu(monkeypatch, total=80 * GIB, kept=2 * GIB, fixed=1 * GIB, per_frame=1 * GIB)
+    # free after the first render: 78 GiB; 78 * 0.85 - 1 fixed = 65.3 GiB of frames, reserved at 1 GiB each
+    assert auto_batch_size(torch.device("cuda"), gpu.render, 64, 64) == 65
+
+
+@pytest.mark.parametrize("oom_at", [1, 2])
+def test_a_probe_out_of_memory_answers_one_frame(monkeypatch, oom_at):
+    """A batch of 1 that does not fit then fails in one line when it renders (tests/test_render.py), as any does."""
+    gpu = FakeGpu(monkeypatch, total=8 * GIB, kept=0, fixed=1 * GIB, per_frame=1 * GIB, oom_at=oom_at)
+    assert auto_batch_size(torch.device("cuda"), gpu.render, 64, 64) == 1
 
 
 def test_auto_off_cuda_is_the_cpu_default_without_probing():

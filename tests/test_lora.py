@@ -124,6 +124,39 @@ def test_a_row_scaled_layer_is_pefts_layer_at_each_rows_strength_over_both_halve
         assert torch.equal(ours[0], layer(x)[0])  # strength 0: the layer alone
 
 
+def test_out_of_memory_setting_a_batchs_strengths_leaves_them_as_they_were_and_backs_off(lora_file, monkeypatch):
+    """The per-row copies of A for a walking strength are a batch's memory too: running out there must not leave that
+    batch's strengths set, or every smaller batch puts them back on its way out and runs out again, down to 1."""
+    from morph.models.lora import RowScaled
+    from morph.render.batch import BatchRenderer
+
+    model = loaded(lora_file(parts=("unet",)))
+    layers = [layer for group in model.loras._layers["unet"].values() for layer in group]
+    defaults = [layer.down_scaled.clone() for layer in layers]
+    scale = RowScaled.scale
+
+    def room_for_two_frames(self, strength):  # the last layer's copies are the ones that do not fit
+        if self is layers[-1] and strength.dim() == 2 and strength.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+        scale(self, strength)
+
+    monkeypatch.setattr(RowScaled, "scale", room_for_two_frames)
+    rows = torch.tensor([[0.0], [0.5], [1.0], [1.5]], dtype=torch.float64)
+    with pytest.raises(torch.OutOfMemoryError), model.loras.rows(rows):
+        pass
+    assert all(torch.equal(layer.down_scaled, d) for layer, d in zip(layers, defaults))  # every layer, not just some
+    encoder = prompt_encoder(model.pipe, model.loras)
+    conds = torch.stack([encoder.text(CAT)] * 4)
+    renderer = BatchRenderer(model.pipe, lambda idx: conds[idx], encoder.negative(""),
+                             shared_latent(model.pipe, 0, 64, 64), SETTINGS, 4,
+                             inputs_for=lambda idx: {"loras": rows[idx]}, loras=model.loras)
+    with pytest.warns(UserWarning, match="out of GPU memory in a batch of 4 frames; continuing with batch_size 2"):
+        rendered = list(renderer.batches([[0, 1, 2, 3]]))
+    assert [chunk for chunk, _ in rendered] == [[0, 1], [2, 3]]
+    expected = torch.cat([render(model, [CAT] * 2, rows[:2]), render(model, [CAT] * 2, rows[2:])])
+    assert torch.equal(torch.cat([batch.images for _, batch in rendered]).float(), expected)
+
+
 def test_a_lora_layer_that_cannot_walk_is_refused_in_one_line():
     from peft import LoraConfig, inject_adapter_in_model
 

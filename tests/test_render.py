@@ -1,5 +1,7 @@
-"""Batching, the shared latent, padding and the out-of-memory back-off, checked with a fake pipeline."""
+"""Batching, the shared latent, padding and the out-of-memory back-off, checked with a fake pipeline; per-frame
+guidance, the float32 VAE copy, and the GPU each torchrun rank renders on."""
 
+from datetime import timedelta
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,9 +12,14 @@ from diffusers.image_processor import VaeImageProcessor
 
 import morph.render.batch
 from morph.errors import MorphError
+from morph.models.acceleration import compile_pipeline, is_compiled
+from morph.models.pipeline import load_model, resolve_device
+from morph.models.tiny import BUILT_IN, HIDDEN, _initialised, _unet
+from morph.prompts.encode import prompt_encoder
 from morph.prompts.latent import shared_latent
 from morph.render.batch import BatchRenderer, HostCopy, RenderSettings, per_frame_guidance, render_batch, \
     to_uint8
+from morph.render.shard import SETTLE_TIMEOUT, Shard, this_process
 
 
 class FakeVae:
@@ -49,7 +56,7 @@ class FakePipe:
         self.calls.append(kwargs)
         assert kwargs["output_type"] == "latent"
         value = kwargs["prompt_embeds"].float().mean(dim=(1, 2)).view(-1, 1, 1, 1)
-        latents = value.expand(batch, 4, kwargs["height"] // 8, kwargs["width"] // 8)
+        latents = value.expand(batch, 4, kwargs["height"] // 8, kwargs["width"] // 8).to(self.unet.dtype)
         return SimpleNamespace(images=latents, nsfw_content_detected=None)
 
     def run_safety_checker(self, images, device, dtype):
@@ -171,6 +178,8 @@ def test_the_probe_renders_one_step_decoded_as_real_batches_are_with_what_walks_
 
 
 class Unet(torch.nn.Module):
+    config = SimpleNamespace(time_cond_proj_dim=None)  # runs classifier-free guidance's two halves
+
     def forward(self, x):
         return (x * 2,)
 
@@ -224,3 +233,131 @@ def test_a_copy_from_another_gpu_waits_on_that_gpus_stream(monkeypatch):
     HostCopy(Images())
     assert calls["device"] == torch.device("cuda", 1)
     assert calls["copy"][2] is stream and calls["record"] is stream
+
+
+def test_walking_guidance_reweights_a_half_precision_unets_output_in_float32():
+    """u + (g / G)(c - u) computed in float16 rounds at every operation; in float32 it rounds once, at the end."""
+    class Halves(torch.nn.Module):
+        config = SimpleNamespace(time_cond_proj_dim=None)
+        dtype = torch.float16
+
+        def forward(self, x):
+            return (x,)  # the test's rows are the UNet's unconditional and conditional halves
+
+    pipe = SimpleNamespace(unet=Halves(), device=torch.device("cpu"))
+    guidance = torch.linspace(1.5, 9.0, 8, dtype=torch.float64)
+    noise = torch.randn(16, 4, 8, 8, generator=torch.Generator().manual_seed(0)).half()
+    with per_frame_guidance(pipe, guidance):
+        out = pipe.unet(noise)[0]
+    uncond, cond = noise.float().chunk(2)
+    ratio = (guidance / guidance.max()).float().view(-1, 1, 1, 1)
+    assert out.dtype == torch.float16 and torch.equal(out, torch.cat([uncond, uncond + ratio * (cond - uncond)]).half())
+
+
+def lcm_pipeline():
+    """The tiny SD-1.x pipeline with a guidance-distilled (LCM) UNet: it reads guidance_scale as an embedding
+    (time_cond_proj_dim), and diffusers runs it without classifier-free guidance's two halves."""
+    pipe = BUILT_IN["tiny"]()
+    unet = _unet(HIDDEN, time_cond_proj_dim=16)
+    _initialised(unet)
+    with torch.no_grad():  # untrained, it barely reads the embedding: louder, so that each frame's guidance shows
+        unet.time_embedding.cond_proj.weight *= 20
+    lcm = type(pipe)(**{**pipe.components, "unet": unet}, requires_safety_checker=False)
+    lcm.set_progress_bar_config(disable=True)
+    return lcm
+
+
+def test_per_frame_guidance_on_an_lcm_unet_gives_each_frame_its_own_guidance():
+    pipe = lcm_pipeline()
+    encoder = prompt_encoder(pipe)
+    conds = torch.stack([encoder.text("a red circle"), encoder.text("a blue square")])
+    latent, guidance = shared_latent(pipe, 0, 64, 64), torch.tensor([2.0, 8.0], dtype=torch.float64)
+    together = render_batch(pipe, conds, encoder.negative(""), latent, RenderSettings(64, 64, 3, 8.0, 0),
+                            guidance=guidance).images
+    for i, g in enumerate(guidance.tolist()):
+        alone = render_batch(pipe, conds[i:i + 1], encoder.negative(""), latent, RenderSettings(64, 64, 3, g, 0))
+        assert (together[i].int() - alone.images[0].int()).abs().max() <= 2  # batch noise only
+    at_eight = render_batch(pipe, conds[:1], encoder.negative(""), latent, RenderSettings(64, 64, 3, 8.0, 0)).images
+    assert (together[0].int() - at_eight[0].int()).abs().max() > 10  # the guidance embedding matters
+
+
+class HalfVae(FakeVae):
+    """SDXL's own VAE in float16: it overflows there, so the pipeline decodes in a float32 copy (force_upcast)."""
+
+    config = SimpleNamespace(scaling_factor=1.0, force_upcast=True)
+    dtype = torch.float16
+
+
+class RampVae(FakeVae):
+    """A float32 VAE whose images are a ramp through -1..1: most of its values are not float16 numbers."""
+
+    def decode(self, latents, return_dict):
+        assert latents.dtype == torch.float32
+        return (torch.linspace(-1, 1, latents.shape[0] * 3 * 16 * 24).view(-1, 3, 16, 24),)
+
+
+def test_sdxl_in_float16_post_processes_its_float32_decode_in_float32():
+    pipe = FakePipe(dtype=torch.float16)
+    pipe.vae, pipe.tokenizer = HalfVae(), SimpleNamespace(model_max_length=4)
+    pipe.text_encoder_2 = SimpleNamespace(config=SimpleNamespace(projection_dim=6))  # SDXL: a pooled row too
+    batch = render_batch(pipe, torch.ones(2, 5, 6), torch.zeros(5, 6), torch.zeros(1, 4, 2, 3), SETTINGS,
+                         float32_vae=RampVae)
+    ramp = RampVae().decode(torch.zeros(2, 4, 2, 3), False)[0]
+    assert torch.equal(batch.images, to_uint8(FakePipe.image_processor.postprocess(ramp, output_type="pt")
+                                              .permute(0, 2, 3, 1)))
+
+
+@pytest.mark.parametrize("model, compiled", [("tiny-sdxl", True), ("tiny", False)])
+def test_the_float32_vae_copy_keeps_the_vaes_layout_and_is_compiled_where_it_decodes_every_batch(model, compiled):
+    """SDXL in float16 decodes every batch in the copy: compiled with the pipeline, at the batch's one shape. SD 1.x
+    re-decodes only broken frames there, a few at a time, each count another shape: eager."""
+    pipe = BUILT_IN[model]().to(dtype=torch.float16)
+    pipe.vae.to(memory_format=torch.channels_last)  # as acceleration.channels_last leaves it on CUDA
+    renderer = BatchRenderer(pipe, lambda idx: None, torch.zeros(1), torch.zeros(1), SETTINGS, 2)
+    copy = renderer._float32_vae()  # made by the first probe, before the pipeline is compiled
+    conv = copy.decoder.conv_in.weight
+    assert copy.dtype == torch.float32 and torch.equal(conv, pipe.vae.decoder.conv_in.weight.float())
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    compile_pipeline(pipe)
+    assert renderer._float32_vae() is copy and is_compiled(copy.decoder) == compiled
+
+
+def test_torchrun_ranks_wait_for_each_other_for_hours_and_joining_touches_no_gpu(monkeypatch):
+    """gloo's default 30 minutes abort a rank waiting in a gather for the others' last batches; and a device: cpu job
+    must not start CUDA in every rank (the rank's GPU is the config's device: resolve_device)."""
+    joined = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: joined.setdefault("gpu", device))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kwargs: joined.update(kwargs))
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    assert this_process() == Shard(1, 2) and resolve_device("cpu") == torch.device("cpu")
+    assert joined == {"backend": "gloo", "timeout": SETTLE_TIMEOUT} and SETTLE_TIMEOUT >= timedelta(hours=24)
+
+
+@pytest.mark.parametrize("name, local_rank, gpu", [("cuda", 1, 1), ("auto", 3, 3), ("cuda:0", 2, 2), ("cuda:4", 2, 6),
+                                                   ("cuda:6", 3, 1)])
+def test_under_torchrun_a_cuda_device_counts_from_the_ranks_own_gpu(monkeypatch, name, local_rank, gpu):
+    """One config for every rank: cuda:0 on 4 ranks is GPUs 0-3, not GPU 0 four times; cuda:4 is GPUs 4-7."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert resolve_device("cuda:5") == torch.device("cuda", 5)  # one process: the GPU named
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert resolve_device(name) == torch.device("cuda", gpu)
+
+
+def test_a_model_on_a_gpu_makes_that_gpu_the_current_device(monkeypatch):
+    """Pinned host copies (HostCopy) and CUDA's context go to the current device: each rank's own, not GPU 0."""
+    from diffusers import StableDiffusionPipeline
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+    monkeypatch.setattr(StableDiffusionPipeline, "to", lambda self, device: calls.append(("to", device)) or self)
+    load_model("tiny", torch.device("cuda", 3), torch.float32, None, False)
+    assert calls == [torch.device("cuda", 3), ("to", torch.device("cuda", 3))]

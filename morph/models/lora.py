@@ -108,13 +108,23 @@ class LoraStrengths:
         return strengths.to(self._device, torch.float32)
 
     def _set(self, part: str, strengths: torch.Tensor) -> torch.Tensor:
-        """Run `part` at `strengths` ([n], or [B, n] per frame) from now on; returns what it ran at before."""
-        before, self._now[part] = self._now.get(part), strengths
+        """Run `part` at `strengths` ([n], or [B, n] per frame) from now on; returns what it ran at before. Building
+        the per-row copies of A can run out of memory: then `part` stays at what it ran at before, every layer."""
+        before = self._now.get(part)
+        try:
+            self._scale(part, strengths)
+        except BaseException:
+            if before is not None:  # the layers already scaled go back (and free their copies)
+                self._scale(part, before)
+            raise
+        self._now[part] = strengths
+        return before
+
+    def _scale(self, part: str, strengths: torch.Tensor) -> None:
         for channels, layers in self._layers[part].items():
             strength = strengths[..., list(channels)].to(layers[0].up.dtype)
             for layer in layers:
                 layer.scale(strength)
-        return before
 
     @contextmanager
     def rows(self, strengths: torch.Tensor | None):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import MorphError
+from ..models.acceleration import compile_decoder, is_compiled
 from ..models.family import pipeline_inputs, vae_decodes_in_float32
 
 
@@ -71,21 +72,31 @@ def per_frame_guidance(pipe, guidance: torch.Tensor | None):
     diffusers takes one guidance_scale G per call and computes u + G (c - u) from the UNet's
     unconditional and conditional halves. For frames whose guidance differs, the UNet's conditional
     half is replaced by u + (g / G)(c - u), so the pipeline's step gives u + g (c - u) for each
-    frame. Equal guidance takes the stock path untouched.
+    frame. A guidance-distilled UNet (LCM: `time_cond_proj_dim` set) runs no such halves: it reads
+    the guidance as an embedding, which then takes each frame's g. Equal guidance takes the stock
+    path untouched.
     """
     if guidance is None or bool((guidance == guidance[0]).all()):
         yield None if guidance is None else float(guidance[0])
         return
-    scale = float(guidance.max())
-    ratio = (guidance / scale).to(pipe.device, pipe.unet.dtype).view(-1, 1, 1, 1)
-    forward = pipe.unet.forward
+    scale, forward = float(guidance.max()), pipe.unet.forward
+    if pipe.unet.config.time_cond_proj_dim is not None:
+        # the embedding diffusers makes of guidance_scale - 1 (a float32 tensor), one row per frame
+        embedded = pipe.get_guidance_scale_embedding((guidance.double() - 1).float(),
+                                                     embedding_dim=pipe.unet.config.time_cond_proj_dim)
 
-    def guided(*args, **kwargs):
-        out = forward(*args, **kwargs)
-        noise = out[0] if isinstance(out, tuple) else out.sample
-        uncond, cond = noise.chunk(2)
-        noise = torch.cat([uncond, uncond + ratio * (cond - uncond)])
-        return (noise,) + tuple(out[1:]) if isinstance(out, tuple) else type(out)(sample=noise)
+        def guided(*args, **kwargs):
+            return forward(*args, **{**kwargs, "timestep_cond": embedded.to(kwargs["timestep_cond"])})
+    else:
+        ratio = (guidance / scale).to(pipe.device, torch.float32).view(-1, 1, 1, 1)
+
+        def guided(*args, **kwargs):
+            out = forward(*args, **kwargs)
+            noise = out[0] if isinstance(out, tuple) else out.sample
+            # in float32, so that a half-precision UNet's output is rounded once, not at each operation
+            uncond, cond = noise.float().chunk(2)
+            noise = torch.cat([uncond, uncond + ratio * (cond - uncond)]).to(noise.dtype)
+            return (noise,) + tuple(out[1:]) if isinstance(out, tuple) else type(out)(sample=noise)
 
     # a compiled UNet (torch.compile's OptimizedModule) keeps its own forward on the instance: put back what was there
     own = vars(pipe.unet).get("forward")
@@ -135,7 +146,7 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
         latents = _denoise(pipe, conds, negative, latent, settings, scale)
     upcast = float32_vae is not None and vae_decodes_in_float32(pipe) and pipe.vae.dtype != torch.float32
     if upcast:  # SDXL's VAE overflows in float16
-        images = decode(float32_vae(), latents.float()).to(latents.dtype)
+        images = decode(float32_vae(), latents.float())  # post-processed in float32, as diffusers does
     else:
         images = decode(pipe.vae, latents)
     in_float32 = upcast or pipe.vae.dtype == torch.float32
@@ -222,13 +233,17 @@ class BatchRenderer:
                             walking.get("guidance"), self.loras, walking.get("loras"))
 
     def _float32_vae(self):
-        """A float32 copy of the pipeline's VAE, made the first time a half-precision decode fails."""
+        """A float32 copy of the pipeline's VAE in its memory layout (channels_last on CUDA), made the first time it is
+        needed; when it decodes every batch (SDXL in float16), compiled as the pipeline's decoder is."""
+        vae = self.pipe.vae
         if self._vae32 is None:
-            vae = self.pipe.vae
-            # a compiled decoder keeps its weights under _orig_mod.
+            # a compiled decoder keeps its weights under _orig_mod.; assigned, each weight keeps its layout
             weights = {k.replace("_orig_mod.", ""): v.float() for k, v in vae.state_dict().items()}
             self._vae32 = type(vae).from_config(vae.config).to(vae.device).eval()
-            self._vae32.load_state_dict(weights)
+            self._vae32.load_state_dict(weights, assign=True)
+        if vae_decodes_in_float32(self.pipe) and is_compiled(vae.decoder) and not is_compiled(self._vae32.decoder):
+            # every batch at its one shape; a re-decode of a few broken frames (another shape each time) stays eager
+            compile_decoder(self._vae32)
         return self._vae32
 
     def _back_off(self, failed: int) -> None:

@@ -3,7 +3,8 @@
 The ranks come from the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK); they agree
 through torch.distributed (gloo: small messages, on any device), never by polling files. Batch
 b belongs to rank b mod WORLD_SIZE; rank 0 takes the output folder's lock, waits for every rank at
-the end, and writes the video and the manifest.
+the end, and writes the video and the manifest. Which GPU a rank renders on is the config's
+device, read by pipeline.resolve_device: joining the group touches no GPU (a CPU job starts no CUDA).
 """
 
 import os
@@ -12,7 +13,9 @@ from datetime import timedelta
 
 import torch
 
-SETTLE_TIMEOUT = timedelta(hours=24)  # the other ranks wait this long for the leader to finish the outputs
+# how long a rank waits for the others (in a gather, while the slowest renders its last batches) or for the leader
+# to finish the outputs; gloo's default of 30 minutes aborts long renders
+SETTLE_TIMEOUT = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,6 @@ def this_process() -> Shard:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Shard()
-    if torch.cuda.is_available():  # one GPU per rank: `cuda` then means this rank's GPU
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="gloo")
+        torch.distributed.init_process_group(backend="gloo", timeout=SETTLE_TIMEOUT)
     return Shard(torch.distributed.get_rank(), torch.distributed.get_world_size())
