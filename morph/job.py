@@ -8,6 +8,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -15,7 +16,7 @@ from .models.acceleration import auto_batch_size, channels_last, compile_pipelin
 from .analysis.attribution import explain_storms
 from .analysis.storm_map import distance_function, keyframes_of, storm_map, uniform_curve
 from .media.audio import timed_schedule
-from .prompts.conditioning import build_path, refuse_non_finite, walk_along
+from .prompts.conditioning import build_path, negative_tensor, refuse_non_finite, walk_along
 from .config.frame_list import parse_frame_spec
 from .config.jobs import JobConfig
 from .output.delivery import check_platforms, deliver_all
@@ -34,7 +35,7 @@ from .output.report import write_report
 from .analysis.respace import even_spacing
 from .prompts.latent import shared_latent
 from .render.batch import BatchRenderer, HostCopy, RenderSettings
-from .render.shard import this_process
+from .render.shard import Shard, this_process
 from .render.store import FrameStore
 from .media.video import VideoWriter
 
@@ -61,6 +62,47 @@ class PreparedJob:
         """Yield (index, uint8 image [H, W, 3] on the host, NSFW flag) for the chosen frames, batch_size at a time."""
         for chunk, batch in self.renderer.batches([indices]):
             yield from zip(chunk, HostCopy(batch.images).wait(), batch.nsfw)
+
+
+class CheckedJob(NamedTuple):
+    """What step 0 found: the frames to render (all of them: `full`), the job's kind and spacing, its output folder
+    and the folder of its frames (or grid cells) in it, and this process's share of the work."""
+
+    selection: list[int]
+    full: bool
+    grid: bool
+    even: bool
+    out: Path
+    folder: Path
+    shard: Shard
+
+
+def check_job(config: JobConfig, frames: str | None = None) -> CheckedJob:
+    """Step 0 of a job, before any model loads or the output folder is made: the frame selection, the scheduler
+    (its step limits), the files the config names (LoRAs too), the platform files' limits, the storm metric, the
+    output folder and this process's shard. `morph run` and the studio's check line both refuse what it refuses."""
+    count = config.frame_count()
+    selection = parse_frame_spec(frames, count) if frames else list(range(count))
+    full = len(selection) == count
+    out, grid = config.output_dir, config.kind == "grid"
+    folder = out / ("cells" if grid else "frames")
+    scheduler, options = config.scheduler_choice()
+    if scheduler:
+        try_scheduler(scheduler_class(scheduler), options, config.num_inference_steps)
+    check_model_files(config.model, config.vae, config.embedding_paths(), config.configs_from, config.allow_pickle)
+    read_loras(config.lora_names(), config.lora_paths())
+    if full and not grid:
+        check_platforms(config, count)
+        if count >= 3:
+            distance_function(config.analysis.metric)  # lpips: its package and weights, before anything renders
+    even = config.kind != "grid" and config.spacing.mode == "even"
+    shard = this_process()
+    if even and (not full or shard.world > 1):
+        raise MorphError("spacing: even places every frame from renders of the whole walk, in one process; "
+                         "drop --frames and torchrun, or use spacing: uniform")
+    check_output(out, folder.name, ["manifest.json", "grid.png" if grid else f"{config.name}.mp4"], len(selection),
+                 (config.height or 512) * (config.width or 512))
+    return CheckedJob(selection, full, grid, even, out, folder, shard)
 
 
 def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_size: batch_size,
@@ -91,7 +133,7 @@ def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_siz
     started = time.perf_counter()
     encoder = prompt_encoder(pipe, loaded.loras)
     path = build_path(config, encoder, timing)
-    negative = encoder.negative(config.negative_prompt)
+    negative = negative_tensor(encoder, config.negative_terms(config.negative_prompt, "negative_prompt"))
     refuse_non_finite(config, path, negative)
     timings["encode_s"] = time.perf_counter() - started
 
@@ -127,29 +169,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     manager like tqdm's bar (total, update, refresh) that counts the frames rendered instead of a bar. `load`: as
     prepare_job's.
     """
-    # 0. Before any model loads or the output folder is made: the frame selection, the scheduler and the files the
-    #    config names (LoRAs too), the output folder, this process's shard, the lock
-    count = config.frame_count()
-    selection = parse_frame_spec(frames, count) if frames else list(range(count))
-    full = len(selection) == count
-    out, grid = config.output_dir, config.kind == "grid"
-    folder = out / ("cells" if grid else "frames")
-    scheduler, options = config.scheduler_choice()
-    if scheduler:
-        try_scheduler(scheduler_class(scheduler), options, config.num_inference_steps)
-    check_model_files(config.model, config.vae, config.embedding_paths(), config.configs_from, config.allow_pickle)
-    read_loras(config.lora_names(), config.lora_paths())
-    if full and not grid:
-        check_platforms(config, count)
-        if count >= 3:
-            distance_function(config.analysis.metric)  # lpips: its package and weights, before anything renders
-    even = config.kind != "grid" and config.spacing.mode == "even"
-    shard = this_process()
-    if even and (not full or shard.world > 1):
-        raise MorphError("spacing: even places every frame from renders of the whole walk, in one process; "
-                         "drop --frames and torchrun, or use spacing: uniform")
-    check_output(out, folder.name, ["manifest.json", "grid.png" if grid else f"{config.name}.mp4"], len(selection),
-                 (config.height or 512) * (config.width or 512))
+    # 0. Before any model loads or the output folder is made: everything check_job refuses; then the lock
+    selection, full, grid, even, out, folder, shard = check_job(config, frames)
     quiet = quiet or not sys.stderr.isatty()
     store = FrameStore(out)
     # a run refused while loading (a checkpoint that is not one, music ffmpeg cannot read) leaves no folder behind
@@ -212,7 +233,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             # 9. Walks and edits (of 3 frames or more): the storm map of the frames (storm.png, filmstrip.png); with
             #    analysis.explain, the worst storms attributed to the prompts' words (renders in explain/)
             storms = attribution = None
-            if full and not grid and count >= 3:
+            if full and not grid and len(selection) >= 3:
                 storms = storm_map(stage.folder, files, config.fps,
                                    keyframes_of(records, [source for _, source in config.prompt_sources()]),
                                    config.analysis.metric, config.analysis.storm_factor,

@@ -63,7 +63,10 @@ def no_model_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded for a config that should have been refused")
 
-    monkeypatch.setattr(morph.job, "load_model", refuse)
+    # the job functions take the loader as a default argument, bound when morph.job was imported
+    for function in (morph.job.run_job, morph.job.prepare_job):
+        monkeypatch.setattr(function, "__defaults__", tuple(refuse if value is morph.job.load_model else value
+                                                            for value in function.__defaults__))
 
 
 def corpus_files(folder: Path) -> None:

@@ -1,7 +1,10 @@
+import json
 import re
 
 import pytest
+from click.testing import CliRunner
 
+from morph.cli import cli
 from morph.config.frame_list import parse_frame_spec
 from morph.config.yaml_file import load_config
 from morph.errors import MorphError
@@ -118,3 +121,113 @@ def test_another_tools_prompt_syntax_is_refused_in_one_line_naming_where_it_is(w
     with pytest.raises(MorphError) as refused:
         load_config(write_config(**keys))
     assert words in str(refused.value) and "\n" not in str(refused.value)
+
+
+# --- a keyframe's own setting wins whether or not it varies ---------------------------------------------------------
+
+def rendered(config_path) -> tuple[dict, list[bytes]]:
+    """`morph run` on a config: its manifest and the bytes of its frames."""
+    result = CliRunner().invoke(cli, ["run", str(config_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = load_config(config_path).output_dir
+    manifest = json.loads((out / "manifest.json").read_text())
+    return manifest, [(out / "frames" / r["file"]).read_bytes() for r in manifest["frames"]]
+
+
+PROMPTS = ["a photo of a cat", "a drawing of a dog in kyoto"]
+
+
+@pytest.mark.parametrize("own, top, under", [
+    ({"seed": 42}, {"seed": 42}, {}),
+    # under top-level guidance 1 the keyframes' guidance 7 must still guide, and so read the negative
+    ({"guidance_scale": 7.0}, {"guidance_scale": 7.0, "negative_prompt": "a red car"},
+     {"guidance_scale": 1.0, "negative_prompt": "a red car"}),
+    ({"guidance_scale": 7.0, "negative_prompt": "a red car"}, {"guidance_scale": 7.0, "negative_prompt": "a red car"},
+     {"guidance_scale": 1.0}),
+    ({"loras": {"style": 0.5}}, {"loras": "0.5"}, {}),
+], ids=["seed", "guidance", "guidance-and-negative", "lora"])
+def test_a_setting_every_keyframe_gives_renders_as_that_setting_at_the_top_level(write_config, lora_file, own, top,
+                                                                                  under):
+    """Every keyframe setting one value is that value for the whole walk: the same bytes as writing it at the top
+    level, and the manifest says so (the top-level value is then used by no frame)."""
+    def loras(scale):
+        return {"loras": [{"path": str(lora_file()), "name": "style", "scale": scale}]} if "loras" in own else {}
+
+    top = {**top, **loras(float(top.pop("loras", 1.0)))}
+    keyframes = [{"prompt": p, **own} for p in PROMPTS]
+    manifest, frames = rendered(write_config("keyframes", frames=2, prompts=keyframes, **under, **loras(1.0)))
+    reference, expected = rendered(write_config("top", frames=2, prompts=PROMPTS, **top))
+    assert frames == expected
+    assert manifest["seed"] == reference["seed"] == top.get("seed", 7)
+    assert manifest["classifier_free_guidance"] is reference["classifier_free_guidance"] is True
+
+
+def test_a_negative_prompt_through_define_renders_as_the_text_it_names(write_config):
+    """A negative prompt is an expression where the prompts are (with define:), so a defined name reads as its text."""
+    quoted = [f"'{p}'" for p in PROMPTS]
+    _, named = rendered(write_config("named", frames=2, define={"neg": "a red car"}, prompts=quoted,
+                                     negative_prompt="neg"))
+    _, written = rendered(write_config("written", frames=2, prompts=PROMPTS, negative_prompt="a red car"))
+    assert named == written
+
+
+# --- negative prompts: one reading, checked when the config loads ---------------------------------------------------
+
+@pytest.mark.parametrize("negatives, words", [
+    # the top level's negative reads as an expression whether or not a keyframe sets its own
+    ({"negative_prompt": "dark, blurry"}, "negative_prompt: unexpected ',' at column 5 in 'dark, blurry'; put literal "
+                                          "prompt text in quotes"),
+    ({"negative_prompt": "dark, blurry", "prompts": ["cat", {"prompt": "cat", "negative_prompt": "'lowres'"}]},
+     "negative_prompt: unexpected ',' at column 5"),
+    ({"prompts": ["cat", {"prompt": "cat", "negative_prompt": "lowres"}]},
+     "prompts[1].negative_prompt: unknown name 'lowres' at column 1"),
+    # a definition holding another tool's syntax is refused where it is used, as the same text written there is
+    ({"negative_prompt": "neg"}, "negative_prompt: '(ugly:1.3)' is A1111's and ComfyUI's word emphasis"),
+    ({"prompts": ["cat", {"prompt": "cat", "negative_prompt": "neg"}]},
+     "prompts[1].negative_prompt: '(ugly:1.3)' is A1111's and ComfyUI's word emphasis"),
+    ({"prompts": None, "frames": None, "negative_prompt": "neg",
+      "grid": {"rows": {"from": "cat", "to": "cat", "steps": 2}, "columns": {"add": "cat", "from": 0, "to": 1,
+                                                                              "steps": 2}}},
+     "negative_prompt: '(ugly:1.3)' is A1111's"),
+])
+def test_negative_prompts_are_expressions_where_prompts_are(write_config, negatives, words):
+    path = write_config(**{"define": {"cat": "a photo of a cat", "neg": "blurry, (ugly:1.3)"}, "prompts": ["cat", "cat"],
+                           **negatives})
+    with pytest.raises(MorphError) as refused:
+        load_config(path)
+    assert words in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_negative_without_define_is_plain_text_and_with_it_quoted_text_or_names(write_config):
+    plain = load_config(write_config(negative_prompt="dark, blurry"))
+    assert plain.negative_terms(plain.negative_prompt, "negative_prompt") == {"dark, blurry": 1.0}
+    expression = load_config(write_config(define={"cat": "a cat", "dark": "dark"}, prompts=["cat", "cat"],
+                                          negative_prompt="dark + 0.5 * 'blurry, lowres'"))
+    assert expression.negative_terms(expression.negative_prompt, "negative_prompt") == {"dark": 1.0,
+                                                                                        "blurry, lowres": 0.5}
+    assert expression.negative_terms("", "negative_prompt") == {}  # the model's empty negative
+
+
+# --- a key written twice --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, words", [
+    ("model: tiny\nprompts: [a, b]\nframes: 10\nseed: 3\nframes: 20\n", "frames: written twice, on lines 3 and 5"),
+    ("model: tiny\nprompts:\n  - a\n  - prompt: b\n    seed: 1\n    seed: 2\n", "prompts[1].seed: written twice, on "
+                                                                                "lines 5 and 6"),
+    ("model: tiny\nprompts: [a, b]\nspacing: {mode: even, mode: uniform}\n",
+     "spacing.mode: written twice on line 3 (columns 11 and 23)"),
+    ("model: tiny\nprompts: [a, b]\n'seed': 1\nseed: 2\n", "seed: written twice, on lines 3 and 4"),
+    ('model: tiny\nprompts: [a, b]\n"a\\nb": 1\n"a\\nb": 2\n', "'a\\nb': written twice, on lines 3 and 4"),  # one line
+])
+def test_a_key_written_twice_is_refused_with_both_places(tmp_path, text, words):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(MorphError) as refused:
+        load_config(path)
+    assert str(refused.value) == f"{path}: {words}; keep one of them"
+
+
+def test_a_merged_key_may_be_overridden(tmp_path):
+    path = tmp_path / "merged.yaml"
+    path.write_text("model: tiny\nprompts:\n  - &first {prompt: a cat, seed: 1}\n  - {<<: *first, prompt: a dog, seed: 2}\n")
+    assert [(k.prompt, k.seed) for k in load_config(path).prompts] == [("a cat", 1), ("a dog", 2)]

@@ -14,6 +14,7 @@ from ..errors import MorphError
 MAX_LENGTH = 10_000  # characters in one expression
 MAX_DEPTH = 50  # nested parentheses and signs: (((cat))), - - cat
 MAX_WEIGHT = 1000.0  # |weight| of a prompt; beyond it half-precision conditionings overflow to inf
+QUOTE_HINT = "; put literal prompt text in quotes"  # plain text, such as `dark, blurry`, where an expression goes
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -56,13 +57,15 @@ def excerpt(source: str, column: int, width: int = 60) -> str:
     return f"{'...' if start else ''}{source[start:start + width]!r}{'...' if start + width < len(source) else ''}"
 
 
-def _tokenize(source: str, where: str) -> list[_Token]:
-    """Tokens of `source` in one pass (linear in its length)."""
+def _tokenize(source: str, where: str, hint: str) -> list[_Token]:
+    """Tokens of `source` in one pass (linear in its length); `hint` ends the error of a character no token starts
+    with."""
     tokens, pos = [], _SPACE.match(source).end()
     while pos < len(source):
         match = _TOKEN.match(source, pos)
         if match is None:
-            raise MorphError(f"{where}: unexpected {source[pos]!r} at column {pos + 1} in {excerpt(source, pos + 1)}")
+            raise MorphError(f"{where}: unexpected {source[pos]!r} at column {pos + 1} in {excerpt(source, pos + 1)}"
+                             f"{hint}")
         kind = match.lastgroup
         tokens.append(_Token(kind, match.group(kind), match.start(kind) + 1))
         pos = _SPACE.match(source, match.end()).end()
@@ -84,13 +87,14 @@ def _scale(a: _Value, k: float) -> _Value:
 class _Parser:
     """Recursive descent: expr := term (+|- term)*; term := unary (*|/ unary)*; unary := -unary | atom."""
 
-    def __init__(self, source: str, names: dict[str, str], where: str, bare_names_are_text: bool = False):
+    def __init__(self, source: str, names: dict[str, str], where: str, bare_names_are_text: bool = False,
+                 hint: str = QUOTE_HINT):
         if len(source) > MAX_LENGTH:
             raise MorphError(f"{where}: an expression of {len(source)} characters is too long (at most {MAX_LENGTH}); "
                              f"define: names for long prompts")
         self.source, self.names, self.where = source, names, where
         self.bare_names_are_text = bare_names_are_text
-        self.tokens = _tokenize(source, where)
+        self.tokens = _tokenize(source, where, hint)
         self.i = 0
         self.depth = 0
 
@@ -180,8 +184,7 @@ class _Parser:
                 return _Value(terms=((token.text, 1.0),))
             if token.text not in self.names:
                 defined = ", ".join(sorted(self.names)) or "none (add a define: section)"
-                raise self.fail(token, f"unknown name {token.text!r}", f"; defined names: {defined}"
-                                "; put literal prompt text in quotes")
+                raise self.fail(token, f"unknown name {token.text!r}", f"; defined names: {defined}{QUOTE_HINT}")
             return _Value(terms=((self.names[token.text], 1.0),))
         if token.text == "(":
             self.nest(token)
@@ -210,7 +213,7 @@ def parse_number(source: str | int | float, where: str) -> float:
     if isinstance(source, (int, float)) and not isinstance(source, bool):
         number = float(source)
     elif isinstance(source, str):
-        parser = _Parser(source, {}, where)
+        parser = _Parser(source, {}, where, hint="")
         value = parser.expr()
         token = parser.peek()
         if token.kind != "end":

@@ -121,15 +121,26 @@ class JobConfig(Section):
             return parse_prompt_expression(source, self.define, where)
         return {source: 1.0}
 
-    def prompt_texts(self) -> list[tuple[str, str]]:
-        """Every text the text encoders read, as (the key it came from, the text): prompts through define:, and
-        negative prompts."""
-        return [(where, text) for where, source in self.prompt_sources() for text in self.prompt_terms(source, where)] \
-            + [("negative_prompt", self.negative_prompt)]
+    def negative_terms(self, text: str, where: str) -> dict[str, float]:
+        """A negative prompt as {prompt text: weight}, read as a walk's prompts are: an expression when the job has
+        define:, else plain text (an edit's too: its negative is a sentence, not a word it walks through). An empty one
+        is {}: the model's empty negative."""
+        return JobConfig.prompt_terms(self, text, where) if text else {}
 
-    def negatives(self) -> list[tuple[str, str, float]]:
-        """Each negative prompt with the key it came from and the guidance_scale it renders at."""
-        return [("negative_prompt", self.negative_prompt, self.guidance_scale)]
+    def negative_sources(self) -> list[tuple[str, str]]:
+        """Every negative prompt written, as (its key, its text)."""
+        return [("negative_prompt", self.negative_prompt)]
+
+    def prompt_texts(self) -> list[tuple[str, str]]:
+        """Every text the text encoders read, as (the key it came from, the text): prompts and negative prompts,
+        through define:."""
+        read = [(where, source, self.prompt_terms) for where, source in self.prompt_sources()] \
+            + [(where, source, self.negative_terms) for where, source in self.negative_sources()]
+        return [(where, text) for where, source, terms in read for text in terms(source, where)]
+
+    def negatives(self) -> list[tuple[str, str, str, float]]:
+        """Each negative prompt with the key it came from, and the guidance_scale it renders at with that one's key."""
+        return [("negative_prompt", self.negative_prompt, "guidance_scale", self.guidance_scale)]
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
@@ -163,10 +174,10 @@ class JobConfig(Section):
                              f"limits.max_frames ({self.limits.max_frames}); raise limits.max_frames to render it")
         for where, text in self.prompt_texts():
             refuse_webui_syntax(text, where)
-        for where, negative, guidance in self.negatives():
+        for where, negative, guided_by, guidance in self.negatives():
             if negative and guidance <= 1:  # diffusers too reads a negative prompt only under guidance
-                raise MorphError(f"{where}: at guidance_scale {guidance:g} there is no classifier-free guidance, so "
-                                 "no negative prompt reaches the UNet; remove it, or set guidance_scale above 1")
+                raise MorphError(f"{where}: at {guided_by} {guidance:g} there is no classifier-free guidance, so no "
+                                 f"negative prompt reaches the UNet; remove it, or set {guided_by} above 1")
         names = self.lora_names()
         for i, (name, lora) in enumerate(zip(names, self.loras)):
             if name in names[:i]:
@@ -297,14 +308,17 @@ class WalkJob(_Keyframed):
     def prompt_sources(self) -> list[tuple[str, str]]:
         return [(f"prompts[{i}]", p) for i, p in enumerate(self.keyframe_sources())]
 
-    def prompt_texts(self) -> list[tuple[str, str]]:
-        return super().prompt_texts() + [(f"prompts[{i}].negative_prompt", p.negative_prompt)
-                                         for i, p in enumerate(self.prompts) if p.negative_prompt]
+    def negative_sources(self) -> list[tuple[str, str]]:
+        return super().negative_sources() + [(f"prompts[{i}].negative_prompt", p.negative_prompt)
+                                             for i, p in enumerate(self.prompts) if p.negative_prompt]
 
-    def negatives(self) -> list[tuple[str, str, float]]:
-        return [(f"prompts[{i}].negative_prompt" if keyframe.negative_prompt is not None else "negative_prompt",
-                 own["negative_prompt"], own["guidance_scale"])
-                for i, (keyframe, own) in enumerate(zip(self.prompts, self.keyframe_settings()))]
+    def negatives(self) -> list[tuple[str, str, str, float]]:
+        return [(self._key_of(i, "negative_prompt"), own["negative_prompt"], self._key_of(i, "guidance_scale"),
+                 own["guidance_scale"]) for i, own in enumerate(self.keyframe_settings())]
+
+    def _key_of(self, i: int, setting: str) -> str:
+        """The key keyframe i's setting comes from: its own, else the top level's."""
+        return f"prompts[{i}].{setting}" if getattr(self.prompts[i], setting) is not None else setting
 
     def keyframe_settings(self) -> list[dict]:
         settings = super().keyframe_settings()
@@ -319,6 +333,17 @@ class WalkJob(_Keyframed):
         names = self.lora_names()
         return [[(keyframe.loras or {}).get(name, lora.scale) for name, lora in zip(names, self.loras)]
                 for keyframe in self.prompts]
+
+    @model_validator(mode="after")
+    def _settings_every_keyframe_gives(self):
+        """A setting that every keyframe gives one value is the whole walk's: it walks nowhere (varying leaves it
+        out), so the job renders, keys and records it as if written at the top level, whose own value then reaches
+        no frame. (LoRA strengths always go along, each frame at its own.)"""
+        for key in ("seed", "negative_prompt", "guidance_scale"):
+            values = {getattr(keyframe, key) for keyframe in self.prompts}
+            if len(values) == 1 and None not in values:
+                setattr(self, key, values.pop())
+        return self
 
     @model_validator(mode="after")
     def _check_keyframe_loras(self):

@@ -40,7 +40,7 @@ def bad(key: str, value, allowed: str) -> MorphError:
     return MorphError(f"{key}: {short(value)} is not allowed; {allowed}")
 
 
-def _key(loc: tuple) -> str:
+def key_path(loc: tuple) -> str:
     """('golden', 'min_psnr') -> 'golden.min_psnr'; ('prompts', 1) -> 'prompts[1]'."""
     key = ""
     for part in loc:
@@ -92,10 +92,10 @@ def _number_word(cls, loc: tuple, value) -> str:
 
 def one_line(error: dict, cls) -> MorphError:
     loc, kind, value, ctx = error["loc"][1:], error["type"], error.get("input"), error.get("ctx") or {}
-    key = _key(loc)
+    key = key_path(loc)
     if kind == "extra_forbidden":
         section = _section_at(cls, loc[:-1])
-        where = f"{_key(loc[:-1])}: " if loc[:-1] else ""
+        where = f"{key_path(loc[:-1])}: " if loc[:-1] else ""
         return MorphError(f"{where}unknown key {loc[-1]!r}{_suggest(str(loc[-1]), section)}")
     if kind == "missing":
         return MorphError(f"{key}: missing; {_MISSING_HINTS.get(key, 'this key is required')}")

@@ -1,5 +1,5 @@
-"""A job's YAML file read into a config: YAML 1.2's booleans, the paths it names found beside it, command-line
-overrides applied, then checked (config.validate). No torch."""
+"""A job's YAML file read into a config: YAML 1.2's booleans, no key written twice, the paths it names found beside
+it, command-line overrides applied, then checked (config.validate). No torch."""
 
 import re
 from pathlib import Path
@@ -8,12 +8,18 @@ import yaml
 
 from .sections import SINGLE_FILES
 from .jobs import JobConfig, validate
+from .messages import key_path, short
 from ..errors import MorphError
 
 
 class Yaml12Loader(yaml.SafeLoader):
     """YAML as YAML 1.2 reads booleans: only true and false. YAML 1.1's yes, no, on and off stay text, so that
-    `compile: yes` is refused with the fix instead of passing as true (and a prompt `no` stays the word)."""
+    `compile: yes` is refused with the fix instead of passing as true (and a prompt `no` stays the word). A key
+    written twice in one mapping is refused (refuse_duplicate_keys)."""
+
+    def construct_document(self, node):
+        refuse_duplicate_keys(node)
+        return super().construct_document(node)
 
 
 Yaml12Loader.yaml_implicit_resolvers = {
@@ -21,6 +27,49 @@ Yaml12Loader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
                                    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def refuse_duplicate_keys(root: yaml.Node) -> None:
+    """A key written twice in one mapping, at any depth, is refused with both places: YAML loaders keep the last
+    without a word, so `frames: 10` then `frames: 20` would render 20 frames of a config that also says 10. Keys a
+    merge (<<: *base) brings in may be overridden, as merging means. Each node is read once (an alias is a node
+    already read), so an alias bomb costs no more than its text; the first mistake in reading order is named."""
+    stack, seen = [(root, ())], set()
+    while stack:
+        node, loc = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            children = [(item, (*loc, i)) for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            _refuse_a_key_twice(node, loc)
+            children = [(value, (*loc, _name(key))) for key, value in node.value]
+        else:
+            continue
+        stack.extend(reversed(children))
+
+
+def _refuse_a_key_twice(mapping: yaml.MappingNode, loc: tuple) -> None:
+    first = {}
+    for key, _ in mapping.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        mark = key.start_mark
+        if (key.tag, key.value) not in first:
+            first[key.tag, key.value] = mark
+            continue
+        earlier = first[key.tag, key.value]
+        where = f"twice, on lines {earlier.line + 1} and {mark.line + 1}" if earlier.line != mark.line else \
+            f"twice on line {mark.line + 1} (columns {earlier.column + 1} and {mark.column + 1})"
+        raise MorphError(f"{key_path((*loc, _name(key)))}: written {where}; keep one of them")
+
+
+def _name(key: yaml.Node) -> str:
+    """A key as a message names it: as written when it is a name, else quoted and cut short (one line)."""
+    if not isinstance(key, yaml.ScalarNode):
+        return "?"
+    return key.value if re.fullmatch(r"[\w.-]{1,100}", key.value) else short(key.value)
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -93,17 +142,18 @@ def load_config(path: str | Path, **overrides) -> JobConfig:
 def parse_config(text: str, path: Path, check=None, **overrides) -> JobConfig:
     """A job config from YAML `text` as if read from the file `path` (which need not exist): its relative paths are
     read from path's folder, its name defaults to path's stem, and its errors start with the path. `check(raw)` sees
-    the mapping with its paths resolved before anything else does (before the schema looks at any file)."""
+    the mapping as written, before its paths are resolved (which looks at the files they name) and before the schema
+    looks at any file."""
     try:
         raw = read_yaml(text)
+        if check is not None:
+            check(raw)
     except MorphError as e:
         raise MorphError(f"{path}: {e}") from None
     raw = resolve_paths(raw, path.parent)
     if isinstance(raw, dict):
         raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        if check is not None:
-            check(raw)
         config = validate(raw, default_name=path.stem)
     except MorphError as e:
         raise MorphError(f"{path}: {e}") from None

@@ -53,14 +53,13 @@ def walk_along(path: WalkPath, config: JobConfig, encoder: PromptEncoder, pipe, 
         labels["seeds"] = [s["seed"] for s in settings]
     scales = config.keyframe_lora_scales()
     if "negative_prompt" in varying:
-        terms = [config.prompt_terms(s["negative_prompt"], f"prompts[{i}].negative_prompt") if s["negative_prompt"]
-                 else {} for i, s in enumerate(settings)]
-        along["negative"] = _encoded(encoder, scales, [lambda t=t: encoder.terms(t) if t else encoder.negative("")
-                                                       for t in terms])
+        terms = [config.negative_terms(negative, where) for where, negative, _, _ in config.negatives()]
+        along["negative"] = _encoded(encoder, scales, [lambda t=t: negative_tensor(encoder, t) for t in terms])
         labels["negative_prompts"] = terms
     elif encoder.loras is not None and any(own != encoder.loras.defaults.tolist() for own in scales):
         # a text-encoder LoRA changes the negative too: each keyframe's at its strengths, as its prompt
-        along["negative"] = _encoded(encoder, scales, [lambda: encoder.negative(config.negative_prompt)] * len(scales))
+        terms = config.negative_terms(config.negative_prompt, "negative_prompt")
+        along["negative"] = _encoded(encoder, scales, [lambda: negative_tensor(encoder, terms)] * len(scales))
     if "guidance_scale" in varying:
         along["guidance"] = torch.tensor([s["guidance_scale"] for s in settings], dtype=torch.float64)
     if config.loras:
@@ -69,6 +68,12 @@ def walk_along(path: WalkPath, config: JobConfig, encoder: PromptEncoder, pipe, 
         if "loras" in varying:
             labels["loras"] = [dict(zip(path.lora_names, own)) for own in scales]
     path.along, path.labels = along, labels
+
+
+def negative_tensor(encoder: PromptEncoder, terms: dict[str, float]) -> torch.Tensor:
+    """A negative prompt's tensor [L, D] from its weighted texts (config.negative_terms); none ({}) is the model's
+    empty negative (all zeros where the pipeline makes it so)."""
+    return encoder.terms(terms) if terms else encoder.negative("")
 
 
 def _encoded(encoder: PromptEncoder, scales: list[list[float]], encodings) -> torch.Tensor:
