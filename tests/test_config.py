@@ -231,3 +231,17 @@ def test_a_merged_key_may_be_overridden(tmp_path):
     path = tmp_path / "merged.yaml"
     path.write_text("model: tiny\nprompts:\n  - &first {prompt: a cat, seed: 1}\n  - {<<: *first, prompt: a dog, seed: 2}\n")
     assert [(k.prompt, k.seed) for k in load_config(path).prompts] == [("a cat", 1), ("a dog", 2)]
+
+
+@pytest.mark.parametrize("top, keyframe_guidance, expected", [
+    (1.0, [5.0, 9.0], True),  # walking guidance above 1 under a top level that needs none
+    (7.5, [1.0, 1.0], False),  # every keyframe at 1: the top level's 7.5 guides no frame
+    (1.0, [None, None], False),
+    (3.0, [None, None], True),
+])
+def test_classifier_free_guidance_is_on_where_any_frame_renders_with_it(write_config, top,
+                                                                       keyframe_guidance, expected):
+    prompts = [{"prompt": p, **({"guidance_scale": g} if g is not None else {})}
+               for p, g in zip(PROMPTS, keyframe_guidance)]
+    config = load_config(write_config(guidance_scale=top, prompts=prompts))
+    assert config.classifier_free_guidance() is expected

@@ -142,6 +142,10 @@ class JobConfig(Section):
         """Each negative prompt with the key it came from, and the guidance_scale it renders at with that one's key."""
         return [("negative_prompt", self.negative_prompt, "guidance_scale", self.guidance_scale)]
 
+    def classifier_free_guidance(self) -> bool:
+        """Whether the UNet runs on a doubled batch: some frame renders at a guidance_scale above 1."""
+        return max(guidance for *_, guidance in self.negatives()) > 1
+
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
 

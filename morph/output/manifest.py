@@ -64,7 +64,7 @@ def manifest(job, records: list[dict], flags: dict[str, list[int]], counts: dict
         "scheduler": type(pipe.scheduler).__name__,
         "scheduler_options": config.scheduler_choice()[1],  # what the job set on its config
         "loras": _loras(job),
-        "classifier_free_guidance": config.guidance_scale > 1,  # else the UNet runs once a step, not on a doubled batch
+        "classifier_free_guidance": config.classifier_free_guidance(),  # else the UNet runs once a step
         "attention": sorted(attention),
         "memory_format": "channels_last" if pipe.unet.conv_in.weight.is_contiguous(
             memory_format=torch.channels_last) else "contiguous",
