@@ -1,6 +1,7 @@
 """Batching, the shared latent, padding and the out-of-memory back-off, checked with a fake pipeline; per-frame
 guidance, the float32 VAE copy, and the GPU each torchrun rank renders on."""
 
+import copy
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ from morph.models.pipeline import load_model, resolve_device
 from morph.models.tiny import BUILT_IN, HIDDEN, _initialised, _unet
 from morph.prompts.encode import prompt_encoder
 from morph.prompts.latent import shared_latent
-from morph.render.batch import BatchRenderer, HostCopy, RenderSettings, per_frame_guidance, render_batch, \
+from morph.render.batch import BatchRenderer, HostCopy, RenderSettings, decode, per_frame_guidance, render_batch, \
     to_uint8
 from morph.render.shard import SETTLE_TIMEOUT, Shard, this_process
 
@@ -235,6 +236,73 @@ def test_a_copy_from_another_gpu_waits_on_that_gpus_stream(monkeypatch):
     assert calls["copy"][2] is stream and calls["record"] is stream
 
 
+def test_the_host_copy_is_waited_for_on_its_own_gpu(monkeypatch):
+    """The writer's thread waits for the copy; its current device is GPU 0, where the wait would make a CUDA context
+    in every torchrun rank: it waits with the images' GPU current."""
+    current, seen = [torch.device("cuda", 0)], {}
+
+    class Images:
+        device, shape, dtype = torch.device("cuda", 1), (2, 4, 4, 3), torch.uint8
+
+    class Host:
+        def copy_(self, source, non_blocking):
+            pass
+
+        def numpy(self):
+            return "pixels"
+
+    class Event:
+        def record(self, stream=None):
+            pass
+
+        def synchronize(self):
+            seen["synchronized on"] = current[-1]
+
+    class DeviceContext:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            current.append(self.device)
+
+        def __exit__(self, *exc):
+            current.pop()
+
+    monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: Host())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: DeviceContext(current[-1]))
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "device", DeviceContext)
+    assert HostCopy(Images()).wait() == "pixels"
+    assert seen["synchronized on"] == torch.device("cuda", 1) and current == [torch.device("cuda", 0)]
+
+
+def test_per_frame_guidance_embedding_goes_to_the_device_once_per_batch_and_is_required():
+    """An LCM UNet takes each frame's guidance embedding as timestep_cond: made in the UNet's dtype once per batch,
+    each of its calls is given that same tensor; a pipeline that passes no timestep_cond gets a clear error."""
+    given = []
+
+    class Lcm(torch.nn.Module):
+        config = SimpleNamespace(time_cond_proj_dim=4)
+        dtype = torch.float16
+
+        def forward(self, x, timestep_cond=None):
+            given.append(timestep_cond)
+            return (x,)
+
+    embeddings = lambda w, embedding_dim: w.view(-1, 1).expand(-1, embedding_dim).clone()  # a float32 tensor
+    pipe = SimpleNamespace(unet=Lcm(), device=torch.device("cpu"), get_guidance_scale_embedding=embeddings)
+    guidance, x = torch.tensor([2.0, 5.0, 9.0], dtype=torch.float64), torch.zeros(3, 4, 2, 2, dtype=torch.float16)
+    own = torch.zeros(3, 4, dtype=torch.float16)  # what diffusers passes: one guidance's embedding, in latents' dtype
+    with per_frame_guidance(pipe, guidance):
+        for _ in range(3):
+            pipe.unet(x, timestep_cond=own)
+        with pytest.raises(MorphError, match="timestep_cond.*one guidance_scale"):
+            pipe.unet(x)
+    assert len(given) == 3 and given[0] is given[1] is given[2]
+    assert given[0].dtype == torch.float16 and torch.equal(given[0], (guidance - 1).half().view(-1, 1).expand(-1, 4))
+
+
 def test_walking_guidance_reweights_a_half_precision_unets_output_in_float32():
     """u + (g / G)(c - u) computed in float16 rounds at every operation; in float32 it rounds once, at the end."""
     class Halves(torch.nn.Module):
@@ -322,6 +390,28 @@ def test_the_float32_vae_copy_keeps_the_vaes_layout_and_is_compiled_where_it_dec
     assert renderer._float32_vae() is copy and is_compiled(copy.decoder) == compiled
 
 
+def test_the_float32_vae_copy_is_built_without_storage_and_decodes_as_a_float32_vae(monkeypatch):
+    """The copy's weights are the only float32 VAE made: the module they go into is built on meta, so no second,
+    randomly initialised float32 VAE is allocated (on the GPU, beside the weights) and then thrown away."""
+    pipe = BUILT_IN["tiny-sdxl"]().to(dtype=torch.float16)
+    reference = copy.deepcopy(pipe.vae).float()  # what a float32 VAE decodes
+    built, from_config = [], type(pipe.vae).from_config
+
+    def recorded(cls, *args, **kwargs):
+        module = from_config(*args, **kwargs)
+        built.extend(t.device.type for t in [*module.parameters(), *module.buffers()])
+        return module
+
+    monkeypatch.setattr(type(pipe.vae), "from_config", classmethod(recorded))
+    renderer = BatchRenderer(pipe, lambda idx: None, torch.zeros(1), torch.zeros(1), SETTINGS, 2)
+    vae32 = renderer._float32_vae()
+    assert built and set(built) == {"meta"}
+    assert {t.device.type for t in vae32.state_dict().values()} == {"cpu"}
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(decode(vae32, latents), decode(reference, latents))
+
+
 def test_torchrun_ranks_wait_for_each_other_for_hours_and_joining_touches_no_gpu(monkeypatch):
     """gloo's default 30 minutes abort a rank waiting in a gather for the others' last batches; and a device: cpu job
     must not start CUDA in every rank (the rank's GPU is the config's device: resolve_device)."""
@@ -340,16 +430,33 @@ def test_torchrun_ranks_wait_for_each_other_for_hours_and_joining_touches_no_gpu
 
 
 @pytest.mark.parametrize("name, local_rank, gpu", [("cuda", 1, 1), ("auto", 3, 3), ("cuda:0", 2, 2), ("cuda:4", 2, 6),
-                                                   ("cuda:6", 3, 1)])
+                                                   ("cuda:4", 3, 7)])
 def test_under_torchrun_a_cuda_device_counts_from_the_ranks_own_gpu(monkeypatch, name, local_rank, gpu):
     """One config for every rank: cuda:0 on 4 ranks is GPUs 0-3, not GPU 0 four times; cuda:4 is GPUs 4-7."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert resolve_device("cuda:5") == torch.device("cuda", 5)  # one process: the GPU named
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert resolve_device(name) == torch.device("cuda", gpu)
+
+
+@pytest.mark.parametrize("name, local_world, world", [("cuda:4", 8, 8), ("cuda", 16, 16), ("cuda:1", 8, 16),
+                                                      ("cuda:6", 4, 4)])
+def test_under_torchrun_more_ranks_than_gpus_left_is_refused_not_wrapped(monkeypatch, name, local_world, world):
+    """cuda:4 with 8 ranks on 8 GPUs, or 16 ranks on 8, would put two ranks on one GPU: refused, naming the fix. The
+    ranks on one machine count (LOCAL_WORLD_SIZE), not the job's: two machines of 8 ranks fit on 8 GPUs each."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world))
+    with pytest.raises(MorphError, match=r"LOCAL_WORLD_SIZE.*but torch sees 8; .*--nproc_per_node"):
+        resolve_device(name)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert resolve_device("cuda") == torch.device("cuda", 0)  # 8 ranks from GPU 0 fit, over 2 machines too
 
 
 def test_a_model_on_a_gpu_makes_that_gpu_the_current_device(monkeypatch):

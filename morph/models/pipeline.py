@@ -10,9 +10,10 @@ import torch
 
 from ..errors import MorphError
 from .lora import load_loras
-from .model_files import check_model_files, is_single_file, looks_like_folder
+from .model_files import check_model_files, is_single_file, looks_like_folder, tensor_shapes
 from .scheduler import scheduler_class, scheduler_options
 from ..quiet import quiet_environment
+from ..torchrun import launch
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -27,10 +28,12 @@ class LoadedModel:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, else the CPU; an explicit device must exist. Apple's MPS is refused: it has no float64,
-    in which morph interpolates prompt tensors and noise."""
+    """'auto' picks CUDA, else the CPU; an explicit device must exist. Under torchrun a GPU is counted from the rank's
+    own: cuda and cuda:0 are GPU LOCAL_RANK, cuda:N is GPU N + LOCAL_RANK, so one config puts each rank on its own
+    GPU; a config whose ranks would run past the GPUs torch sees is refused (two ranks on one GPU). Apple's MPS is
+    refused: it has no float64, in which morph interpolates prompt tensors and noise."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise MorphError(f"device: {name!r} asked for, but torch sees no CUDA GPU "
@@ -39,6 +42,12 @@ def resolve_device(name: str) -> torch.device:
         if index >= count:
             raise MorphError(f"device: {name!r} asked for, but torch sees {count} CUDA GPU(s): cuda:0"
                              f"{f' to cuda:{count - 1}' if count > 1 else ''}; check CUDA_VISIBLE_DEVICES")
+        ranks = launch()
+        if index + ranks.local_world > count:
+            raise MorphError(f"device: {name!r} puts the {ranks.local_world} torchrun ranks on this machine "
+                             f"(LOCAL_WORLD_SIZE) on GPUs {index} to {index + ranks.local_world - 1}, but torch sees "
+                             f"{count}; name a lower cuda:N or start fewer ranks (--nproc_per_node)")
+        return torch.device("cuda", index + ranks.local_rank)
     if name == "mps":
         raise MorphError("device: 'mps' cannot render morph's walks: Apple's MPS has no float64, in which morph "
                          "interpolates prompts and noise; use device: cpu")
@@ -231,6 +240,8 @@ def load_model(model: str, device: torch.device, dtype: torch.dtype, scheduler: 
             raise MorphError(f"safety_checker: true, but {model!r} ships no safety checker; set it to false")
     for embedding in embeddings or []:
         load_embedding(pipe, embedding)
+    if device.type == "cuda" and device.index is not None:  # current too: pinned host copies go there, not to GPU 0
+        torch.cuda.set_device(device)
     pipe = pipe.to(device)
     if scheduler_cls is not None:
         pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **(scheduler_config or {}))
@@ -327,15 +338,50 @@ def text_widths(model: str | None) -> dict[str, int]:
     return dict(zip(["clip_l", "clip_g"], widths)) if len(widths) == 2 else {"": widths[0]}
 
 
+def own_side(model: str, configs_from: str | None = None) -> int | None:
+    """The side, in pixels, of what `model` renders when a config sets no size (its UNet's sample size times its
+    VAE's scale; square in every family), from its configs alone: a diffusers folder's or a cached hub model's, a
+    single file's from configs_from or the hub model diffusers describes its family with. None where they are not
+    on disk, or where a pickle checkpoint hides its family."""
+    if model.split("-")[0] == "tiny":
+        from .tiny import BUILT_IN
+
+        pipe = BUILT_IN[model]() if model in BUILT_IN else None  # tiny: built in code in a moment
+        return pipe.unet.config.sample_size * pipe.vae_scale_factor if pipe else None
+    location = configs_from or (_family_configs(model) if is_single_file(model) else _location(model))
+    if location is None or (looks_like_folder(location) and not Path(location).is_dir()):
+        return None
+    found = _config_files(location, ["unet/config.json", "vae/config.json"])
+    if len(found) < 2:
+        return None
+    unet, vae = (json.loads(Path(f).read_text()) for f in found)
+    return unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+
+
+def _family_configs(path: str) -> str | None:
+    """The hub model whose configs diffusers loads a single-file checkpoint with, from the checkpoint's tensor
+    names and shapes (its header; as meta tensors, nothing read)."""
+    if not path.lower().endswith(".safetensors"):
+        return None
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config
+
+    shapes = tensor_shapes("model", path)
+    return fetch_diffusers_config({name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
+                                  )["pretrained_model_name_or_path"]
+
+
+def _config_files(location: str, names: list[str]) -> list[str]:
+    """Those of the files `names` (unet/config.json, ...) that a local folder or a cached hub model has on disk."""
+    if Path(location).is_dir():
+        return [str(Path(location) / n) for n in names if (Path(location) / n).is_file()]
+    from huggingface_hub import try_to_load_from_cache
+
+    return [f for f in (try_to_load_from_cache(location, n) for n in names) if isinstance(f, str)]
+
+
 def _text_encoder_configs(location: str) -> list[str]:
     """The text_encoder(_2)/config.json files of a local folder or a cached hub model."""
-    names = [f"{sub}/config.json" for sub in ("text_encoder", "text_encoder_2")]
-    if Path(location).is_dir():
-        found = [str(Path(location) / n) for n in names if (Path(location) / n).is_file()]
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = [f for f in (try_to_load_from_cache(location, n) for n in names) if isinstance(f, str)]
+    found = _config_files(location, [f"{sub}/config.json" for sub in ("text_encoder", "text_encoder_2")])
     if not found:
         raise MorphError(f"model: {location!r} has no text_encoder/config.json here, so an embedding's width cannot "
                          "be checked; download the model's configs, or leave out --model")

@@ -81,11 +81,16 @@ def per_frame_guidance(pipe, guidance: torch.Tensor | None):
         return
     scale, forward = float(guidance.max()), pipe.unet.forward
     if pipe.unet.config.time_cond_proj_dim is not None:
-        # the embedding diffusers makes of guidance_scale - 1 (a float32 tensor), one row per frame
-        embedded = pipe.get_guidance_scale_embedding((guidance.double() - 1).float(),
-                                                     embedding_dim=pipe.unet.config.time_cond_proj_dim)
+        # the embedding diffusers makes of guidance_scale - 1, one row per frame: on the device once per batch, in
+        # the dtype diffusers gives its own (the latents', which are the UNet's), so each UNet call just passes it
+        embedded = on_device(pipe, pipe.get_guidance_scale_embedding(
+            (guidance.double() - 1).float(), embedding_dim=pipe.unet.config.time_cond_proj_dim))
 
         def guided(*args, **kwargs):
+            if kwargs.get("timestep_cond") is None:
+                raise MorphError(f"per-frame guidance: {type(pipe).__name__} calls its guidance-distilled UNet "
+                                 "(time_cond_proj_dim) without a guidance embedding (timestep_cond), so frames cannot "
+                                 "each take their own; give every frame one guidance_scale")
             return forward(*args, **{**kwargs, "timestep_cond": embedded.to(kwargs["timestep_cond"])})
     else:
         ratio = (guidance / scale).to(pipe.device, torch.float32).view(-1, 1, 1, 1)
@@ -239,7 +244,8 @@ class BatchRenderer:
         if self._vae32 is None:
             # a compiled decoder keeps its weights under _orig_mod.; assigned, each weight keeps its layout
             weights = {k.replace("_orig_mod.", ""): v.float() for k, v in vae.state_dict().items()}
-            self._vae32 = type(vae).from_config(vae.config).to(vae.device).eval()
+            with torch.device("meta"):  # no storage: the weights assigned are its only float32 copy on the GPU
+                self._vae32 = type(vae).from_config(vae.config).eval()
             self._vae32.load_state_dict(weights, assign=True)
         if vae_decodes_in_float32(self.pipe) and is_compiled(vae.decoder) and not is_compiled(self._vae32.decoder):
             # every batch at its one shape; a re-decode of a few broken frames (another shape each time) stays eager
@@ -265,6 +271,7 @@ class HostCopy:
     """A device -> host copy of a uint8 batch, started at once and waited for by whoever needs the pixels."""
 
     def __init__(self, images: torch.Tensor):
+        self._device = images.device
         if images.device.type == "cuda":
             self._host = torch.empty(images.shape, dtype=images.dtype, pin_memory=True)
             # the copy runs on the stream of the images' own GPU (cuda:1 need not be the current device): the
@@ -280,5 +287,8 @@ class HostCopy:
     def wait(self) -> np.ndarray:
         """The pixels [B, H, W, 3] uint8, once the copy has finished."""
         if self._done is not None:
-            self._done.synchronize()
+            # waited for on the writer's thread, whose current device is GPU 0: there, CUDA would make every rank a
+            # context on GPU 0
+            with torch.cuda.device(self._device):
+                self._done.synchronize()
         return self._host.numpy()

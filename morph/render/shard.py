@@ -1,17 +1,18 @@
 """Sharding across processes that torchrun (or accelerate launch) started: each rank renders its share.
 
-The ranks come from the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK); they agree
+The ranks come from the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK: morph.torchrun); they agree
 through torch.distributed (gloo: small messages, on any device), never by polling files. Batch
 b belongs to rank b mod WORLD_SIZE; rank 0 takes the output folder's lock, waits for every rank at
 the end, and writes the video and the manifest. Which GPU a rank renders on is the config's
 device, read by pipeline.resolve_device: joining the group touches no GPU (a CPU job starts no CUDA).
 """
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+
+from ..torchrun import launch
 
 # how long a rank waits for the others (in a gather, while the slowest renders its last batches) or for the leader
 # to finish the outputs; gloo's default of 30 minutes aborts long renders
@@ -59,8 +60,7 @@ class Shard:
 
 def this_process() -> Shard:
     """This process's shard: the whole job, or its rank's share under torchrun (joining the process group)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if launch().world == 1:
         return Shard()
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="gloo", timeout=SETTLE_TIMEOUT)
