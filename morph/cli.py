@@ -173,9 +173,14 @@ def analyze(output, metric, storm_factor):
     from .analysis.storm_map import format_summary
     from .output.report import reanalyze
 
-    analysis = _call(reanalyze, Path(output), metric, storm_factor)
+    analysis, dropped = _call(reanalyze, Path(output), metric, storm_factor)
     click.echo(format_summary(analysis))
     click.echo(f"-> {analysis.plot}, {analysis.filmstrip} and {Path(output) / 'report.html'}")
+    if dropped:
+        steps = [record["step"] for record in dropped["attribution"]]
+        click.echo(f"the attribution of steps {', '.join(map(str, steps))} is dropped, its shares measured with "
+                   f"{dropped['metric']}, not {analysis.metric}: run `morph explain {output} "
+                   f"{' '.join(f'--step {step}' for step in steps)}` again")
 
 
 @cli.command(epilog="Example: morph export outputs/toy_demo --preset tiktok --fit pad --pad blur")

@@ -105,16 +105,26 @@ def test_morph_explain_renders_a_step_once_and_reuses_it_after(circle_to_square)
     assert [r["step"] for r in written] == [0, 5]
 
 
-def test_morph_analyze_keeps_the_attribution_it_does_not_recompute(circle_to_square):
+def test_morph_analyze_keeps_the_attribution_while_the_metric_stays_and_drops_it_under_another(circle_to_square):
     _, manifest = circle_to_square
     output = morph.job.Path(manifest["frames_dir"]).parent
+    attributed = manifest["analysis"]["attribution"]
+    result = CliRunner().invoke(cli, ["analyze", str(output), "--storm-factor", "1.5"])
+    assert result.exit_code == 0, result.output
+    analysis = json.loads((output / "manifest.json").read_text())["analysis"]
+    assert analysis["threshold"] != manifest["analysis"]["threshold"]  # recomputed
+    assert analysis["distances"] == manifest["analysis"]["distances"] and analysis["attribution"] == attributed  # kept
+    report = (output / "report.html").read_text()
+    assert f"Frames {attributed[0]['step']} → {attributed[0]['step'] + 1}" in report and "morph explain" not in \
+        result.output
+    # shares of the steps' ssim change do not belong beside pixel distances: dropped, and the CLI says what to run
     result = CliRunner().invoke(cli, ["analyze", str(output), "--metric", "pixel"])
     assert result.exit_code == 0, result.output
     analysis = json.loads((output / "manifest.json").read_text())["analysis"]
-    assert analysis["metric"] == "pixel" and analysis["distances"] != manifest["analysis"]["distances"]  # recomputed
-    assert analysis["attribution"] == manifest["analysis"]["attribution"]  # kept
-    record = analysis["attribution"][0]
-    assert f"Frames {record['step']} → {record['step'] + 1}" in (output / "report.html").read_text()
+    assert analysis["metric"] == "pixel" and analysis["distances"] != manifest["analysis"]["distances"]
+    assert analysis["attribution"] is None and "Why it jumped" not in (output / "report.html").read_text()
+    steps = " ".join(f"--step {r['step']}" for r in attributed)
+    assert f"measured with ssim, not pixel: run `morph explain {output} {steps}` again" in result.output
 
 
 def test_after_morph_analyze_measured_the_walk_again_explain_measures_as_it_did(write_config):
@@ -155,6 +165,19 @@ def test_morph_explain_on_an_even_walk_attributes_the_frames_its_video_has(write
     assert json.loads((config.output_dir / "manifest.json").read_text())["analysis"]["attribution"] == attributed
 
 
+def test_an_even_walks_manifest_whose_frames_are_not_its_walks_is_one_line(write_config):
+    config = load_config(write_config(name="short", frames=4, spacing={"mode": "even", "max_extra_renders": 2}))
+    run_job(config, quiet=True)
+    path = config.output_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    frames = manifest["frames"][:3]  # edited: a frame record less than the config's walk has
+    path.write_text(json.dumps({**manifest, "frames": frames, "frame_count": 3}))
+    result = CliRunner().invoke(cli, ["explain", str(config.output_dir), "--step", "0"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "manifest.json: its frames hold 3 records and its config's walk 4 frames; render the walk again" in \
+        result.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["--step", "11"], "--step 11: the walk's steps are 0 to 10 (step i is frame i -> i + 1)"),
     (["--step", "-1"], "--step -1: the walk's steps are 0 to 10"),
@@ -169,6 +192,9 @@ def test_a_step_outside_the_walk_is_one_line_before_any_model_loads(circle_to_sq
 def test_a_folder_without_a_walk_is_one_line(tmp_path, write_config):
     empty = tmp_path / "empty"
     empty.mkdir()
+    result = CliRunner().invoke(cli, ["explain", str(empty)])
+    assert result.exit_code == 2 and "no readable manifest.json; is it a morph output folder?" in result.output
+    (empty / "manifest.json").write_text("[]")  # JSON, but not a manifest
     result = CliRunner().invoke(cli, ["explain", str(empty)])
     assert result.exit_code == 2 and "no readable manifest.json; is it a morph output folder?" in result.output
     grid = run_job(load_config(write_config(name="grid", prompts=None, frames=None, num_inference_steps=1, grid={

@@ -18,13 +18,12 @@ almost equal conditionings): it is reported, not split further, and its change i
 because no spacing can spread it.
 """
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from ..errors import MorphError
 from ..render.produce import FramePlan, plan_frames, stored_plan
 from .samples import Sample, SampleRenderer, Samples, render_into
 from .spacing import (crossing, cumulative, gaps_to_split, growth, interpolate, marks, pick_steps, share_steps,
@@ -341,16 +340,7 @@ def use_placement(job, manifest: dict) -> None:
     renders, which the manifest's frame records keep (each frame's segment and t)."""
     if (manifest.get("spacing") or {}).get("spacing") == "even":
         frames = manifest["frames"]
+        if len(frames) != len(job.path):  # a manifest edited, or written for another walk: no frame is known
+            raise MorphError(f"manifest.json: its frames hold {len(frames)} records and its config's walk "
+                             f"{len(job.path)} frames; render the walk again (morph run)")
         job.use_path(job.path.placed([r["segment"] for r in frames], [r["t"] for r in frames]))
-
-
-def use_rendered_placement(job, output: Path) -> None:
-    """use_placement with the manifest in `output`, when its video was rendered from `job`'s config (the studio's
-    slider). An even walk not rendered yet has no placement, and keeps the uniform walk's."""
-    try:
-        manifest = json.loads((output / "manifest.json").read_text())
-    except (OSError, ValueError):  # nothing rendered there yet
-        return
-    # the whole config (spacing and analysis.metric place frames too) but batch_size: auto records the number it took
-    if {**(manifest.get("config") or {}), "batch_size": None} == {**job.config.to_dict(), "batch_size": None}:
-        use_placement(job, manifest)

@@ -137,8 +137,9 @@ def write_report(output: Path, manifest: dict) -> Path:
     return path
 
 
-def reanalyze(output: Path, metric: str | None, storm_factor: float | None) -> Analysis:
-    """The storm map of the walk rendered in `output`, from its PNG frames, written beside it with a new report."""
+def reanalyze(output: Path, metric: str | None, storm_factor: float | None) -> tuple[Analysis, dict | None]:
+    """The storm map of the walk rendered in `output`, from its PNG frames, written beside it with a new report; and
+    the analysis it replaced when that one's attribution was dropped (measured with another metric), else None."""
     manifest = read_walk(output, "a storm map")
     settings = manifest["config"].get("analysis") or {}
     metric = metric or settings.get("metric", "ssim")
@@ -148,8 +149,10 @@ def reanalyze(output: Path, metric: str | None, storm_factor: float | None) -> A
     analysis = storm_map(output, [output / "frames" / r["file"] for r in manifest["frames"]], manifest["fps"],
                          keyframes_of(manifest["frames"], [p["source"] for p in manifest["prompts"]]),
                          metric, storm_factor or settings.get("storm_factor", 3.0), before)
-    # what the storm map does not recompute stays: explain's attribution of the same frames' steps
-    manifest["analysis"] = {**(manifest.get("analysis") or {}), **analysis.to_dict()}
+    # explain's attribution stays while its shares are of the distances measured now: of the same metric's
+    old = manifest.get("analysis") or {}
+    kept = old.get("attribution") if old.get("metric") == metric else None
+    manifest["analysis"] = {**analysis.to_dict(), "attribution": kept}
     manifest["report"] = str(write_report(output, manifest))
     write_manifest(output, manifest)
-    return analysis
+    return analysis, old if old.get("attribution") and kept is None else None
