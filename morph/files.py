@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -18,17 +19,18 @@ from .errors import MorphError
 PNG_BYTES_PER_PIXEL = 1.5  # lossless RGB PNG of a rendered frame: about half of the raw 3 bytes
 
 
-def partial_name(path: Path) -> Path:
-    """The temporary name a file is written under: hidden, in the same folder, same suffix (writers read it)."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
+def own_partial_name(path: Path) -> Path:
+    """The temporary name one writer writes a file under: hidden, in the same folder, same suffix (writers read it),
+    and its own: two writers of the same file (the studio's slider beside a render, two processes) never write,
+    rename or remove each other's temporary file, and no leftover of a killed run (which may be a link to another
+    file) is ever written through. The frame store sweeps leftovers (FrameStore.sweep)."""
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex}.partial{path.suffix}")
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(temporary path), then rename it to `path`; on any error the temporary file is removed."""
-    partial = partial_name(path)
+    partial = own_partial_name(path)
     try:
-        # a leftover from a killed run may be a link to another file: writing through it would change that file
-        partial.unlink(missing_ok=True)
         write(partial)
         os.replace(partial, path)
     except BaseException as e:
@@ -151,8 +153,10 @@ def read_walk(output: Path, needs: str) -> dict:
     try:
         manifest = json.loads((output / "manifest.json").read_text())
     except (OSError, ValueError):
-        raise MorphError(f"{output}: no readable manifest.json; is it a morph output folder?") from None
-    if manifest["kind"] == "grid" or manifest["frame_count"] != len(manifest["frames"]):
-        raise MorphError(f"{output}: {needs} needs a whole walk (this is a {manifest['kind']} of "
-                         f"{len(manifest['frames'])} of {manifest['frame_count']} frames)")
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("frames"), list):  # valid JSON, not morph's
+        raise MorphError(f"{output}: no readable manifest.json; is it a morph output folder?")
+    if manifest.get("kind") == "grid" or manifest.get("frame_count") != len(manifest["frames"]):
+        raise MorphError(f"{output}: {needs} needs a whole walk (this is a {manifest.get('kind')} of "
+                         f"{len(manifest['frames'])} of {manifest.get('frame_count')} frames)")
     return manifest

@@ -67,6 +67,7 @@ def no_model_loads(monkeypatch):
     for function in (morph.job.run_job, morph.job.prepare_job):
         monkeypatch.setattr(function, "__defaults__", tuple(refuse if value is morph.job.load_model else value
                                                             for value in function.__defaults__))
+    monkeypatch.setattr(morph.job, "load_model", refuse)  # and any call of it by name
 
 
 def corpus_files(folder: Path) -> None:

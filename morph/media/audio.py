@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MorphError
-from ..files import partial_name
+from ..files import own_partial_name
 from .onsets import onset_strength, per_frame, placed_t
 from .video import ffmpeg_command, ffmpeg_said
 
@@ -58,7 +58,7 @@ def timed_schedule(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def mux(video: Path, timing, bitrate: int, most_hz: int) -> None:
     """Put the music (AAC, at most `bitrate` bits/s and `most_hz`: faster tracks are resampled to it, 44.1 kHz
     stays) under `video`, trimmed to it; the video stream is copied, not encoded again."""
-    partial = partial_name(video)
+    partial = own_partial_name(video)
     hz = min(track(timing.audio)[1], most_hz)
     command = ffmpeg_command("-y", "-i", str(video), "-ss", f"{timing.start}", "-t", f"{timing.duration}",
                              "-i", timing.audio, "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac",

@@ -6,7 +6,7 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
 
-from ..files import partial_name, write_atomic
+from ..files import own_partial_name, write_atomic
 
 
 # RGB -> YUV with BT.709's matrix in limited range, and the file tagged so: players assume BT.709 for HD sizes,
@@ -30,7 +30,9 @@ def ffmpeg_said(stderr: bytes | str) -> str:
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write a uint8 [H, W, 3] image losslessly; it appears under `path` only once complete."""
-    write_atomic(path, lambda partial: iio.imwrite(partial, image, extension=".png"))
+    # zlib level 1: on a 512 px photograph 2.8 times faster than the default 6, for 6 % more bytes (every frame is
+    # encoded while the GPU renders the next ones)
+    write_atomic(path, lambda partial: iio.imwrite(partial, image, extension=".png", compress_level=1))
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -46,7 +48,7 @@ class VideoWriter:
 
     def __init__(self, path: Path, width: int, height: int, fps: int):
         self.path = path
-        self._partial = partial_name(path)
+        self._partial = own_partial_name(path)
         self._writer = imageio_ffmpeg.write_frames(
             str(self._partial), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
             macro_block_size=1, ffmpeg_log_level="error",

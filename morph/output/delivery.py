@@ -18,7 +18,7 @@ import numpy as np
 
 from ..media.audio import mux
 from ..errors import MorphError
-from ..files import partial_name, read_walk, removed_if_refused
+from ..files import own_partial_name, read_walk, removed_if_refused
 from ..config.presets import PRESETS, DeliveryPlan, Shape, VideoOptions, plan
 from ..media.video import TO_BT709, ffmpeg_command, ffmpeg_said, read_png
 
@@ -116,7 +116,7 @@ def encode(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str = "b
     """Write `delivery` of the PNG `frames` to `path` (under a temporary name until it is whole)."""
     first = read_png(frames[0])
     height, width = first.shape[:2]
-    partial = partial_name(path)
+    partial = own_partial_name(path)
     command = ffmpeg_command("-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
                              "-framerate", _rate(delivery.fps), "-i", "-",
                              "-filter_complex", _graph(delivery.shape, pad, delivery.preset.container == "gif"),

@@ -20,6 +20,11 @@ from .store import FrameStore, OutputLock, content_digest, digest, frame_identit
 from .writer import FrameWriter
 
 
+# the render code's own version, in every key: bumped when morph's code moves pixels that no setting in the key names
+# (2: SDXL's float32 decode is no longer cast back to float16, and walking guidance re-weights in float32)
+RENDER_CODE = 2
+
+
 def render_identity(job) -> dict:
     """Everything shared by all frames that decides their pixels: model, scheduler, settings, environment.
     Made once per prepared job (job.identity): hashing local weights reads every byte of them, and spacing: even
@@ -36,7 +41,7 @@ def _render_identity(job) -> dict:
     loras = {"loras": [{"name": lora.name, "weights": content_digest(lora.file, None), "scale": scale} for lora, scale
                        in zip(loaded.loras.loras, loaded.loras.defaults.tolist())]} if loaded.loras else {}
     scheduler_config = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}  # no bookkeeping
-    return {"model": loaded.model, "location": loaded.location, "weights": weights,
+    return {"code": RENDER_CODE, "model": loaded.model, "location": loaded.location, "weights": weights,
             "scheduler": type(pipe.scheduler).__name__, "scheduler_config": scheduler_config,
             "num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
             "height": job.settings.height, "width": job.settings.width, "seed": config.seed,
@@ -48,7 +53,15 @@ def _render_identity(job) -> dict:
             "cpu_threads": torch.get_num_threads() if pipe.device.type == "cpu" else None,
             # on a GPU the kernels torch picks depend on the card and the libraries: another card or version moves
             # pixels by up to the cross-device tolerance
-            "gpu": _gpu(pipe.device) if pipe.device.type == "cuda" else None, **loras}
+            "gpu": _gpu(pipe.device) if pipe.device.type == "cuda" else None, **loras, **_negative_read(config)}
+
+
+def _negative_read(config) -> dict:
+    """Beside define:, the texts a top-level negative names: the same words can name other definitions. A job without
+    define: keeps the key it had (its negative is its own text)."""
+    if not (config.define and config.negative_prompt):
+        return {}
+    return {"negative_terms": config.negative_terms(config.negative_prompt, "negative_prompt")}
 
 
 def _gpu(device) -> dict:
@@ -56,14 +69,24 @@ def _gpu(device) -> dict:
     import transformers
 
     return {"name": torch.cuda.get_device_name(device), "cuda": torch.version.cuda, "torch": torch.__version__,
-            "diffusers": diffusers.__version__, "transformers": transformers.__version__}
+            "diffusers": diffusers.__version__, "transformers": transformers.__version__, "tf32": _tf32()}
+
+
+def _tf32() -> dict:
+    """Whether float32 matmuls and convolutions may round to TF32 on the GPU, which moves float32 pixels (and those
+    of SDXL's float32 decode)."""
+    try:
+        return {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
+    except RuntimeError:  # torch >= 2.9 set per operator (fp32_precision) will not answer for all at once
+        return {"matmul": torch.backends.cuda.matmul.fp32_precision, "conv": torch.backends.cudnn.conv.fp32_precision,
+                "rnn": torch.backends.cudnn.rnn.fp32_precision}
 
 
 def _settings(config) -> dict:
     """What decides the memory a batch takes (not the prompts): batch_size: auto keeps its size while these hold."""
     return {"model": config.model, "vae": config.vae, "height": config.height, "width": config.width,
             "device": config.device, "dtype": config.dtype, "compile": config.compile,
-            "guidance": config.guidance_scale > 1, "scheduler": config.to_dict()["scheduler"],
+            "guidance": config.classifier_free_guidance(), "scheduler": config.to_dict()["scheduler"],
             **({"loras": config.lora_names()} if config.loras else {})}
 
 
@@ -168,6 +191,7 @@ def claimed(output: Path, shard):
     if shard.leader:
         try:
             lock.__enter__()
+            FrameStore(output).sweep()  # the other ranks wait for the leader: none writes yet
         except MorphError as e:
             refusal = str(e)
     refusal = shard.from_leader(refusal)
@@ -194,15 +218,18 @@ def produce(job, plan: FramePlan, store: FrameStore, shard, video=None, on_frame
     """
     rendered, started = 0, time.perf_counter()
 
-    def write(item, image):
+    def encode(item, image):  # on the writer's encoder threads, several frames at once
         if item is not None:  # newly rendered (None: read back from the store for the video)
             key, flags = item
             store.put(key, image, flags)
+
+    def write(item, image):  # in order, once the frame is stored
+        if item is not None:
             on_frame()
         if video is not None:
             video.write(image)
 
-    with FrameWriter(write) as writer:
+    with FrameWriter(write, encode=encode) as writer:
         for number, group in enumerate(plan.groups):
             if not plan.missing.intersection(group) or not shard.owns(number):
                 if video is not None:

@@ -30,6 +30,7 @@ from ..media.video import read_png, write_png
 STORE = ".store"
 PLAN = "job.json"  # the current job's frame keys, for `morph status`
 LOCK = ".lock"
+WRITE_LOCK = ".write.lock"  # in the store: one put writes its PNG and record at a time
 
 
 def digest(value) -> str:
@@ -119,6 +120,12 @@ class FrameStore:
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.png"
 
+    def sweep(self) -> None:
+        """Remove the temporary files killed runs left (each write has one of its own, so none is ever reused). Only
+        while holding the output lock, as every writer of the store does: no live write's file is swept."""
+        for leftover in self.folder.glob(".*.partial*"):
+            leftover.unlink(missing_ok=True)
+
     def _record_path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
 
@@ -145,11 +152,20 @@ class FrameStore:
             return False
 
     def put(self, key: str, image: np.ndarray, flags: list[str] = ()) -> None:
-        """Store a uint8 [H, W, 3] frame and its flags ("nsfw", "redecoded", "broken")."""
+        """Store a uint8 [H, W, 3] frame and its flags ("nsfw", "redecoded", "broken"). Writers of one key may race
+        (the studio's slider and a render, two processes): each renames its PNG into place and writes that PNG's
+        record while holding the store's write lock, so the record always describes the PNG under the key."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_png(self.path(key), image)
-        record = {"sha256": file_digest(self.path(key)), "flags": sorted(flags)}
-        write_atomic(self._record_path(key), lambda path: path.write_text(json.dumps(record)))
+        record = {"sha256": None, "flags": sorted(flags)}
+        with open_lock(self.folder / WRITE_LOCK) as lock:  # each open is its own flock, threads' too
+
+            def write(partial: Path) -> None:
+                write_png(partial, image)  # encoded before the lock: ranks storing other keys never wait for it
+                record["sha256"] = file_digest(partial)
+                fcntl.flock(lock, fcntl.LOCK_EX)  # held until closed: through the rename and the record
+
+            write_atomic(self.path(key), write)
+            write_atomic(self._record_path(key), lambda path: path.write_text(json.dumps(record)))
 
     def flags(self, key: str) -> list[str]:
         record = self.record(key)
@@ -184,6 +200,18 @@ def status(output: Path) -> dict:
             "missing": len(plan["keys"]) - len(done), "stale": len(stored - set(plan["keys"]))}
 
 
+def open_lock(path: Path):
+    """A lock file opened for reading and writing, created if missing; a link there is refused (MorphError), since
+    writing the lock through it would change the file it leads to."""
+    try:
+        return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+")
+    except OSError as e:
+        if not path.is_symlink():
+            raise
+        raise MorphError(f"{path} is a link, and morph writes its lock files only as files of their own; "
+                         "remove the link") from None
+
+
 class OutputLock:
     """One live run per output folder: an OS lock (flock) on `<output>/.lock`, which records the holder's pid and
     host for the message. The OS releases it when its process dies, so a dead run's lock is never in the way."""
@@ -195,7 +223,7 @@ class OutputLock:
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(10):
-            handle = open(self.path, "a+")
+            handle = open_lock(self.path)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
