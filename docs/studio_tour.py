@@ -18,11 +18,18 @@ PROMPTS = ("a blue square", "a red circle")
 FRAMES = 24
 WAIT_MS = 180_000
 SCREENSHOT_WIDTH = 900  # pixels: the README's picture, small enough to commit
+# whether a label of the page lies over the picture in the element with this id (a title line starts at its corner)
+LABEL_OVER = """id => { const picture = document.querySelector(`#${id} img`).getBoundingClientRect();
+    return [...document.querySelectorAll(`#${id} [data-testid="block-label"]`)].some(label => {
+        const b = label.getBoundingClientRect();
+        return b.width > 0 && b.left < picture.right && b.right > picture.left && b.top < picture.bottom
+            && b.bottom > picture.top; }); }"""
 
 
 def tour(url: str, screenshot: Path, browser: str = CHROMIUM) -> dict:
     """Drive the studio at `url`; return what the page showed: the YAML the form wrote, the preview filmstrip's
-    natural width, the video's duration (before and after a reload) and the browser's console errors."""
+    natural width and whether a label covers it, the video's duration (before and after a reload) and the browser's
+    console errors."""
     from playwright.sync_api import sync_playwright
 
     seen = {"console": []}
@@ -51,6 +58,7 @@ def tour(url: str, screenshot: Path, browser: str = CHROMIUM) -> dict:
         seen["filmstrip_width"] = page.wait_for_function(
             "() => { const i = document.querySelector('#filmstrip img'); return i && i.complete && i.naturalWidth; }",
             timeout=WAIT_MS).json_value()
+        seen["label_over_filmstrip"] = page.evaluate(LABEL_OVER, "filmstrip")
         page.click("#render")
         duration = "() => { const v = document.querySelector('#video video'); return v && v.duration > 0 && v.duration; }"
         seen["duration"] = page.wait_for_function(duration, timeout=WAIT_MS).json_value()

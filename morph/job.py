@@ -170,7 +170,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
     prepare_job's.
     """
     # 0. Before any model loads or the output folder is made: everything check_job refuses; then the lock
-    selection, full, grid, even, out, folder, shard = check_job(config, frames)
+    checked = check_job(config, frames)
+    selection, out, shard = checked.selection, checked.out, checked.shard
     quiet = quiet or not sys.stderr.isatty()
     store = FrameStore(out)
     # a run refused while loading (a checkpoint that is not one, music ffmpeg cannot read) leaves no folder behind
@@ -184,7 +185,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         # 6. Plan: every frame's key; which aligned batches miss frames in the store. spacing: even first renders
         #    samples along the walk, places frames at equal steps of change, and picks them (all in the store)
         render_started = time.perf_counter()
-        spaced = even_spacing(job, store, shard, fresh, bar) if even else None
+        spaced = even_spacing(job, store, shard, fresh, bar) if checked.even else None
         plan = spaced.plan if spaced else plan_frames(job, selection, store, fresh, previous)
         bar.total = (bar.total or 0) + len(plan.missing)
         if shard.leader:
@@ -193,7 +194,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         # 7. Render this rank's batches that miss frames; a background thread stores each frame (and, for a full
         #    walk in one process, feeds the MP4 in order) while the next batch renders. Every output is written
         #    into a staging folder first, and replaces the previous run's only once all are whole (step 11)
-        make_video = full and not grid and shard.leader
+        make_video = checked.full and not checked.grid and shard.leader
         with Staging(out) if shard.leader else nullcontext() as stage:
             video_path = stage.path(f"{config.name}.mp4") if make_video else None
             writer = VideoWriter(video_path, job.settings.width, job.settings.height, config.fps) if make_video else \
@@ -219,13 +220,13 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
 
             # 8. The frames under their names (copies of the stored ones); walks: the music under the master and the
             #    platform files made from the frames; grids: the contact sheet
-            staged = stage.path(folder.name)
-            publish(plan, store, selection, staged, lambda i: job.path.describe(i)["file"], full)
+            staged = stage.path(checked.folder.name)
+            publish(plan, store, selection, staged, lambda i: job.path.describe(i)["file"], checked.full)
             records = [job.path.describe(i) for i in selection]
             files = [staged / r["file"] for r in records]
             deliveries = deliver_all(config, files, video_path) if make_video else []
             sheet = None
-            if grid and full:
+            if checked.grid and checked.full:
                 sheet = stage.path("grid.png")
                 image = _contact_sheet(config, job.path, staged)
                 write_atomic(sheet, lambda path: image.save(path, format="PNG"))
@@ -233,7 +234,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             # 9. Walks and edits (of 3 frames or more): the storm map of the frames (storm.png, filmstrip.png); with
             #    analysis.explain, the worst storms attributed to the prompts' words (renders in explain/)
             storms = attribution = None
-            if full and not grid and len(selection) >= 3:
+            if checked.full and not checked.grid and len(selection) >= 3:
                 storms = storm_map(stage.folder, files, config.fps,
                                    keyframes_of(records, [source for _, source in config.prompt_sources()]),
                                    config.analysis.metric, config.analysis.storm_factor,
@@ -256,7 +257,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             write_manifest(stage.folder, written)
 
             # 11. Everything is whole: replace the previous outputs, the manifest last
-            stage.commit(folder.name, whole=full)
+            stage.commit(checked.folder.name, whole=checked.full)
         return written
 
 

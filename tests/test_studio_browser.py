@@ -22,6 +22,7 @@ def test_the_page_composes_previews_and_renders_in_a_browser(tmp_path, monkeypat
     from morph.studio.page import serve
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))
+    monkeypatch.chdir(tmp_path)  # put back after: serve() makes the root the current folder
     root = tmp_path / "root"
     root.mkdir()
     studio, url = serve(root, port=None, block=False, warm=False)
@@ -31,6 +32,7 @@ def test_the_page_composes_previews_and_renders_in_a_browser(tmp_path, monkeypat
         studio.close()
     assert f"- {PROMPTS[0]}\n- {PROMPTS[1]}" in seen["yaml"] and f"frames: {FRAMES}" in seen["yaml"]
     assert seen["filmstrip_width"] > 0
+    assert seen["label_over_filmstrip"] is False  # its title line starts at the corner a label would cover
     assert seen["duration"] == pytest.approx(FRAMES / 20, abs=0.01)  # every frame a render, at 20 fps
     assert seen["duration_after_reload"] == pytest.approx(FRAMES / 20, abs=0.01)
     assert "done" in seen["status"]

@@ -1,6 +1,7 @@
 """The storm map of a rendered walk: distances between neighbouring frames, read back from its lossless PNG
 frames, and the pictures that show them: storm.png (the distance curve) and filmstrip.png (the biggest jumps)."""
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class Analysis:
         return asdict(self)
 
 
+@functools.cache  # built once: the studio's check line asks for it on every keystroke
 def _lpips_distance():
     try:
         import lpips

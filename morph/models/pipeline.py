@@ -354,8 +354,12 @@ def own_side(model: str, configs_from: str | None = None) -> int | None:
     found = _config_files(location, ["unet/config.json", "vae/config.json"])
     if len(found) < 2:
         return None
-    unet, vae = (json.loads(Path(f).read_text()) for f in found)
-    return unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+    try:
+        unet, vae = (json.loads(Path(f).read_text()) for f in found)
+        side, levels = unet["sample_size"], len(vae["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError):  # not JSON, or not a UNet's and a VAE's: no side known
+        return None
+    return side * 2 ** (levels - 1) if type(side) is int and side > 0 and levels > 0 else None  # a [h, w] has no side
 
 
 def _family_configs(path: str) -> str | None:

@@ -9,34 +9,50 @@ from pathlib import Path
 import yaml
 
 from ..config.jobs import JobConfig
-from ..config.yaml_file import parse_config
+from ..config.messages import short
+from ..config.yaml_file import parse_config, resolve_paths
 from ..errors import MorphError
 from ..models.tiny import BUILT_IN
+from .access import CACHED_FILE, cached_hub_id, inside
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # fullmatch
 BUILT_IN_MODELS = ("toy", *BUILT_IN)
 OUTPUTS = "outputs"
 CONFIGS = "configs"
 
 
 def outside(what: str, value: str, root: Path) -> MorphError:
+    value = value if value.isprintable() else short(value)  # as written, on one line
     return MorphError(f"{what}: {value} is outside {root}, the only folder the studio reads from; put it under {root} "
                       f"(a config's paths are read from {root / CONFIGS}: ../models/x is {root / 'models' / 'x'})")
 
 
 def confined(what: str, value: str, root: Path) -> None:
-    """Refuse `value` (a path, hub id or built-in model, as resolve_paths left it) if it reads from outside `root`:
-    an absolute path elsewhere, a link out, a relative path climbing out."""
-    path = Path(value).expanduser()
-    if path.is_absolute():
-        if not path.resolve().is_relative_to(root.resolve()):
+    """Refuse `value` (a path, hub id or built-in model, as the config writes it) if it reads from outside `root`: a
+    path climbing out or elsewhere (decided on the text alone, so that what lies outside is never looked at), a link
+    under the root leading out, a hub id the local cache lacks. Every refusal names the value as written: it tells
+    nothing of what the filesystem holds outside the root."""
+    if value.startswith("~"):  # resolve_paths keeps ~/x as written; the loaders would read it outside the root
+        raise outside(what, value, root)
+    written = Path(os.path.normpath(root / CONFIGS / value))  # read from configs/, as resolve_paths reads it
+    if not written.is_relative_to(os.path.normpath(root)):
+        raise outside(what, value, root)
+    try:
+        if not (root / CONFIGS / value).resolve().is_relative_to(root.resolve()):  # a link under the root, out
             raise outside(what, value, root)
-    elif value not in BUILT_IN_MODELS and (not HUB_ID.match(value) or ".." in Path(value).parts):
-        raise outside(what, value, root)  # neither a hub id nor a built-in: a path the loader would read from "."
+        if what not in CACHED_FILE:  # embeddings, audio: always read as files under configs/
+            return
+        kept = resolve_paths({"model": value}, root / CONFIGS)["model"]  # as written: a name neither a path nor here
+        if kept == value and not Path(value).is_absolute() and value not in BUILT_IN_MODELS:
+            if not HUB_ID.fullmatch(value) or ".." in Path(value).parts:
+                raise outside(what, value, root)  # neither a hub id nor a built-in: the loader would read it from "."
+            cached_hub_id(what, value, root)
+    except (OSError, RuntimeError):  # no permission, a loop of links: refused as outside, whatever lies there
+        raise outside(what, value, root) from None
 
 
 def read_paths(raw: dict) -> list[tuple[str, str]]:
-    """Every (key, value) of a config mapping (its paths resolved) that names a file, folder or hub id it reads."""
+    """Every (key, value) of a config mapping that names a file, folder or hub id it reads."""
     found = [(key, raw.get(key)) for key in ("model", "vae", "configs_from")]
     for key in ("embeddings", "loras"):
         entries = raw.get(key) if isinstance(raw.get(key), list) else []
@@ -54,10 +70,13 @@ def confine(raw, root: Path) -> None:
     for key, value in read_paths(raw):
         confined(key, value, root)
     output = raw.get("output")
-    outputs = (root / OUTPUTS).resolve()
+    outputs = root.resolve() / OUTPUTS  # as written: a link there (or below) leading elsewhere is outside
     if isinstance(output, str) and output:
-        resolved = (root / Path(output).expanduser()).resolve()
-        if not resolved.is_relative_to(outputs) or resolved == outputs:
+        try:
+            escapes = not inside(root / output, outputs)  # not expanded: the job writes ~/x as the root's "~" folder
+        except (OSError, RuntimeError):  # a loop of links
+            escapes = True
+        if escapes:
             raise MorphError(f"output: {output} is outside {outputs}, the only folder the studio writes to; "
                              f"name a folder under it, relative to {root} (e.g. {OUTPUTS}/{raw.get('name', 'walk')})")
 
@@ -71,17 +90,32 @@ def studio_config(text: str, root: Path) -> JobConfig:
     except MorphError as e:  # the page shows the message beside the YAML: no file name to lead it
         raise MorphError(str(e).removeprefix(f"{source}: ")) from None
     output = root / (config.output or f"{OUTPUTS}/{config.name}")
+    if not inside(output, root.resolve() / OUTPUTS):  # the default's outputs/ too may be a link out of the root
+        raise MorphError(f"output: {output.relative_to(root)} leads out of {root / OUTPUTS} through a link, and the "
+                         "studio writes only there; make it a folder of its own")
     config = config.model_copy(update={"output": str(output.resolve())})
     config._source = str(root / CONFIGS / f"{config.name}.yaml")
     return config
 
 
-def save_config(text: str, root: Path) -> Path:
-    """Write `text` as <root>/configs/<name>.yaml once it passes studio_config; the path written."""
+class WouldReplace(MorphError):
+    """Saving would replace a config file that says something else; the page asks before it does."""
+
+
+def save_config(text: str, root: Path, replace: bool = False) -> Path:
+    """Write `text` as <root>/configs/<name>.yaml once it passes studio_config; the path written. A file there that
+    holds other text is replaced only when `replace` is true (else WouldReplace): it may hold the user's comments."""
     config = studio_config(text, root)
     path = root / CONFIGS / f"{config.name}.yaml"
+    text = text if text.endswith("\n") else text + "\n"
+    if not inside(path, root.resolve() / CONFIGS):
+        raise MorphError(f"{path.relative_to(root)} leads out of {root / CONFIGS} through a link, and the studio saves "
+                         "configs only there; make it a file of its own")
+    if not replace and path.is_file() and path.read_bytes() != text.encode():  # bytes: it may be in no encoding
+        raise WouldReplace(f"{path.relative_to(root)} exists and says something else; click Save again to replace "
+                           "it (comments and all), or give this job another name:")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text if text.endswith("\n") else text + "\n")
+    path.write_bytes(text.encode())
     return path
 
 

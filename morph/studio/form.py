@@ -1,10 +1,15 @@
 """The page's form and the YAML beside it, each made from the other. The YAML is the job: the form shows the keys it
-has fields for, and writing the form back changes only the fields that differ from what the YAML already says, so
-keys without a field (analysis, timing, loras, ...) and the YAML's own spelling of untouched keys stay as they were."""
+has fields for, and writing the form back changes only the fields that differ from what the YAML already says, and
+only the lines of those top-level keys, so keys without a field (analysis, timing, loras, a keyframe's ease, ...),
+comments and the YAML's own spelling of untouched keys stay as they were."""
 
-from ..config.sections import lora_name
-from ..config.yaml_file import read_yaml
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from ..config.sections import Spacing, lora_name
+from ..config.yaml_file import Yaml12Loader, read_yaml
 from ..errors import MorphError
+from .configs import dump
 
 FIELDS = ("name", "model", "frames", "width", "height", "num_inference_steps", "interpolation", "spacing")
 KEYFRAME_COLUMNS = ("prompt", "seed", "negative_prompt", "guidance_scale")
@@ -20,6 +25,56 @@ def parse(text: str) -> dict:
     return raw
 
 
+def rewritten(text: str, raw: dict) -> str:
+    """The YAML `text` changed to say `raw`: each top-level key whose value changed is written anew where it stands,
+    a key `raw` lacks is removed, a new one added at the end; every other line (comments, blank lines, how untouched
+    keys are spelled) stays as written. Where that cannot say `raw` (anchors, a flow mapping), all of it anew."""
+    before = parse(text)
+    node = yaml.compose(text, Loader=Yaml12Loader) if before else None
+    pairs = node.value if isinstance(node, yaml.MappingNode) else []
+    spans = [(key.value, _line_start(text, key.start_mark.index), _line_end(text, _end(value))) for key, value in pairs]
+    if any(value.start_mark.index < key.start_mark.index for key, value in pairs) or any(
+            end <= start for _, start, end in spans):  # an alias: its value's text is another key's, not its own
+        return dump(raw)
+    out, at = [], 0
+    for key, start, end in spans:
+        out.append(text[at:start])
+        if key in raw and raw[key] == before.get(key):
+            out.append(text[start:end])
+        elif key in raw:
+            out.append(dump({key: raw[key]}))
+        at = end
+    out.append(text[at:])
+    written = {key for key, _, _ in spans}
+    added = {key: value for key, value in raw.items() if key not in written}
+    result = "".join(out)
+    result += ("\n" if result and not result.endswith("\n") else "") + (dump(added) if added else "")
+    try:
+        return result if spans and parse(result) == raw else dump(raw)
+    except MorphError:  # the pieces did not join into YAML (a flow mapping's keys share a line)
+        return dump(raw)
+
+
+def _end(node) -> int:
+    """Where a value's own text ends: a block collection's end mark lies past the comments after it, its last item's
+    does not."""
+    while isinstance(node, yaml.CollectionNode) and not node.flow_style and node.value:
+        node = node.value[-1][1] if isinstance(node, yaml.MappingNode) else node.value[-1]
+    return node.end_mark.index
+
+
+def _line_start(text: str, index: int) -> int:
+    return text.rfind("\n", 0, index) + 1
+
+
+def _line_end(text: str, index: int) -> int:
+    """The start of the line after the one `index` is on (`index` itself when it starts a line)."""
+    if index == 0 or text[index - 1] == "\n":
+        return index
+    end = text.find("\n", index)
+    return len(text) if end < 0 else end + 1
+
+
 def lora_columns(raw: dict) -> list[str]:
     """A keyframe column for each LoRA the job loads: 'lora:<name>', its strength at that keyframe."""
     names = []
@@ -29,14 +84,16 @@ def lora_columns(raw: dict) -> list[str]:
     return [f"lora:{name}" for name in names]
 
 
-def form_of(raw: dict) -> dict:
+def form_of(raw: dict, count: int | None = None) -> dict:
     """The form's values for a config mapping: its fields, and the keyframes as rows of text cells ('' = the top
-    level's value)."""
+    level's value). `count`: the walk's frame count where the studio accepts the config (with music timing, only
+    it knows the count); else a `frames` list's steps per segment and the first frame."""
     values = {key: raw.get(key) for key in FIELDS}
-    if isinstance(values["frames"], list):  # frames per segment: the form shows the total
-        values["frames"] = sum(n for n in values["frames"] if isinstance(n, int))
-    spacing = raw.get("spacing")
-    values["spacing"] = spacing.get("mode", "uniform") if isinstance(spacing, dict) else spacing or "uniform"
+    if count is not None and (isinstance(values["frames"], list) or raw.get("timing")):
+        values["frames"] = count
+    elif isinstance(values["frames"], list):
+        values["frames"] = sum(n for n in values["frames"] if isinstance(n, int)) + 1
+    values["spacing"] = _spacing_mode(raw.get("spacing"))
     values["interpolation"] = values["interpolation"] or "slerp"
     columns = lora_columns(raw)
     rows = []
@@ -47,6 +104,15 @@ def form_of(raw: dict) -> dict:
                     [_cell(loras.get(column.removeprefix("lora:"))) for column in columns])
     values["keyframes"] = rows
     return values
+
+
+def _spacing_mode(spacing) -> str | None:
+    """The spacing mode the schema reads `spacing` as (a mapping with even's options and no mode is even); None
+    where it refuses it (the message under the YAML says why)."""
+    try:
+        return TypeAdapter(Spacing).validate_python(spacing if spacing is not None else {}).mode
+    except (ValidationError, MorphError):
+        return None
 
 
 def _cell(value) -> str:
@@ -65,30 +131,72 @@ def _value(text):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else text
 
 
-def with_form(raw: dict, values: dict) -> dict:
-    """`raw` with the form's `values` written in where they differ from what `raw` shows."""
-    shown, raw = form_of(raw), dict(raw)
+def with_form(raw: dict, values: dict, count: int | None = None) -> dict:
+    """`raw` with the form's `values` written in where they differ from what `raw` shows (`count`: as form_of's)."""
+    shown, raw = form_of(raw, count), dict(raw)
+    columns = lora_columns(raw)
     for key in FIELDS:
         value = values.get(key)
         if value == shown[key] or (key == "spacing" and value == "uniform" and "spacing" not in raw):
             continue
-        if key == "spacing" and isinstance(raw.get("spacing"), dict):
-            raw["spacing"] = {**raw["spacing"], "mode": value}
+        if key == "spacing" and isinstance(raw.get("spacing"), dict) and value != "uniform":
+            raw["spacing"] = {**raw["spacing"], "mode": value}  # even's options stay; uniform has none
         elif value is None or value == "":
             raw.pop(key, None)
         else:
             raw[key] = int(value) if isinstance(value, float) and value.is_integer() else value
-    rows = [list(row) for row in values.get("keyframes") or [] if row and str(row[0]).strip()]
-    if rows != [list(row) for row in shown["keyframes"]] and (rows or "prompts" in raw):
-        raw["prompts"] = [_keyframe(row, lora_columns(raw)) for row in rows]
+    rows = [list(row) for row in values.get("keyframes") or []]
+    if rows != shown["keyframes"] and (any(_prompt(row) for row in rows) or "prompts" in raw):
+        entries = raw.get("prompts") if isinstance(raw.get("prompts"), list) else []
+        # each row keeps what the table has no column for (ease, ...) of the keyframe it edits
+        keyframes = [_keyframe(row, None if i is None else shown["keyframes"][i],
+                               entries[i] if i is not None and i < len(entries) else None, columns)
+                     for row, i in zip(rows, _edited(rows, shown["keyframes"]))]
+        raw["prompts"] = [entry for entry in keyframes if entry is not None]
     return raw
 
 
-def _keyframe(row: list, columns: list[str]):
-    """A keyframe row as the config writes it: the prompt alone, or a mapping when it sets anything else."""
-    entry = {key: _value(cell) for key, cell in zip(KEYFRAME_COLUMNS, row)}
-    entry["prompt"] = str(row[0]).strip()
-    loras = {column.removeprefix("lora:"): _value(cell) for column, cell in zip(columns, row[len(KEYFRAME_COLUMNS):])}
-    entry["loras"] = {name: value for name, value in loras.items() if value is not None} or None
-    entry = {key: value for key, value in entry.items() if value is not None}
-    return entry["prompt"] if len(entry) == 1 else entry
+def _edited(rows: list[list], shown: list[list]) -> list[int | None]:
+    """The keyframe each row edits: row i is keyframe i while the table keeps its length; once rows were added or
+    deleted, positions moved, so a row edits the keyframe with its prompt where one row and one keyframe alone have
+    it, and any other row is new (None: it has only what its cells say)."""
+    if len(rows) == len(shown):
+        return list(range(len(rows)))
+    now, before = [_prompt(row) for row in rows], [_prompt(row) for row in shown]
+    return [before.index(text) if text and now.count(text) == 1 and before.count(text) == 1 else None
+            for text in now]
+
+
+def _prompt(row: list) -> str:
+    return str(row[0]).strip() if row and row[0] is not None else ""
+
+
+def _keyframe(row: list, shown: list | None, entry, columns: list[str]):
+    """A keyframe row as the config writes it: its entry as written while the row shows it unchanged, else that
+    entry with the cells that changed written in (keys without a column stay), as the prompt alone when it sets
+    nothing else; None for a row without a prompt (a keyframe removed)."""
+    if not _prompt(row):
+        return None
+    if row == shown:
+        return entry
+    entry = dict(entry) if isinstance(entry, dict) else {} if entry is None else {"prompt": entry}
+    changed = {key: cell for key, cell, before in zip([*KEYFRAME_COLUMNS, *columns], row, shown or [""] * len(row))
+               if cell != before}
+    for key, cell in changed.items():
+        if not key.startswith("lora:"):
+            _set(entry, key, _prompt(row) if key == "prompt" else _value(cell))
+    strengths = {key.removeprefix("lora:"): _value(cell) for key, cell in changed.items() if key.startswith("lora:")}
+    if strengths:
+        loras = dict(entry["loras"]) if isinstance(entry.get("loras"), dict) else {}
+        for name, value in strengths.items():
+            _set(loras, name, value)
+        _set(entry, "loras", loras or None)
+    return entry["prompt"] if list(entry) == ["prompt"] else entry
+
+
+def _set(mapping: dict, key: str, value) -> None:
+    """mapping[key] = value; None removes the key (an empty cell: the top level's value)."""
+    if value is None:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = value

@@ -12,9 +12,11 @@ import gradio as gr
 
 from ..config.presets import PRESET_NAMES
 from ..errors import MorphError
+from ..job import check_job
 from ..output.delivery import export
-from .configs import OUTPUTS, dump, model_choices, save_config, studio_config
-from .form import FIELDS, KEYFRAME_COLUMNS, NEW_JOB, form_of, lora_columns, parse, with_form
+from .access import settle_in
+from .configs import OUTPUTS, WouldReplace, dump, model_choices, save_config, studio_config
+from .form import FIELDS, KEYFRAME_COLUMNS, NEW_JOB, form_of, lora_columns, parse, rewritten, with_form
 from .previews import FrameAt, ModelShelf, preview
 from .worker import ACTIVE, QUEUE_SIZE, Worker, saved_jobs
 
@@ -53,7 +55,7 @@ class Studio:
         self.outputs = self.root / OUTPUTS
         self.worker = worker or Worker()
         self.models = ModelShelf()  # the previews' and the slider's model, kept between them
-        self.frames = FrameAt(self.models.load)
+        self.frames = FrameAt(self.models.load, self.worker)  # single frames only between renders
         # one preview or slider frame at a time (the page's and the warm-up's): they share the model
         self._device = threading.Lock()
         self.warmed = threading.Event()  # set once the warm-up preview has ended (at once without one)
@@ -70,7 +72,7 @@ class Studio:
         loaded (a refused or failing opening walk is left for the user to see)."""
         def run():
             try:
-                with self._device:
+                with self._device, self.worker.between_renders("preview"):
                     preview(studio_config(text, self.root), self.models.load)
             except Exception:  # the user's own preview shows the same error, with its message
                 pass
@@ -85,7 +87,7 @@ class Studio:
             raw = parse(text)
         except MorphError as e:
             return (*[gr.update() for _ in FIELDS], gr.update(), f"⚠ {e}")
-        values = form_of(raw)
+        values = form_of(raw, self.frame_count(text))
         table = {"data": values["keyframes"] or [[""] * len(KEYFRAME_COLUMNS)],
                  "headers": [*KEYFRAME_COLUMNS, *lora_columns(raw)]}
         return (*[values[key] for key in FIELDS], table, self.message(text))
@@ -97,30 +99,55 @@ class Studio:
         except MorphError as e:
             return gr.update(), f"⚠ {e}"
         rows = table.values.tolist() if hasattr(table, "values") else table or []
-        text = dump(with_form(raw, {**dict(zip(FIELDS, fields)), "keyframes": rows}))
+        text = rewritten(text, with_form(raw, {**dict(zip(FIELDS, fields)), "keyframes": rows}, self.frame_count(text)))
         return text, self.message(text)
+
+    def frame_count(self, text: str) -> int | None:
+        """The walk's frame count as the studio reads `text` (its music from under the root); None where it refuses
+        the config."""
+        try:
+            return studio_config(text, self.root).frame_count()
+        except MorphError:
+            return None
+
+    def checked(self, text: str):
+        """The job `text` describes, refused as `morph run` refuses it before loading anything (check_job)."""
+        config = studio_config(text, self.root)
+        check_job(config)
+        return config
 
     def message(self, text: str) -> str:
         try:
-            config = studio_config(text, self.root)
+            config = self.checked(text)
         except MorphError as e:
             return f"⚠ {e}"
         return f"✓ {config.kind}, {config.frame_count()} frames, into {config.output_dir.relative_to(self.root)}"
 
-    def save(self, text: str) -> str:
+    def save(self, text: str, asked: str | None = None) -> tuple[str, str | None]:
+        """Save: write configs/<name>.yaml. A file there that says something else is replaced only when Save is
+        clicked again on the same YAML (`asked`: the YAML the last click was asked about); the message, and what to
+        remember as asked."""
         try:
-            path = save_config(text, self.root)
+            path = save_config(text, self.root, replace=text == asked)
+        except WouldReplace as e:
+            return f"⚠ {e}", text
         except MorphError as e:
-            return f"⚠ {e}"
-        return f"✓ saved {path.relative_to(self.root)}: `morph run {path.relative_to(self.root)}` in {self.root}"
+            return f"⚠ {e}", None
+        saved = path.relative_to(self.root)
+        return f"✓ saved {saved}: `morph run {saved}` in {self.root}", None
 
     # --- preview
     def preview(self, text: str):
         """/preview: the preview's filmstrip, its storm plot, and the slider over the full walk."""
         config = _refused(studio_config, text, self.root)
+
+        def cheap() -> dict:  # between renders only, as the slider's frames: no model beside a render's
+            with self.worker.between_renders("preview"):
+                self.frames.release()  # a new walk: the slider starts over on it
+                return preview(config, self.models.load)
+
         with self._device:
-            self.frames.release()  # a new walk: the slider starts over on it
-            manifest = _refused(preview, config, self.models.load)
+            manifest = _refused(cheap)
         analysis = manifest.get("analysis") or {}
         return analysis.get("filmstrip"), analysis.get("plot"), gr.update(maximum=config.frame_count() - 1, value=0,
                                                                           interactive=True)
@@ -136,10 +163,11 @@ class Studio:
 
     # --- render
     def _queued(self, text: str):
-        job = _refused(self.worker.submit, _refused(studio_config, text, self.root))
-        self.frames.release()  # the render gets the device's memory; the slider loads its job again when asked
-        self.models.release()
-        return job
+        config = _refused(self.checked, text)
+        with self._device:  # after any preview or frame under way; before the render can start, so it loads alone
+            self.frames.release()  # the render gets the device's memory; the slider loads its job again when asked
+            self.models.release()
+            return _refused(self.worker.submit, config)
 
     def submit(self, text: str):
         """The page's Render button: queue the job and show it; the page's timer follows it."""
@@ -241,9 +269,11 @@ def build(studio: Studio, first: str | None = None) -> gr.Blocks:
                     preview_button = gr.Button("Preview", variant="primary", elem_id="preview")
                     render_button = gr.Button("Render", variant="primary", elem_id="render")
         saved = gr.Markdown(elem_id="saved")
+        # the pictures with a title line of their own show no label: Gradio floats it over their top-left corner,
+        # where it hid the start of the title
         with gr.Row():
-            filmstrip = gr.Image(label="preview: filmstrip", type="filepath", elem_id="filmstrip")
-            storm_plot = gr.Image(label="preview: storm plot", type="filepath", elem_id="storm_plot")
+            filmstrip = gr.Image(label="preview: filmstrip", show_label=False, type="filepath", elem_id="filmstrip")
+            storm_plot = gr.Image(label="preview: storm plot", show_label=False, type="filepath", elem_id="storm_plot")
         with gr.Row():
             position = gr.Slider(0, 1, step=1, label="frame of the full walk", interactive=False, elem_id="position")
             frame = gr.Image(label="frame", format="png", elem_id="frame")
@@ -254,7 +284,7 @@ def build(studio: Studio, first: str | None = None) -> gr.Blocks:
         status = gr.Markdown(elem_id="status")
         with gr.Row():
             video = gr.Video(label="rendered video", elem_id="video", height=360)
-            storm_map = gr.Image(label="storm map", type="filepath", elem_id="storm_map")
+            storm_map = gr.Image(label="storm map", show_label=False, type="filepath", elem_id="storm_map")
         report = gr.Markdown(elem_id="report")
         with gr.Row(visible=False) as presets:
             preset_buttons = [gr.Button(preset, size="sm") for preset in PRESET_NAMES if preset != "master"]
@@ -271,7 +301,8 @@ def build(studio: Studio, first: str | None = None) -> gr.Blocks:
         yaml_text.input(studio.form_values, yaml_text, [*form, keyframes, message], **hidden)
         for field in [*form, keyframes]:
             field.input(studio.yaml_of, [yaml_text, keyframes, *form], [yaml_text, message], **hidden)
-        save.click(studio.save, yaml_text, saved, **hidden)
+        asked = gr.State(None)  # this page's YAML that Save last asked about replacing a file with
+        save.click(studio.save, [yaml_text, asked], [saved, asked], **hidden)
         preview_button.click(studio.preview, yaml_text, [filmstrip, storm_plot, position], api_name="preview",
                              concurrency_limit=1, concurrency_id="device")
         position.release(studio.frame_at, [yaml_text, position], frame, api_name="frame", concurrency_limit=1,
@@ -298,7 +329,9 @@ def serve(root: Path, host: str = "127.0.0.1", port: int | None = 7860, auth: tu
           block: bool = True, warm: bool = True):
     """Start the studio on host:port (port None: the first free one from 7860); files are served only from
     <root>/outputs. `block`: until Ctrl-C; else return (studio, url) with the server running in the background.
-    `warm`: preview the opening walk in the background at once."""
+    `warm`: preview the opening walk in the background at once. The process settles in `root`, the hub offline
+    (settle_in): nothing outside the root and the local cache is read."""
+    settle_in(root)
     studio = Studio(root)
     first = dump(NEW_JOB)
     page = build(studio, first)
