@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "morph"
 # in the order data flows; a module may import from its own layer and the layers before it
 LAYERS = [
-    {"morph.errors", "morph.files", "morph.quiet", "morph.version"},
+    {"morph.errors", "morph.files", "morph.quiet", "morph.torchrun", "morph.version"},
     {"morph.media"},
     {"morph.config"},
     {"morph.models"},
