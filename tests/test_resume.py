@@ -245,6 +245,10 @@ def test_status_before_any_run_is_one_line(tmp_path):
     assert result.exit_code == 2 and "no morph job has been started here" in result.output
 
 
+# torchrun as this interpreter's module: a `torchrun` on PATH may belong to another Python
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
 def test_torchrun_with_two_ranks_gives_the_same_frames_and_one_video(clean, tmp_path):
     path, _ = clean
     out, clean_out = tmp_path / "out", tmp_path / "one-process"
@@ -252,8 +256,8 @@ def test_torchrun_with_two_ranks_gives_the_same_frames_and_one_video(clean, tmp_
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "morph", "run", str(path), "--out", str(clean_out), "--quiet"],
                    check=True, env=env, capture_output=True)
-    run = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "morph", "run", str(path),
-                          "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    run = subprocess.run([*TORCHRUN, "-m", "morph", "run", str(path), "--out", str(out), "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("frames rendered") == 1  # rank 0 reports, once
     assert frame_hashes(out, 40) == frame_hashes(clean_out, 40)
@@ -284,9 +288,10 @@ def test_under_torchrun_a_back_off_on_another_rank_is_known_to_the_leader(tmp_pa
     (site / "sitecustomize.py").write_text(SMALL_GPU_ON_RANK_1)
     path = tiny_job(tmp_path, "walk", frames=12, batch_size=4, num_inference_steps=2)
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(site)}
-    command = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "morph", "run", str(path), "--out", str(out),
-               "--quiet"]
+    # ahead of what PYTHONPATH already holds (on the GPU machine: this tree and the carried wheels), not instead
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    command = [*TORCHRUN, "-m", "morph", "run", str(path), "--out", str(out), "--quiet"]
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "continuing with batch_size 2" in run.stderr  # rank 1 rendered frames 4-7 as two batches of 2

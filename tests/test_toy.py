@@ -68,17 +68,19 @@ def test_a_short_training_run_is_deterministic(tmp_path):
     assert Path(tmp_path / "a" / "model_index.json").read_text() == Path(tmp_path / "b" / "model_index.json").read_text()
 
 
-def test_float16_renders_end_to_end_and_stay_close_to_float32(tmp_path):
+def test_float16_renders_end_to_end_and_stay_close_to_float32(tmp_path, monkeypatch):
     """The dtype users get on CUDA, exercised on the CPU: weights, embeddings and latents all in half."""
     from morph.config.jobs import validate
     from morph.job import run_job
     from morph.analysis.metrics import compare
     from morph.media.video import read_png
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on the GPU machine: still the CPU's check
+
     frames = {}
     for dtype in ("float16", "float32"):
         config = validate({"name": dtype, "model": "toy", "prompts": ["a red circle", "a blue square"], "frames": 3,
-                           "num_inference_steps": 10, "guidance_scale": 5.0, "dtype": dtype,
+                           "num_inference_steps": 10, "guidance_scale": 5.0, "dtype": dtype, "device": "cpu",
                            "output": str(tmp_path / dtype)})
         manifest = run_job(config, quiet=True)
         assert manifest["dtype"] == dtype
