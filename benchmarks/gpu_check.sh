@@ -50,7 +50,7 @@ timed() {  # timed NAME LIMIT_S [--junit X | --json Y] -- COMMAND...: one step u
   shift
   step "$name (at most ${limit} s)"
   python3 benchmarks/gpu_results.py running "$JSON" "$name"
-  timeout -s INT -k 15 "$limit" "$@"  # INT: pytest still writes its JUnit XML, bench_render its rows so far
+  timeout -s INT -k 45 "$limit" "$@"  # INT: pytest still writes its JUnit XML, bench_render its rows so far
   rc=$?
   python3 benchmarks/gpu_results.py done "$JSON" "$name" "$rc" "$((SECONDS - started))" --limit "$limit" "${extra[@]}"
   [ "$rc" = 0 ] || echo "!!! $name: exit $rc$([ "$rc" = 124 ] && echo ", stopped at its ${limit} s limit")"
@@ -64,13 +64,16 @@ begin() {  # begin CALL: the output folder, the log, the wheels beside the machi
   JSON=$OUT/gpu-$call.json
   rm -f "$JSON"
   exec > >(tee "$OUT/gpu_check-$call.log") 2>&1
+  local tee=$!
+  # at the call's end (or its exit on a failed step) tee writes the log's last lines before the folder comes back
+  trap "exec >&- 2>&-; wait $tee" EXIT
   [ -n "$(ls "$WHEELS"/*.whl 2>/dev/null)" ] || {
     echo "!!! no wheels in $WHEELS: run 'bash benchmarks/gpu_check.sh --fetch-wheels' first and carry them"; exit 1; }
-  timed wheels 30 -- python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  timed wheels 45 -- python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "$WHEELS"/*.whl || exit
   # morph from this tree (not installed), the carried wheels next, then whatever the machine already had there
   export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-  timed imports 60 --json "$OUT/imports.json" -- python3 benchmarks/gpu_wheels.py check --json "$OUT/imports.json" \
+  timed imports 120 --json "$OUT/imports.json" -- python3 benchmarks/gpu_wheels.py check --json "$OUT/imports.json" \
     || exit
 }
 

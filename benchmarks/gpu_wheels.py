@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("morph", "tests", "benchmarks", "docs")
 IMAGE = Path(__file__).with_name("gpu_image.txt")
 # carried although the image has them: its version there is unread, and an older one breaks morph's LoRA loading
-OVER_THE_IMAGE = {"peft": "morph needs peft >= 0.21 (pyproject.toml) and the image's version was never read"}
+OVER_THE_IMAGE = {"peft": "morph needs peft >= 0.21 (pyproject.toml) and the image's version was never read",
+                  "typing-extensions": "pydantic 2.14 needs typing-extensions >= 4.16 (2026-07) and the image's version "
+                                       "was never read"}
 # a version other than this environment's: imageio-ffmpeg 0.8's wheel (ffmpeg 9.0.2) is 68 MB, over the 64 MiB a
 # device call carries; 0.7.0's (ffmpeg 7.0.2) is 29.5 MB. The tests that read ffmpeg's messages take either
 PINNED = {"imageio-ffmpeg": "0.7.0"}
