@@ -330,6 +330,10 @@ def test_a_refusal_reads_the_same_whether_what_lies_outside_the_root_exists(tmp_
         assert "../models/out/sd is outside" in linked and str(hidden) not in linked, key
         assert "../models/loop/sd is outside" in refusal(**{key: entry("../models/loop/sd")}), key
     assert "model: 'owner/sd\\n' is outside" in refusal(model="owner/sd\n")  # no hub id: one with a line after it
+    (root / "outputs").mkdir()
+    (root / "outputs" / "loop").symlink_to(root / "outputs" / "loop")  # written into, not read: refused as well
+    assert refusal(output="outputs/loop/walk").startswith("output: outputs/loop/walk is outside")
+    assert refusal(output=None, name="loop").startswith("output: outputs/loop leads out")  # the default output
 
 
 def test_the_studio_writes_nothing_through_a_link_out_of_its_outputs(tmp_path):

@@ -77,6 +77,10 @@ def settle_in(root: Path) -> None:
 
 def inside(folder: Path, outputs: Path) -> bool:
     """Whether the studio may write into `folder`: below `outputs` as written (the root's outputs/, not where a link
-    there leads), with no link on the way down that takes it elsewhere."""
-    resolved = folder.resolve()
+    there leads), with no link on the way down that takes it elsewhere. A loop of links, or a folder it may not
+    look into, is not inside: every caller refuses it in its own one line."""
+    try:
+        resolved = folder.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a loop of links (Path.resolve before Python 3.13)
+        return False
     return resolved.is_relative_to(outputs) and resolved != outputs

@@ -72,11 +72,7 @@ def confine(raw, root: Path) -> None:
     output = raw.get("output")
     outputs = root.resolve() / OUTPUTS  # as written: a link there (or below) leading elsewhere is outside
     if isinstance(output, str) and output:
-        try:
-            escapes = not inside(root / output, outputs)  # not expanded: the job writes ~/x as the root's "~" folder
-        except (OSError, RuntimeError):  # a loop of links
-            escapes = True
-        if escapes:
+        if not inside(root / output, outputs):  # not expanded: the job writes ~/x as the root's "~" folder
             raise MorphError(f"output: {output} is outside {outputs}, the only folder the studio writes to; "
                              f"name a folder under it, relative to {root} (e.g. {OUTPUTS}/{raw.get('name', 'walk')})")
 
