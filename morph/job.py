@@ -35,6 +35,7 @@ from .output.report import write_report
 from .analysis.respace import even_spacing
 from .prompts.latent import shared_latent
 from .render.batch import BatchRenderer, HostCopy, RenderSettings
+from .render.mechanisms import unet_mechanisms
 from .render.shard import Shard, this_process
 from .render.store import FrameStore
 from .media.video import VideoWriter
@@ -149,7 +150,8 @@ def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_siz
     # 5. The batch size (auto: probe renders, decoded as the real ones are, before compiling so that they compile
     #    nothing; under torchrun every rank takes the leader's), then compile
     renderer = BatchRenderer(pipe, path.conditionings, negative, latent, settings, 1,
-                             fixed_shape=config.compile, inputs_for=path.frame_inputs, loras=loaded.loras)
+                             fixed_shape=config.compile, inputs_for=path.frame_inputs, loras=loaded.loras,
+                             mechanisms=unet_mechanisms(config, loaded, path))
     batch_size = config.batch_size
     if batch_size == "auto":
         batch_size = auto_batch_size(device, renderer.probe, height, width)

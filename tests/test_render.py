@@ -2,6 +2,7 @@
 guidance, the float32 VAE copy, and the GPU each torchrun rank renders on."""
 
 import copy
+from contextlib import contextmanager
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -18,8 +19,8 @@ from morph.models.pipeline import load_model, resolve_device
 from morph.models.tiny import BUILT_IN, HIDDEN, _initialised, _unet
 from morph.prompts.encode import prompt_encoder
 from morph.prompts.latent import shared_latent
-from morph.render.batch import BatchRenderer, HostCopy, RenderSettings, decode, per_frame_guidance, render_batch, \
-    to_uint8
+from morph.render.batch import Batch, BatchRenderer, HostCopy, Mechanism, RenderSettings, decode, per_frame_guidance, \
+    render_batch, to_uint8
 from morph.render.shard import SETTLE_TIMEOUT, Shard, this_process
 
 
@@ -163,8 +164,9 @@ def test_the_probe_renders_one_step_decoded_as_real_batches_are_with_what_walks_
     seen = []
     monkeypatch.setattr(morph.render.batch, "render_batch",
                         lambda pipe, conds, negative, latent, settings, float32_vae=None, guidance=None, loras=None,
-                        lora_rows=None: seen.append((conds.shape[0], settings.num_inference_steps, float32_vae,
-                                                     loras, negative, guidance.tolist(), lora_rows.tolist())))
+                        lora_rows=None, mechanisms=(), walking=None: seen.append((
+                            conds.shape[0], settings.num_inference_steps, float32_vae, loras, negative,
+                            guidance.tolist(), lora_rows.tolist())) or Batch(torch.zeros(2, 1, 1, 3), *[[False] * 2] * 3))
     pipe, loras = FakePipe(), object()
     walking = {"negative": torch.ones(2, 5, 6), "guidance": torch.tensor([4.0, 4.0]),
                "loras": torch.tensor([[0.25], [0.25]])}
@@ -176,6 +178,41 @@ def test_the_probe_renders_one_step_decoded_as_real_batches_are_with_what_walks_
     # the probe, or it measures too little
     assert seen == [(2, 1, renderer._float32_vae, loras, walking["negative"], [4.0, 4.0], [[0.25], [0.25]])]
     assert renderer.settings == SETTINGS
+
+
+class Doubler(Mechanism):
+    """Adds a row of twice each frame's embedding, passes the row count to the pipeline and adds 1/8 afterwards."""
+
+    def __init__(self):
+        self.seen = []
+
+    def widen(self, conds, walking):
+        return torch.cat([conds, 2 * conds]), {**walking, "guidance": torch.cat([walking["guidance"]] * 2)}
+
+    @contextmanager
+    def during(self, pipe, conds, walking, settings):
+        self.seen.append(("during", conds.shape[0], walking["guidance"].tolist()))
+        yield {"rows": conds.shape[0]}
+        self.seen.append(("left", conds.shape[0]))
+
+    def after(self, pipe, latents, conds, walking, settings):
+        self.seen.append(("after", latents.shape[0]))
+        return latents + 0.125
+
+
+def test_a_mechanism_widens_the_rows_passes_arguments_and_changes_the_latents_and_its_rows_are_dropped():
+    pipe, mechanism = FakePipe(), Doubler()
+    conds = torch.tensor([0.25, 0.5]).view(-1, 1, 1).expand(-1, 5, 6)
+    renderer = BatchRenderer(pipe, lambda idx: conds[idx], torch.zeros(5, 6), shared_latent(pipe, 0, 16, 24),
+                             SETTINGS, 2, inputs_for=lambda idx: {"guidance": torch.full((len(idx),), 7.5)},
+                             mechanisms=(mechanism,))
+    [(chunk, batch)] = list(renderer.batches([[0, 1]]))
+    assert pipe.calls[0]["rows"] == 4 and pipe.calls[0]["prompt_embeds"].shape[0] == 4
+    assert mechanism.seen == [("during", 4, [7.5] * 4), ("after", 4), ("left", 4)]
+    # only the frames' own rows come back, each its mean embedding plus 1/8, decoded to 0..1
+    assert batch.images.shape[0] == 2 and len(batch.nsfw) == 2
+    expected = to_uint8(((torch.tensor([0.25, 0.5]) + 0.125) * 2 - 1 + 1).div(2).view(-1, 1, 1, 1).expand(-1, 16, 24, 3))
+    assert torch.equal(batch.images, expected)
 
 
 class Unet(torch.nn.Module):

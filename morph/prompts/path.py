@@ -75,11 +75,11 @@ class WalkPath:
 
     def frame_inputs(self, indices):
         """Per frame, what walks along with the prompts: {negative [B, L, D], latent [B, C, h, w], guidance [B],
-        loras [B, n]}."""
+        loras [B, n]}, and where each frame sits: segment [B] (long), t [B] (float64)."""
         index = torch.as_tensor(indices, dtype=torch.long)
         segment, t = self.segment[index], self.t[index]
         start, end = segment, (segment + 1).clamp_max(self.keyframes.shape[0] - 1)
-        inputs = {}
+        inputs = {"segment": segment, "t": t}
         if "negative" in self.along:
             negative = self.along["negative"]
             inputs["negative"] = INTERPOLATE[self.interpolation](negative[start], negative[end], t.to(negative.device))

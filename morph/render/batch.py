@@ -2,7 +2,7 @@
 
 import warnings
 from collections import deque
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -43,6 +43,10 @@ class Batch:
     def flags(self, j: int) -> list[str]:
         """What happened to frame j, by name: "nsfw", "redecoded", "broken"."""
         return [name for name in FLAGS if getattr(self, name)[j]]
+
+    def first(self, n: int) -> "Batch":
+        """The batch's first n frames (without a fixed shape's padding, or the rows mechanisms added)."""
+        return Batch(self.images[:n], self.nsfw[:n], self.redecoded[:n], self.broken[:n])
 
 
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
@@ -115,8 +119,42 @@ def per_frame_guidance(pipe, guidance: torch.Tensor | None):
             pipe.unet.forward = own
 
 
-def _denoise(pipe, conds, negative, latent, settings: RenderSettings, guidance_scale: float | None):
-    """The pipeline's denoising loop for conditionings [B, L, D]: latents [B, C, h, w], not yet decoded."""
+class Mechanism:
+    """A UNet-side capability with one hook into the batch renderer (attention interpolation, ControlNet, IP-Adapter,
+    a hires pass): one module subclasses it and overrides what it needs; every default does nothing.
+
+    Per-frame values it needs walk with the prompts (the path's `along`, read per batch by `inputs_for` into
+    `walking`), so a frame's pixels depend only on its own row and the rows `widen` adds for it.
+    """
+
+    name = "mechanism"  # its key in the frame store's key and in the manifest
+
+    def identity(self) -> dict:
+        """What of it decides pixels, beyond the per-frame inputs (weights' digests, settings): joins the store key and
+        the manifest. A job without the mechanism has no mechanism to ask, and keeps its keys."""
+        return {}
+
+    def widen(self, conds: torch.Tensor, walking: dict) -> tuple[torch.Tensor, dict]:
+        """Rows appended after the batch's frames (keyframes its frames attend to): conds [B', L, D] and `walking`
+        with each per-row entry [B', ...] (shared ones, absent from it, apply to every row). Their images are
+        dropped."""
+        return conds, walking
+
+    def during(self, pipe, conds: torch.Tensor, walking: dict, settings: RenderSettings):
+        """A context manager around the denoising loop of rows conds [B', L, D]; it yields the pipeline's extra
+        keyword arguments ({} for none)."""
+        return nullcontext({})
+
+    def after(self, pipe, latents: torch.Tensor, conds: torch.Tensor, walking: dict,
+              settings: RenderSettings) -> torch.Tensor:
+        """The denoised latents [B', C, h, w] -> the latents to decode (a second pass), inside `during`'s context."""
+        return latents
+
+
+def _denoise(pipe, conds, negative, latent, settings: RenderSettings, guidance_scale: float | None,
+             extra: dict | None = None):
+    """The pipeline's denoising loop for conditionings [B, L, D]: latents [B, C, h, w], not yet decoded. `extra`: more
+    of the pipeline's keyword arguments (from mechanisms)."""
     batch = conds.shape[0]
     negative = on_device(pipe, negative)
     return pipe(
@@ -131,24 +169,34 @@ def _denoise(pipe, conds, negative, latent, settings: RenderSettings, guidance_s
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale if guidance_scale is None else guidance_scale,
         output_type="latent",  # decoded below, so that a bad decode can be redone in float32
+        **(extra or {}),
     ).images
 
 
 @torch.no_grad()
 def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torch.Tensor,
                  settings: RenderSettings, float32_vae: Callable[[], object] | None = None,
-                 guidance: torch.Tensor | None = None, loras=None, lora_rows: torch.Tensor | None = None) -> Batch:
+                 guidance: torch.Tensor | None = None, loras=None, lora_rows: torch.Tensor | None = None,
+                 mechanisms: tuple[Mechanism, ...] = (), walking: dict | None = None) -> Batch:
     """Render conditionings [B, L, D] through the stock pipeline, then decode, check and convert the images.
 
     `negative` is [L, D] for every frame or [B, L, D]; `latent` [1, C, h, w] or [B, C, h, w];
     `guidance` [B] per frame (None: the settings'); `lora_rows` [B, n] the strength of each of the
-    pipeline's LoRAs (`loras`, lora.LoraStrengths) per frame (None: their defaults). A half-precision
+    pipeline's LoRAs (`loras`, lora.LoraStrengths) per frame (None: their defaults); `mechanisms` act on the rows,
+    reading what walks along for them from `walking` (BatchRenderer's inputs_for). A half-precision
     VAE can overflow to NaN or black: such frames are decoded again by `float32_vae()` (built only
     when needed).
     """
     batch = conds.shape[0]
-    with per_frame_guidance(pipe, guidance) as scale, loras.rows(lora_rows) if loras else nullcontext():
-        latents = _denoise(pipe, conds, negative, latent, settings, scale)
+    walking = walking or {}
+    with per_frame_guidance(pipe, guidance) as scale, loras.rows(lora_rows) if loras else nullcontext(), \
+            ExitStack() as stack:
+        extra = {}
+        for mechanism in mechanisms:
+            extra.update(stack.enter_context(mechanism.during(pipe, conds, walking, settings)))
+        latents = _denoise(pipe, conds, negative, latent, settings, scale, extra)
+        for mechanism in mechanisms:
+            latents = mechanism.after(pipe, latents, conds, walking, settings)
     upcast = float32_vae is not None and vae_decodes_in_float32(pipe) and pipe.vae.dtype != torch.float32
     if upcast:  # SDXL's VAE overflows in float16
         images = decode(float32_vae(), latents.float())  # post-processed in float32, as diffusers does
@@ -184,10 +232,12 @@ class BatchRenderer:
 
     def __init__(self, pipe, conditionings_for: Callable[[list[int]], torch.Tensor], negative: torch.Tensor,
                  latent: torch.Tensor, settings: RenderSettings, batch_size: int, fixed_shape: bool = False,
-                 inputs_for: Callable[[list[int]], dict] = lambda indices: {}, loras=None):
+                 inputs_for: Callable[[list[int]], dict] = lambda indices: {}, loras=None,
+                 mechanisms: tuple[Mechanism, ...] = ()):
         self.pipe, self.conditionings_for, self.settings = pipe, conditionings_for, settings
         self.inputs_for = inputs_for  # per frame, what walks along (negative, latent, guidance, loras; see path.py)
         self.loras = loras  # the pipeline's lora.LoraStrengths, if it has LoRAs
+        self.mechanisms = mechanisms  # UNet-side capabilities acting on each batch's rows (see Mechanism)
         self.negative, self.latent = on_device(pipe, negative), on_device(pipe, latent)
         self.batch_size, self.fixed_shape = batch_size, fixed_shape
         self.backoffs: list[str] = []  # what the out-of-memory back-off did, for the manifest
@@ -228,14 +278,15 @@ class BatchRenderer:
 
     def _render(self, chunk: list[int]) -> Batch:
         padding = self.rendered_size(len(chunk)) - len(chunk)
-        batch, n = self._render_frames(chunk + [chunk[-1]] * padding), len(chunk)
-        return Batch(batch.images[:n], batch.nsfw[:n], batch.redecoded[:n], batch.broken[:n])
+        return self._render_frames(chunk + [chunk[-1]] * padding).first(len(chunk))
 
     def _render_frames(self, indices: list[int]) -> Batch:
-        walking = self.inputs_for(indices)
-        return render_batch(self.pipe, self.conditionings_for(indices), walking.get("negative", self.negative),
-                            walking.get("latent", self.latent), self.settings, self._float32_vae,
-                            walking.get("guidance"), self.loras, walking.get("loras"))
+        conds, walking = self.conditionings_for(indices), self.inputs_for(indices)
+        for mechanism in self.mechanisms:
+            conds, walking = mechanism.widen(conds, walking)
+        return render_batch(self.pipe, conds, walking.get("negative", self.negative), walking.get("latent", self.latent),
+                            self.settings, self._float32_vae, walking.get("guidance"), self.loras,
+                            walking.get("loras"), self.mechanisms, walking).first(len(indices))
 
     def _float32_vae(self):
         """A float32 copy of the pipeline's VAE in its memory layout (channels_last on CUDA), made the first time it is

@@ -53,7 +53,8 @@ def _render_identity(job) -> dict:
             "cpu_threads": torch.get_num_threads() if pipe.device.type == "cpu" else None,
             # on a GPU the kernels torch picks depend on the card and the libraries: another card or version moves
             # pixels by up to the cross-device tolerance
-            "gpu": _gpu(pipe.device) if pipe.device.type == "cuda" else None, **loras, **_negative_read(config)}
+            "gpu": _gpu(pipe.device) if pipe.device.type == "cuda" else None, **loras, **_negative_read(config),
+            **{mechanism.name: mechanism.identity() for mechanism in job.renderer.mechanisms}}
 
 
 def _negative_read(config) -> dict:
