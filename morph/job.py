@@ -35,6 +35,7 @@ from .output.report import write_report
 from .analysis.respace import even_spacing
 from .prompts.latent import shared_latent
 from .render.batch import BatchRenderer, HostCopy, RenderSettings
+from .render.hires import keep_base_frames
 from .render.mechanisms import unet_mechanisms
 from .render.shard import Shard, this_process
 from .render.store import FrameStore
@@ -183,6 +184,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         previous = store.plan()
         job = prepare_job(resumed_batch_size(config, previous), verbose=verbose, agree=shard.from_leader,
                           load=load)
+        keep_base_frames(job, store, fresh)  # a hires pass's base frames: raising its strength renders only its pass
 
         # 6. Plan: every frame's key; which aligned batches miss frames in the store. spacing: even first renders
         #    samples along the walk, places frames at equal steps of change, and picks them (all in the store)
@@ -199,7 +201,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         make_video = checked.full and not checked.grid and shard.leader
         with Staging(out) if shard.leader else nullcontext() as stage:
             video_path = stage.path(f"{config.name}.mp4") if make_video else None
-            writer = VideoWriter(video_path, job.settings.width, job.settings.height, config.fps) if make_video else \
+            writer = VideoWriter(video_path, *job.renderer.frame_size()[::-1], config.fps) if make_video else \
                 nullcontext()
             with writer as video:
                 streaming = video if shard.world == 1 else None

@@ -215,6 +215,25 @@ def test_a_mechanism_widens_the_rows_passes_arguments_and_changes_the_latents_an
     assert torch.equal(batch.images, expected)
 
 
+class Kept(Mechanism):
+    """Stands in for the denoising loop with latents it keeps, and says its frames are twice as large."""
+
+    def denoise(self, pipe, first_pass, conds, negative, walking, settings):
+        return torch.full((conds.shape[0], 4, 2, 3), 0.75)
+
+    def frame_size(self, height, width):
+        return 2 * height, 2 * width
+
+
+def test_a_mechanism_may_stand_in_for_the_denoising_loop_and_change_the_frame_size():
+    pipe = FakePipe()
+    renderer = BatchRenderer(pipe, lambda idx: torch.zeros(len(idx), 5, 6), torch.zeros(5, 6),
+                             shared_latent(pipe, 0, 16, 24), SETTINGS, 2, mechanisms=(Kept(),))
+    [(_, batch)] = list(renderer.batches([[0, 1]]))
+    assert pipe.calls == [] and torch.equal(batch.images, torch.full((2, 16, 24, 3), 191, dtype=torch.uint8))
+    assert renderer.frame_size() == (2 * SETTINGS.height, 2 * SETTINGS.width)
+
+
 class Unet(torch.nn.Module):
     config = SimpleNamespace(time_cond_proj_dim=None)  # runs classifier-free guidance's two halves
 

@@ -15,7 +15,7 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, Valida
 
 from .messages import bad, one_line, short
 from .sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
-                              GoldenSpec, GridSpec, KeyframeEntry, Limits, LoraSpec, Scheduler, Section, Size, Spacing,
+                              GoldenSpec, GridSpec, HiresSpec, KeyframeEntry, Limits, LoraSpec, Scheduler, Section, Size, Spacing,
                               SpacingSpec, Text, TimingSpec, VideoSpec, lora_name)
 from ..errors import MorphError, did_you_mean
 from .expr import parse_prompt_expression
@@ -80,6 +80,8 @@ class JobConfig(Section):
     """Caps on frames and sizes."""
     analysis: AnalysisSpec = AnalysisSpec()
     """The storm map written after every walk: storm.png, filmstrip.png and the manifest's analysis."""
+    hires: HiresSpec | None = None
+    """A second pass at a larger size: {scale: 2, strength: 0.35, num_inference_steps: null, upscale: latent}."""
     _source: str | None = PrivateAttr(None)  # the config file's path (set by config_file.load_config)
 
     kind: ClassVar[str] = "job"
@@ -154,7 +156,8 @@ class JobConfig(Section):
         # spacing decides which frames a video shows, not the pixels of a frame at a given t (goldens are uniform)
         skip = {"name", "output", "batch_size", "golden", "fps", "device", "dtype", "compile", "limits", "analysis",
                 "spacing", "video"}
-        return {k: v for k, v in self.to_dict().items() if k not in skip}
+        # a job without hires keeps the hash it had before hires existed
+        return {k: v for k, v in self.to_dict().items() if k not in skip and not (k == "hires" and v is None)}
 
     def pixel_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.pixel_keys(), sort_keys=True).encode()).hexdigest()[:16]
@@ -187,6 +190,24 @@ class JobConfig(Section):
             if name in names[:i]:
                 raise MorphError(f"loras[{i}]: a second LoRA named {name!r}; give each a name: of its own")
             self._check_lora_scale(f"loras[{i}].scale", lora.scale)
+        return self
+
+    @model_validator(mode="after")
+    def _check_hires(self):
+        """The second pass runs at least one step, and its frames stay within limits.max_size."""
+        if self.hires is None:
+            return self
+        steps, key = self.hires.num_inference_steps or self.num_inference_steps, \
+            "hires.num_inference_steps" if self.hires.num_inference_steps else "num_inference_steps"
+        if self.hires.steps(self.num_inference_steps) < 1:
+            raise MorphError(f"hires.strength: {self.hires.strength:g} of {key} {steps} is no step of the second "
+                             "pass; raise hires.strength or hires.num_inference_steps")
+        for key in ("height", "width"):
+            value = getattr(self, key)
+            scaled = value and self.hires.size(value, value)[0]
+            if value and scaled > self.limits.max_size:
+                raise MorphError(f"hires.scale: {self.hires.scale:g} makes {key} {value} into {scaled} pixels, more "
+                                 f"than limits.max_size ({self.limits.max_size}); lower it, or raise limits.max_size")
         return self
 
     def _check_lora_scale(self, key: str, scale: float) -> None:

@@ -279,6 +279,28 @@ class TimingSpec(Section):
         return self
 
 
+class HiresSpec(Section):
+    """A second pass: every frame rendered at the base size, upscaled, and denoised again from `strength`."""
+
+    scale: float = Field(2.0, ge=1, le=4)
+    """How much larger the frames become (each side rounded to a multiple of 8)."""
+    strength: float = Field(0.35, gt=0, le=1)
+    """How far the upscaled frame is noised again before the second pass (diffusers' img2img strength): 1 starts
+    over from noise."""
+    num_inference_steps: int | None = Field(None, ge=1, le=1000)
+    """The second pass's schedule; it runs the last `strength` of these steps. Default: the job's."""
+    upscale: Literal["latent", "lanczos"] = "latent"
+    """latent: the base frame's latent is upscaled (bilinear); lanczos: its pixels, then encoded by the VAE."""
+
+    def size(self, height: int, width: int) -> tuple[int, int]:
+        """The frames' height and width for a base height x width: each side times scale, to a multiple of 8."""
+        return 8 * round(height * self.scale / 8), 8 * round(width * self.scale / 8)
+
+    def steps(self, job_steps: int) -> int:
+        """How many denoising steps the second pass runs, as diffusers' img2img counts them."""
+        return int((self.num_inference_steps or job_steps) * self.strength)
+
+
 class Limits(Section):
     """Caps that catch typos (frames: 10000000000) before they cost hours; raise them here on purpose."""
 

@@ -5,6 +5,7 @@ from collections import deque
 from contextlib import ExitStack, contextmanager, nullcontext
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -145,10 +146,21 @@ class Mechanism:
         keyword arguments ({} for none)."""
         return nullcontext({})
 
+    def denoise(self, pipe, first_pass: Callable[[], torch.Tensor], conds: torch.Tensor, negative: torch.Tensor,
+                walking: dict, settings: RenderSettings) -> torch.Tensor:
+        """The denoised latents [B', C, h, w] of rows conds [B', L, D] with `negative` ([L, D] or [B', L, D]), inside
+        `during`'s context: `first_pass()` runs the pipeline's denoising loop; a mechanism may stand in for it with
+        latents it keeps, or run a pass of its own on what it gives (a hires pass does both)."""
+        return first_pass()
+
     def after(self, pipe, latents: torch.Tensor, conds: torch.Tensor, walking: dict,
               settings: RenderSettings) -> torch.Tensor:
         """The denoised latents [B', C, h, w] -> the latents to decode (a second pass), inside `during`'s context."""
         return latents
+
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """The height and width of the frames it leaves, for a batch rendered at height x width."""
+        return height, width
 
 
 def _denoise(pipe, conds, negative, latent, settings: RenderSettings, guidance_scale: float | None,
@@ -194,7 +206,10 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
         extra = {}
         for mechanism in mechanisms:
             extra.update(stack.enter_context(mechanism.during(pipe, conds, walking, settings)))
-        latents = _denoise(pipe, conds, negative, latent, settings, scale, extra)
+        denoise = partial(_denoise, pipe, conds, negative, latent, settings, scale, extra)
+        for mechanism in mechanisms:
+            denoise = partial(mechanism.denoise, pipe, denoise, conds, negative, walking, settings)
+        latents = denoise()
         for mechanism in mechanisms:
             latents = mechanism.after(pipe, latents, conds, walking, settings)
     upcast = float32_vae is not None and vae_decodes_in_float32(pipe) and pipe.vae.dtype != torch.float32
@@ -262,6 +277,13 @@ class BatchRenderer:
                 pending.appendleft(chunk)
                 continue
             yield chunk, batch
+
+    def frame_size(self) -> tuple[int, int]:
+        """The height and width of the frames it renders: the settings', as its mechanisms leave them."""
+        size = self.settings.height, self.settings.width
+        for mechanism in self.mechanisms:
+            size = mechanism.frame_size(*size)
+        return size
 
     def rendered_size(self, frames: int) -> int:
         """How many frames a batch of `frames` goes through the UNet as: padded to batch_size with fixed_shape."""

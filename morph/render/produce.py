@@ -135,7 +135,7 @@ class FramePlan:
 def _identified(job) -> FramePlan:
     """A plan with what identifies the job's frames (render and frame identities, shape) and nothing chosen yet."""
     return FramePlan(render_identity(job), [frame_identity(job.config, job.path.describe(i))
-                                            for i in range(len(job.path))], (job.settings.height, job.settings.width, 3),
+                                            for i in range(len(job.path))], (*job.renderer.frame_size(), 3),
                      job.renderer.batch_size)
 
 
