@@ -25,6 +25,7 @@ from .errors import MorphError
 from .files import Staging, check_output, removed_if_refused, write_atomic
 from .output.manifest import manifest, write_manifest
 from .prompts.path import GridPath, WalkPath
+from .models.controlnet_files import read_controlnets
 from .models.lora_files import read_loras
 from .models.model_files import check_model_files
 from .models.pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
@@ -93,6 +94,7 @@ def check_job(config: JobConfig, frames: str | None = None) -> CheckedJob:
         try_scheduler(scheduler_class(scheduler), options, config.num_inference_steps)
     check_model_files(config.model, config.vae, config.embedding_paths(), config.configs_from, config.allow_pickle)
     read_loras(config.lora_names(), config.lora_paths())
+    read_controlnets(config)
     if full and not grid:
         check_platforms(config, count)
         if count >= 3:

@@ -1,4 +1,4 @@
-"""Helpers for your own test suite: golden-frame checks, and small LoRAs to test LoRA walks with.
+"""Helpers for your own test suite: golden-frame checks, and small LoRAs and ControlNets to test walks with.
 
     from morph.testing import assert_matches_golden
 
@@ -69,4 +69,31 @@ def make_lora(path, model: str = "tiny", parts=("unet", "text_encoder"), layout:
             kohya[f"{name}.alpha"] = torch.tensor(float(rank))
         state = kohya
     save_file(state, str(path))
+    return path
+
+
+def make_controlnet(path, model: str = "tiny", layout: str = "folder", seed: int = 0, spread: float = 0.2):
+    """Write a ControlNet for a built-in tiny model (or the toy) to `path` and return it: diffusers' from_unet copy of
+    the model's UNet, its zero convolutions (which make a fresh ControlNet change nothing) drawn at random with
+    standard deviation `spread` so that it changes the picture, saved in diffusers' layout as a folder (config.json
+    and its weights) or as one .safetensors file (layout: file)."""
+    import torch
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    from .models.pipeline import load_model
+    from .models.tiny import BUILT_IN
+
+    pipe = BUILT_IN[model]() if model in BUILT_IN else load_model(model, torch.device("cpu"), torch.float32, None,
+                                                                  False).pipe
+    net = ControlNetModel.from_unet(pipe.unet)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    with torch.no_grad():
+        zeroed = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
+        for conv in zeroed:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * spread)
+    if layout == "file":
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    else:
+        net.save_pretrained(str(path))
     return path

@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 
 import morph.files
 import morph.job
@@ -86,6 +87,13 @@ def corpus_files(folder: Path) -> None:
     save_file({"emb_params": torch.zeros(1, 32)}, folder / "embedding.safetensors")
     save_file({"encoder.conv_in.weight": torch.zeros(4, 3), "decoder.conv_in.weight": torch.zeros(3, 4)},
               folder / "vae.safetensors")
+    block = "down_blocks.1.attentions.0"  # a header-only stand-in of an SDXL ControlNet
+    save_file({"controlnet_cond_embedding.conv_in.weight": torch.zeros(16, 3, 3, 3), "add_embedding.linear_1.weight":
+               torch.zeros(1280, 2816), f"{block}.proj_in.weight": torch.zeros(640, 640),
+               f"{block}.transformer_blocks.0.attn2.to_k.weight": torch.zeros(640, 2048),
+               "controlnet_down_blocks.0.weight": torch.zeros(320, 320, 1, 1)},
+              folder / "controlnet_sdxl.safetensors")
+    Image.new("RGB", (16, 16)).save(folder / "image.png")
     (folder / "model.ckpt").write_bytes(b"PK\x03\x04 a zip of pickles")
     (folder / "notes.txt").write_text("not music\n")
     with wave.open(str(folder / "track.wav"), "wb") as track:  # 2 s of silence

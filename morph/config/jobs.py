@@ -13,6 +13,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, ValidationError, model_validator
 
+from .controlnets import ControlNetSpec
 from .messages import bad, one_line, short
 from .sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
                               GoldenSpec, GridSpec, HiresSpec, KeyframeEntry, Limits, LoraSpec, Scheduler, Section, Size, Spacing,
@@ -20,6 +21,10 @@ from .sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, Edit
 from ..errors import MorphError, did_you_mean
 from .expr import parse_prompt_expression
 from .webui_syntax import refuse_webui_syntax
+
+
+# keys added after jobs existed: a job that leaves them unset keeps the store keys and hash it had before
+ADDED_LATER = ("hires", "controlnets")
 
 
 class JobConfig(Section):
@@ -41,6 +46,9 @@ class JobConfig(Section):
     """Textual-inversion .safetensors files, each a path or {path, token}: its token works in prompts."""
     loras: list[LoraSpec] = []
     """LoRA files, each {path, name, scale}; a keyframe mapping's loras: {name: scale} walks their strengths."""
+    controlnets: list[ControlNetSpec] = []
+    """ControlNets, each {path, name, image, scale, start, end, preprocess, low, high}: the image's composition held
+    for the whole walk; a keyframe mapping's controlnets: {name: scale} walks their strengths."""
     interpolation: Literal["lerp", "slerp"] = "slerp"
     """lerp, or slerp per token row (direction along the great circle, length linear)."""
     seed: int = Field(0, ge=0, le=2**64 - 1)
@@ -101,6 +109,10 @@ class JobConfig(Section):
     def lora_paths(self) -> list[str]:
         return [lora.path for lora in self.loras]
 
+    def controlnet_names(self) -> list[str]:
+        """Each ControlNet's name: its own, else its path's stem."""
+        return [controlnet.name or lora_name(controlnet.path) for controlnet in self.controlnets]
+
     def scheduler_choice(self) -> tuple[str | None, dict]:
         """The scheduler's class name (None: the model's own) and the options of its config that the job sets."""
         return (self.scheduler.name, self.scheduler.options()) if self.scheduler else (None, {})
@@ -156,8 +168,8 @@ class JobConfig(Section):
         # spacing decides which frames a video shows, not the pixels of a frame at a given t (goldens are uniform)
         skip = {"name", "output", "batch_size", "golden", "fps", "device", "dtype", "compile", "limits", "analysis",
                 "spacing", "video"}
-        # a job without hires keeps the hash it had before hires existed
-        return {k: v for k, v in self.to_dict().items() if k not in skip and not (k == "hires" and v is None)}
+        skip |= {key for key in ADDED_LATER if not getattr(self, key)}  # a job without them keeps the hash it had
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def pixel_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.pixel_keys(), sort_keys=True).encode()).hexdigest()[:16]
@@ -210,6 +222,15 @@ class JobConfig(Section):
                                  f"than limits.max_size ({self.limits.max_size}); lower it, or raise limits.max_size")
         return self
 
+    @model_validator(mode="after")
+    def _check_controlnets(self):
+        names = self.controlnet_names()
+        for i, (name, controlnet) in enumerate(zip(names, self.controlnets)):
+            if name in names[:i]:
+                raise MorphError(f"controlnets[{i}]: a second ControlNet named {name!r}; give each a name: of its own")
+            controlnet.check(f"controlnets[{i}]")
+        return self
+
     def _check_lora_scale(self, key: str, scale: float) -> None:
         cap = self.limits.max_lora_scale
         if abs(scale) > cap:
@@ -257,11 +278,18 @@ class _Keyframed(JobConfig):
         """Each keyframe's strength of each LoRA (in the order of `loras:`): the top level's unless it sets its own."""
         return [[lora.scale for lora in self.loras] for _ in self.keyframe_sources()]
 
+    def keyframe_controlnet_scales(self) -> list[list[float]]:
+        """Each keyframe's strength of each ControlNet (in the order of `controlnets:`): the top level's unless it sets
+        its own."""
+        return [[controlnet.scale for controlnet in self.controlnets] for _ in self.keyframe_sources()]
+
     def varying(self) -> list[str]:
         """The settings that differ between keyframes: walked along with the prompts."""
         settings = self.keyframe_settings()
         varying = [k for k in ("seed", "negative_prompt", "guidance_scale") if len({s[k] for s in settings}) > 1]
-        return varying + (["loras"] if len({tuple(s) for s in self.keyframe_lora_scales()}) > 1 else [])
+        return varying + [name for name, scales in (("loras", self.keyframe_lora_scales()),
+                                                    ("controlnets", self.keyframe_controlnet_scales()))
+                          if len({tuple(s) for s in scales}) > 1]
 
     def frame_count(self) -> int:
         if self.timing:  # the music's length decides; every keyframe still lands on a frame
@@ -380,6 +408,22 @@ class WalkJob(_Keyframed):
                                      f"{did_you_mean(name, names)}" + (f"its LoRAs are {', '.join(names)}" if names else
                                         "declare it there first: loras: [{path: ..., name: ...}]"))
                 self._check_lora_scale(f"prompts[{i}].loras.{name}", scale)
+        return self
+
+    def keyframe_controlnet_scales(self) -> list[list[float]]:
+        names = self.controlnet_names()
+        return [[(keyframe.controlnets or {}).get(name, controlnet.scale) for name, controlnet in
+                 zip(names, self.controlnets)] for keyframe in self.prompts]
+
+    @model_validator(mode="after")
+    def _check_keyframe_controlnets(self):
+        names = self.controlnet_names()
+        for i, keyframe in enumerate(self.prompts):
+            for name in keyframe.controlnets or {}:
+                if name not in names:
+                    raise MorphError(f"prompts[{i}].controlnets: {name!r} is not a ControlNet of controlnets:; "
+                                     f"{did_you_mean(name, names)}" + (f"its ControlNets are {', '.join(names)}" if
+                                        names else "declare it there first: controlnets: [{path: ..., image: ...}]"))
         return self
 
     @model_validator(mode="after")

@@ -329,6 +329,9 @@ class Keyframe(Section):
     loras: dict[LoraName, float] | None = None
     """Its LoRA strengths, {name: scale}; a LoRA it leaves out keeps the top level's scale. Linear between
     keyframes."""
+    controlnets: dict[LoraName, float] | None = None
+    """Its ControlNet strengths, {name: scale}; a ControlNet it leaves out keeps the top level's scale. Linear
+    between keyframes."""
 
     @model_serializer(mode="wrap")
     def _plain(self, handler):
@@ -346,7 +349,7 @@ def _keyframe(value):
     if isinstance(value, dict):
         return value
     raise ValueError("expected a prompt text, or a mapping {prompt, seed, negative_prompt, guidance_scale, ease, "
-                     "loras}")
+                     "loras, controlnets}")
 
 
 KeyframeEntry = Annotated[Keyframe, BeforeValidator(_keyframe, json_schema_input_type=Text | Keyframe)]

@@ -94,7 +94,7 @@ def _beside(value, folder: Path, always: bool):
 
 
 def resolve_paths(raw, folder: Path):
-    """The paths a config reads (model, vae, configs_from, embeddings, loras, timing.audio) relative to the config
+    """The paths a config reads (model, vae, configs_from, embeddings, loras, controlnets, timing.audio) relative to the config
     file's folder, made absolute, so a job runs the same from any current folder and its manifest names them wherever
     it is read. `output`, where the job writes, stays relative to the current folder, like its default."""
     if not isinstance(raw, dict):
@@ -110,6 +110,10 @@ def resolve_paths(raw, folder: Path):
     if isinstance(raw.get("loras"), list):  # a LoRA can be a hub id too
         raw["loras"] = [{**e, "path": _beside(e.get("path"), folder, False)} if isinstance(e, dict) else e
                         for e in raw["loras"]]
+    if isinstance(raw.get("controlnets"), list):  # a ControlNet can be a hub id too; its image is a file
+        raw["controlnets"] = [{**e, "path": _beside(e.get("path"), folder, False),
+                               **({"image": _beside(e["image"], folder, True)} if "image" in e else {})}
+                              if isinstance(e, dict) else e for e in raw["controlnets"]]
     if isinstance(raw.get("timing"), dict) and "audio" in raw["timing"]:
         raw["timing"] = {**raw["timing"], "audio": _beside(raw["timing"]["audio"], folder, True)}
     return raw

@@ -362,6 +362,23 @@ def own_side(model: str, configs_from: str | None = None) -> int | None:
     return side * 2 ** (levels - 1) if type(side) is int and side > 0 and levels > 0 else None  # a [h, w] has no side
 
 
+def unet_config(model: str, configs_from: str | None = None) -> dict | None:
+    """The UNet's config of `model` from its configs alone, found as own_side finds them; None where they are not on
+    disk."""
+    if model.split("-")[0] == "tiny":
+        from .tiny import BUILT_IN
+
+        return dict(BUILT_IN[model]().unet.config) if model in BUILT_IN else None  # tiny: built in code in a moment
+    location = configs_from or (_family_configs(model) if is_single_file(model) else _location(model))
+    if location is None or (looks_like_folder(location) and not Path(location).is_dir()):
+        return None
+    found = _config_files(location, ["unet/config.json"])
+    try:
+        return json.loads(Path(found[0]).read_text()) if found else None
+    except (OSError, ValueError):
+        return None
+
+
 def _family_configs(path: str) -> str | None:
     """The hub model whose configs diffusers loads a single-file checkpoint with, from the checkpoint's tensor
     names and shapes (its header; as meta tensors, nothing read)."""

@@ -67,6 +67,8 @@ def walk_along(path: WalkPath, config: JobConfig, encoder: PromptEncoder, pipe, 
         path.lora_names = config.lora_names()
         if "loras" in varying:
             labels["loras"] = [dict(zip(path.lora_names, own)) for own in scales]
+    if "controlnets" in varying:  # else every frame takes the top level's strengths (render/controlnet.py)
+        along["controlnets"] = torch.tensor(config.keyframe_controlnet_scales(), dtype=torch.float64)
     path.along, path.labels = along, labels
 
 

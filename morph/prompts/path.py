@@ -40,7 +40,8 @@ class WalkPath:
 
     `along`: what else walks between the keyframes, each only where keyframes differ: "negative"
     [K, L, D] (interpolated like the prompts), "latent" [K, C, h, w] (the seeds' noise, slerped),
-    "guidance" [K] (linear), "loras" [K, n] (each LoRA's strength, linear; named by `lora_names`).
+    "guidance" [K] (linear), "loras" [K, n] (each LoRA's strength, linear; named by `lora_names`), "controlnets"
+    [K, m] (each ControlNet's strength, linear).
     `labels`: per keyframe, what the frame records name (seeds, negatives, LoRA strengths).
     """
 
@@ -75,7 +76,7 @@ class WalkPath:
 
     def frame_inputs(self, indices):
         """Per frame, what walks along with the prompts: {negative [B, L, D], latent [B, C, h, w], guidance [B],
-        loras [B, n]}, and where each frame sits: segment [B] (long), t [B] (float64)."""
+        loras [B, n], controlnets [B, m]}, and where each frame sits: segment [B] (long), t [B] (float64)."""
         index = torch.as_tensor(indices, dtype=torch.long)
         segment, t = self.segment[index], self.t[index]
         start, end = segment, (segment + 1).clamp_max(self.keyframes.shape[0] - 1)
@@ -85,7 +86,7 @@ class WalkPath:
             inputs["negative"] = INTERPOLATE[self.interpolation](negative[start], negative[end], t.to(negative.device))
         if "latent" in self.along:
             inputs["latent"] = slerp_noise(self.along["latent"][start], self.along["latent"][end], t)
-        for name in ("guidance", "loras"):  # linear between keyframes
+        for name in ("guidance", "loras", "controlnets"):  # linear between keyframes
             if name in self.along:
                 v, w = self.along[name][start], self.along[name][end]
                 inputs[name] = v + (t if v.dim() == 1 else t[:, None]) * (w - v)
@@ -100,6 +101,8 @@ class WalkPath:
             record["guidance_scale"] = float(inputs["guidance"][0])
         if "loras" in inputs:
             record["lora_scales"] = dict(zip(self.lora_names, inputs["loras"][0].tolist()))
+        if "controlnets" in inputs:
+            record["controlnet_scales"] = inputs["controlnets"][0].tolist()
         if self.eases:
             record["ease"] = self.eases[int(self.segment[i])]
         return record

@@ -108,11 +108,18 @@ def per_frame_guidance(pipe, guidance: torch.Tensor | None):
             noise = torch.cat([uncond, uncond + ratio * (cond - uncond)]).to(noise.dtype)
             return (noise,) + tuple(out[1:]) if isinstance(out, tuple) else type(out)(sample=noise)
 
+    with unet_forward(pipe, guided):
+        yield scale
+
+
+@contextmanager
+def unet_forward(pipe, forward):
+    """Inside: the UNet runs `forward` (which may call the one it replaces); then what was there is back."""
     # a compiled UNet (torch.compile's OptimizedModule) keeps its own forward on the instance: put back what was there
     own = vars(pipe.unet).get("forward")
-    pipe.unet.forward = guided
+    pipe.unet.forward = forward
     try:
-        yield scale
+        yield
     finally:
         if own is None:
             del pipe.unet.forward  # back to the class's own
