@@ -25,6 +25,7 @@ from .errors import MorphError
 from .files import Staging, check_output, removed_if_refused, write_atomic
 from .output.manifest import manifest, write_manifest
 from .prompts.path import GridPath, WalkPath
+from .models.ip_adapter_files import ip_adapter_files
 from .models.lora_files import read_loras
 from .models.model_files import check_model_files
 from .models.pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
@@ -92,6 +93,7 @@ def check_job(config: JobConfig, frames: str | None = None) -> CheckedJob:
         try_scheduler(scheduler_class(scheduler), options, config.num_inference_steps)
     check_model_files(config.model, config.vae, config.embedding_paths(), config.configs_from, config.allow_pickle)
     read_loras(config.lora_names(), config.lora_paths())
+    ip_adapter_files(config)
     if full and not grid:
         check_platforms(config, count)
         if count >= 3:
@@ -144,7 +146,7 @@ def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_siz
     width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     settings = RenderSettings(height, width, config.num_inference_steps, config.guidance_scale, config.seed)
     latent = shared_latent(pipe, config.seed, height, width)
-    if config.kind != "grid" and (config.varying() or config.loras):
+    if config.kind != "grid" and (config.varying() or config.loras or config.ip_adapter):
         walk_along(path, config, encoder, pipe, height, width)
 
     # 5. The batch size (auto: probe renders, decoded as the real ones are, before compiling so that they compile

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import torch
 import yaml
+from PIL import Image
 from click.testing import CliRunner
 
 import morph.files
@@ -86,6 +87,9 @@ def corpus_files(folder: Path) -> None:
     save_file({"emb_params": torch.zeros(1, 32)}, folder / "embedding.safetensors")
     save_file({"encoder.conv_in.weight": torch.zeros(4, 3), "decoder.conv_in.weight": torch.zeros(3, 4)},
               folder / "vae.safetensors")
+    save_file({"image_proj.proj.weight": torch.zeros(128, 16), "ip_adapter.1.to_k_ip.weight": torch.zeros(32, 32)},
+              folder / "ip-adapter.safetensors")  # a plain IP-Adapter's tensors, without its image_encoder/
+    Image.new("RGB", (8, 8)).save(folder / "picture.png")
     (folder / "model.ckpt").write_bytes(b"PK\x03\x04 a zip of pickles")
     (folder / "notes.txt").write_text("not music\n")
     with wave.open(str(folder / "track.wav"), "wb") as track:  # 2 s of silence

@@ -107,16 +107,23 @@ def per_frame_guidance(pipe, guidance: torch.Tensor | None):
             noise = torch.cat([uncond, uncond + ratio * (cond - uncond)]).to(noise.dtype)
             return (noise,) + tuple(out[1:]) if isinstance(out, tuple) else type(out)(sample=noise)
 
-    # a compiled UNet (torch.compile's OptimizedModule) keeps its own forward on the instance: put back what was there
-    own = vars(pipe.unet).get("forward")
-    pipe.unet.forward = guided
-    try:
+    with replaced_forward(pipe.unet, guided):
         yield scale
+
+
+@contextmanager
+def replaced_forward(module: torch.nn.Module, forward: Callable):
+    """`module` called through `forward` inside the context, and as it was after it."""
+    # a compiled UNet (torch.compile's OptimizedModule) keeps its own forward on the instance: put back what was there
+    own = vars(module).get("forward")
+    module.forward = forward
+    try:
+        yield
     finally:
         if own is None:
-            del pipe.unet.forward  # back to the class's own
+            del module.forward  # back to the class's own
         else:
-            pipe.unet.forward = own
+            module.forward = own
 
 
 class Mechanism:

@@ -102,7 +102,8 @@ def frame_identity(config, record: dict) -> dict:
                 "interpolation": config.interpolation}
     # set by keyframes, walked with the prompts
     # an attribution's render: some rows moved to another frame's (analysis/attribution.py)
-    for walking in ("seeds", "negative_prompts", "guidance_scale", "loras", "lora_scales", "moved"):
+    for walking in ("seeds", "negative_prompts", "guidance_scale", "loras", "lora_scales", "references",
+                    "ip_adapter_scales", "moved"):
         if walking in record:
             identity[walking] = record[walking]
     if config.kind == "edit":
