@@ -26,6 +26,7 @@ from .files import Staging, check_output, removed_if_refused, write_atomic
 from .output.manifest import manifest, write_manifest
 from .prompts.path import GridPath, WalkPath
 from .models.controlnet_files import read_controlnets
+from .models.ip_adapter_files import ip_adapter_files
 from .models.lora_files import read_loras
 from .models.model_files import check_model_files
 from .models.pipeline import LoadedModel, load_model, quiet_libraries, resolve_device, resolve_dtype
@@ -95,6 +96,7 @@ def check_job(config: JobConfig, frames: str | None = None) -> CheckedJob:
     check_model_files(config.model, config.vae, config.embedding_paths(), config.configs_from, config.allow_pickle)
     read_loras(config.lora_names(), config.lora_paths())
     read_controlnets(config)
+    ip_adapter_files(config)
     if full and not grid:
         check_platforms(config, count)
         if count >= 3:
@@ -147,7 +149,7 @@ def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_siz
     width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     settings = RenderSettings(height, width, config.num_inference_steps, config.guidance_scale, config.seed)
     latent = shared_latent(pipe, config.seed, height, width)
-    if config.kind != "grid" and (config.varying() or config.loras):
+    if config.kind != "grid" and (config.varying() or config.loras or config.ip_adapter):
         walk_along(path, config, encoder, pipe, height, width)
 
     # 5. The batch size (auto: probe renders, decoded as the real ones are, before compiling so that they compile

@@ -1,4 +1,5 @@
-"""Helpers for your own test suite: golden-frame checks, and small LoRAs and ControlNets to test walks with.
+"""Helpers for your own test suite: golden-frame checks, and small LoRAs, ControlNets and IP-Adapters to test walks
+with.
 
     from morph.testing import assert_matches_golden
 
@@ -97,3 +98,34 @@ def make_controlnet(path, model: str = "tiny", layout: str = "folder", seed: int
     else:
         net.save_pretrained(str(path))
     return path
+def make_ip_adapter(folder, model: str = "tiny", seed: int = 0, embed_width: int = 16):
+    """Write a random IP-Adapter for a built-in tiny model to `folder` in diffusers' layout and return the folder:
+    ip-adapter.safetensors (image_proj.proj/norm and ip_adapter.N.to_k_ip/to_v_ip for each cross-attention layer,
+    numbered as diffusers' load_ip_adapter reads them) beside image_encoder/, a small random
+    CLIPVisionModelWithProjection that embeds 32 x 32 pictures in `embed_width` channels."""
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .models.tiny import BUILT_IN
+
+    folder = Path(folder)
+    unet = BUILT_IN[model]().unet
+    torch.manual_seed(seed)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, projection_dim=embed_width, num_hidden_layers=2, num_attention_heads=4,
+        image_size=32, patch_size=8))
+    encoder.save_pretrained(folder / "image_encoder")
+    cross = unet.config.cross_attention_dim
+    state = {"image_proj.proj.weight": torch.randn(4 * cross, embed_width) / embed_width ** 0.5,
+             "image_proj.proj.bias": torch.randn(4 * cross) * 0.1,
+             "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
+    layers = [name.removesuffix(".processor") for name in unet.attn_processors if name.endswith("attn2.processor")]
+    for number, layer in zip(range(1, 2 * len(layers), 2), layers):  # 1, 3, 5, ...: as the original repo counted self- and cross-attention
+        width = unet.get_submodule(layer).to_k.out_features
+        for projection in ("to_k_ip", "to_v_ip"):
+            state[f"ip_adapter.{number}.{projection}.weight"] = torch.randn(width, cross) / cross ** 0.5
+    save_file(state, str(folder / "ip-adapter.safetensors"))
+    return folder

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import torch
 import yaml
+from PIL import Image
 from click.testing import CliRunner
 from PIL import Image
 
@@ -94,6 +95,9 @@ def corpus_files(folder: Path) -> None:
                "controlnet_down_blocks.0.weight": torch.zeros(320, 320, 1, 1)},
               folder / "controlnet_sdxl.safetensors")
     Image.new("RGB", (16, 16)).save(folder / "image.png")
+    save_file({"image_proj.proj.weight": torch.zeros(128, 16), "ip_adapter.1.to_k_ip.weight": torch.zeros(32, 32)},
+              folder / "ip-adapter.safetensors")  # a plain IP-Adapter's tensors, without its image_encoder/
+    Image.new("RGB", (8, 8)).save(folder / "picture.png")
     (folder / "model.ckpt").write_bytes(b"PK\x03\x04 a zip of pickles")
     (folder / "notes.txt").write_text("not music\n")
     with wave.open(str(folder / "track.wav"), "wb") as track:  # 2 s of silence

@@ -16,15 +16,15 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, Valida
 from .controlnets import ControlNetSpec
 from .messages import bad, one_line, short
 from .sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
-                              GoldenSpec, GridSpec, HiresSpec, KeyframeEntry, Limits, LoraSpec, Scheduler, Section, Size, Spacing,
-                              SpacingSpec, Text, TimingSpec, VideoSpec, lora_name)
+                              GoldenSpec, GridSpec, HiresSpec, IpAdapterSpec, KeyframeEntry, Limits, LoraSpec, Scheduler,
+                              Section, Size, Spacing, SpacingSpec, Text, TimingSpec, VideoSpec, lora_name)
 from ..errors import MorphError, did_you_mean
 from .expr import parse_prompt_expression
 from .webui_syntax import refuse_webui_syntax
 
 
 # keys added after jobs existed: a job that leaves them unset keeps the store keys and hash it had before
-ADDED_LATER = ("hires", "controlnets")
+ADDED_LATER = ("hires", "controlnets", "ip_adapter")
 
 
 class JobConfig(Section):
@@ -261,6 +261,24 @@ class _Keyframed(JobConfig):
     ease: Ease = "linear"
     """How each segment moves between its keyframes: linear, smoothstep, cosine (slow at both ends), ease-in, ease-out;
     a keyframe mapping's ease sets the segment that starts there."""
+    ip_adapter: IpAdapterSpec | None = None
+    """An IP-Adapter, {path, image_encoder, scale}: keyframes' reference images steer the picture; see
+    docs/references.md."""
+
+    def keyframe_references(self) -> list[str | None]:
+        """Each keyframe's reference image (None: it has none)."""
+        return [None] * len(self.keyframe_sources())
+
+    def keyframe_ip_scales(self) -> list[float]:
+        """Each keyframe's reference strength: its own, else ip_adapter.scale; 0 where it has no reference."""
+        return [0.0 if reference is None else self.ip_adapter.scale for reference in self.keyframe_references()]
+
+    @model_validator(mode="after")
+    def _check_references(self):
+        if self.ip_adapter and not any(self.keyframe_references()):
+            raise MorphError("ip_adapter: no keyframe has a reference; give keyframes reference: image.png, or "
+                             "remove ip_adapter")
+        return self
 
     def segment_eases(self) -> list[str]:
         """Each segment's easing: its first keyframe's own, else the top level's."""
@@ -381,6 +399,24 @@ class WalkJob(_Keyframed):
 
     def segment_eases(self) -> list[str]:
         return [keyframe.ease or self.ease for keyframe in self.prompts[:-1]]
+
+    def keyframe_references(self) -> list[str | None]:
+        return [keyframe.reference for keyframe in self.prompts]
+
+    def keyframe_ip_scales(self) -> list[float]:
+        return [own if own is not None else scale for own, scale in
+                zip((keyframe.ip_adapter_scale for keyframe in self.prompts), super().keyframe_ip_scales())]
+
+    @model_validator(mode="after")
+    def _check_keyframe_references(self):
+        for i, keyframe in enumerate(self.prompts):
+            if keyframe.reference and not self.ip_adapter:
+                raise MorphError(f"prompts[{i}].reference: a reference image needs an IP-Adapter to embed it; add "
+                                 "ip_adapter: {path: ...} at the top level")
+            if keyframe.ip_adapter_scale is not None and not keyframe.reference:
+                raise MorphError(f"prompts[{i}].ip_adapter_scale: the keyframe has no reference to scale; add "
+                                 "reference: image.png to it, or remove ip_adapter_scale")
+        return self
 
     def keyframe_lora_scales(self) -> list[list[float]]:
         names = self.lora_names()

@@ -144,6 +144,19 @@ class Embedding(Section):
 LoraName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
 
 
+class IpAdapterSpec(Section):
+    path: Text
+    """An IP-Adapter .safetensors file (image_proj and ip_adapter keys, as diffusers' load_ip_adapter reads), a
+    folder holding one, or a hub id whose files are in the Hugging Face cache (owner/name/sub/file.safetensors picks
+    one of several)."""
+    image_encoder: str | None = Field(None, min_length=1)
+    """The CLIP image encoder's folder or cached hub id (owner/name/subfolder); default: the image_encoder/ folder
+    beside the adapter file, where diffusers' load_ip_adapter looks."""
+    scale: float = Field(1.0, ge=0, le=10)
+    """How strongly each reference steers the picture, for every keyframe with a reference that sets none: 0 is the
+    model without the adapter."""
+
+
 def lora_name(path: str) -> str:
     """A LoRA's default name: its file's (or folder's, or hub id's) stem, with what a name cannot hold as _."""
     stem = Path(path.rstrip("/")).name.removesuffix(".safetensors")
@@ -332,6 +345,11 @@ class Keyframe(Section):
     controlnets: dict[LoraName, float] | None = None
     """Its ControlNet strengths, {name: scale}; a ControlNet it leaves out keeps the top level's scale. Linear
     between keyframes."""
+    reference: str | None = Field(None, min_length=1)
+    """An image the IP-Adapter (ip_adapter:) steers this keyframe towards; embedded once, the embeddings slerp
+    between keyframes. A keyframe without one fades the nearest reference to scale 0."""
+    ip_adapter_scale: float | None = Field(None, ge=0, le=10)
+    """Its reference's strength (default: ip_adapter.scale); linear between keyframes."""
 
     @model_serializer(mode="wrap")
     def _plain(self, handler):

@@ -93,10 +93,19 @@ def _beside(value, folder: Path, always: bool):
     return value
 
 
+def _beside_or_hub(value, folder: Path):
+    """A path beside the config where there is one (or it is written ./ or ../), else as written: a hub id, perhaps
+    naming a file or folder in it (owner/name/models/ip-adapter_sd15.safetensors)."""
+    if isinstance(value, str) and value and ((folder / value).exists() or value.startswith(("./", "../"))):
+        return _beside(value, folder, True)
+    return value
+
+
 def resolve_paths(raw, folder: Path):
-    """The paths a config reads (model, vae, configs_from, embeddings, loras, controlnets, timing.audio) relative to the config
-    file's folder, made absolute, so a job runs the same from any current folder and its manifest names them wherever
-    it is read. `output`, where the job writes, stays relative to the current folder, like its default."""
+    """The paths a config reads (model, vae, configs_from, embeddings, loras, controlnets, ip_adapter, keyframes'
+    references, timing.audio) relative to the config file's folder, made absolute, so a job runs the same from any
+    current folder and its manifest names them wherever it is read. `output`, where the job writes, stays relative to
+    the current folder, like its default."""
     if not isinstance(raw, dict):
         return raw
     raw = dict(raw)
@@ -114,6 +123,12 @@ def resolve_paths(raw, folder: Path):
         raw["controlnets"] = [{**e, "path": _beside(e.get("path"), folder, False),
                                **({"image": _beside(e["image"], folder, True)} if "image" in e else {})}
                               if isinstance(e, dict) else e for e in raw["controlnets"]]
+    if isinstance(raw.get("ip_adapter"), dict):
+        raw["ip_adapter"] = {**raw["ip_adapter"], **{key: _beside_or_hub(raw["ip_adapter"][key], folder)
+                                                     for key in ("path", "image_encoder") if key in raw["ip_adapter"]}}
+    if isinstance(raw.get("prompts"), list):  # keyframes' reference images
+        raw["prompts"] = [{**p, "reference": _beside(p["reference"], folder, True)}
+                          if isinstance(p, dict) and "reference" in p else p for p in raw["prompts"]]
     if isinstance(raw.get("timing"), dict) and "audio" in raw["timing"]:
         raw["timing"] = {**raw["timing"], "audio": _beside(raw["timing"]["audio"], folder, True)}
     return raw

@@ -8,6 +8,7 @@ from .easing import eased
 from .encode import PromptEncoder
 from ..errors import MorphError
 from .path import GridPath, WalkPath, linspace
+from .references import walk_references
 from .latent import shared_latent
 
 
@@ -69,7 +70,8 @@ def walk_along(path: WalkPath, config: JobConfig, encoder: PromptEncoder, pipe, 
             labels["loras"] = [dict(zip(path.lora_names, own)) for own in scales]
     if "controlnets" in varying:  # else every frame takes the top level's strengths (render/controlnet.py)
         along["controlnets"] = torch.tensor(config.keyframe_controlnet_scales(), dtype=torch.float64)
-    path.along, path.labels = along, labels
+    references, named = walk_references(config, pipe)  # an IP-Adapter's reference images, where the job has one
+    path.along, path.labels = {**along, **references}, {**labels, **named}
 
 
 def negative_tensor(encoder: PromptEncoder, terms: dict[str, float]) -> torch.Tensor:

@@ -8,7 +8,7 @@ import copy
 
 import torch
 
-from .ops import INTERPOLATE, add_scaled, slerp_noise
+from .ops import INTERPOLATE, add_scaled, slerp, slerp_noise
 
 
 def frame_schedule(steps):
@@ -41,7 +41,8 @@ class WalkPath:
     `along`: what else walks between the keyframes, each only where keyframes differ: "negative"
     [K, L, D] (interpolated like the prompts), "latent" [K, C, h, w] (the seeds' noise, slerped),
     "guidance" [K] (linear), "loras" [K, n] (each LoRA's strength, linear; named by `lora_names`), "controlnets"
-    [K, m] (each ControlNet's strength, linear).
+    [K, m] (each ControlNet's strength, linear), "ip_embeds" [K, 1, E] (an IP-Adapter's reference embeddings,
+    slerped) and "ip_scale" [K] (their strengths, linear).
     `labels`: per keyframe, what the frame records name (seeds, negatives, LoRA strengths).
     """
 
@@ -76,7 +77,8 @@ class WalkPath:
 
     def frame_inputs(self, indices):
         """Per frame, what walks along with the prompts: {negative [B, L, D], latent [B, C, h, w], guidance [B],
-        loras [B, n], controlnets [B, m]}, and where each frame sits: segment [B] (long), t [B] (float64)."""
+        loras [B, n], controlnets [B, m], ip_embeds [B, 1, E], ip_scale [B]}, and where each frame sits: segment [B]
+        (long), t [B] (float64)."""
         index = torch.as_tensor(indices, dtype=torch.long)
         segment, t = self.segment[index], self.t[index]
         start, end = segment, (segment + 1).clamp_max(self.keyframes.shape[0] - 1)
@@ -86,7 +88,9 @@ class WalkPath:
             inputs["negative"] = INTERPOLATE[self.interpolation](negative[start], negative[end], t.to(negative.device))
         if "latent" in self.along:
             inputs["latent"] = slerp_noise(self.along["latent"][start], self.along["latent"][end], t)
-        for name in ("guidance", "loras", "controlnets"):  # linear between keyframes
+        if "ip_embeds" in self.along:  # an IP-Adapter's image embeddings [K, 1, E]
+            inputs["ip_embeds"] = slerp(self.along["ip_embeds"][start], self.along["ip_embeds"][end], t)
+        for name in ("guidance", "loras", "controlnets", "ip_scale"):  # linear between keyframes
             if name in self.along:
                 v, w = self.along[name][start], self.along[name][end]
                 inputs[name] = v + (t if v.dim() == 1 else t[:, None]) * (w - v)

@@ -108,23 +108,23 @@ def per_frame_guidance(pipe, guidance: torch.Tensor | None):
             noise = torch.cat([uncond, uncond + ratio * (cond - uncond)]).to(noise.dtype)
             return (noise,) + tuple(out[1:]) if isinstance(out, tuple) else type(out)(sample=noise)
 
-    with unet_forward(pipe, guided):
+    with replaced_forward(pipe.unet, guided):
         yield scale
 
 
 @contextmanager
-def unet_forward(pipe, forward):
-    """Inside: the UNet runs `forward` (which may call the one it replaces); then what was there is back."""
+def replaced_forward(module: torch.nn.Module, forward: Callable):
+    """`module` called through `forward` inside the context, and as it was after it."""
     # a compiled UNet (torch.compile's OptimizedModule) keeps its own forward on the instance: put back what was there
-    own = vars(pipe.unet).get("forward")
-    pipe.unet.forward = forward
+    own = vars(module).get("forward")
+    module.forward = forward
     try:
         yield
     finally:
         if own is None:
-            del pipe.unet.forward  # back to the class's own
+            del module.forward  # back to the class's own
         else:
-            pipe.unet.forward = own
+            module.forward = own
 
 
 class Mechanism:

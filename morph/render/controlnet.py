@@ -16,7 +16,7 @@ import torch
 from ..config.jobs import JobConfig
 from ..models.controlnet import load_controlnet
 from ..models.controlnet_files import read_controlnet
-from .batch import Mechanism, RenderSettings, unet_forward
+from .batch import Mechanism, RenderSettings, replaced_forward
 from .control_image import control_image
 from .store import content_digest, file_digest
 
@@ -89,7 +89,7 @@ class ControlNets(Mechanism):
                 kwargs.update(down_block_additional_residuals=down, mid_block_additional_residual=mid)
             return forward(sample, timestep, *args, **kwargs)
 
-        with unet_forward(pipe, controlled):
+        with replaced_forward(pipe.unet, controlled):
             yield {}
 
     def _image(self, pipe, i: int, control: Control, settings: RenderSettings) -> torch.Tensor:

@@ -103,7 +103,7 @@ def frame_identity(config, record: dict) -> dict:
     # set by keyframes, walked with the prompts
     # an attribution's render: some rows moved to another frame's (analysis/attribution.py)
     for walking in ("seeds", "negative_prompts", "guidance_scale", "loras", "lora_scales", "controlnet_scales",
-                    "moved"):
+                    "references", "ip_adapter_scales", "moved"):
         if walking in record:
             identity[walking] = record[walking]
     if config.kind == "edit":
