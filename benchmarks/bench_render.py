@@ -2,10 +2,13 @@
 
     python benchmarks/bench_render.py [--frames 40]     # CPU: built-in tiny model, 256 x 256, 10 steps
     python benchmarks/bench_render.py --sd15-shaped      # CUDA: Stable-Diffusion-1.5-shaped random weights
+    python benchmarks/bench_render.py --overhead [--rounds 5]  # CPU: morph / bare at 256 x 256, 2 steps, batch 8
 
 CPU: (a) one pipeline call per frame; (b) at batch 1, 4, 8, 16, the bare pipeline calls on the same
 conditionings (no files written) against morph's whole render loop (PNGs + MP4), and their ratio,
 the overhead (target <= 1.05); (c) peak resident memory of whole runs at N=40 and N=400 frames.
+--overhead: only (b) at 256 x 256, 2 steps, batch 8, where the host's work weighs most: the best of
+--rounds runs of the bare calls and of morph, taken in turn so that the machine's load weighs on both.
 
 --sd15-shaped: builds a diffusers folder with SD 1.5's exact shapes (UNet 860 M, VAE 84 M, CLIP
 ViT-L text encoder 123 M parameters) and random float16 weights once (--cache), so every FLOP and
@@ -111,6 +114,24 @@ def cpu_benchmark(args):
         figures[f"peak_rss_mib_N{n}"] = round(mib, 1)
         print(f"(c) peak memory of a whole run at 256 x 256, N={n}: {mib:.0f} MiB")
     return figures
+
+
+def host_overhead(args) -> dict:
+    """morph's render time over the bare pipeline calls' on the same frames (256 x 256, 2 steps, batch 8): the best of
+    `args.rounds` runs of each, interleaved."""
+    bare, ours = [], []
+    with tempfile.TemporaryDirectory() as out:
+        config = job_config(args.frames, 8, "cpu", out, size=256, steps=2)
+        for turn in range(args.rounds):
+            bare.append(pipeline_calls(config, 8))
+            ours.append(morph_run(config)[0])
+            print(f"round {turn + 1}: bare pipeline calls {bare[-1]:.2f} frames/s, morph run {ours[-1]:.2f} frames/s",
+                  flush=True)
+    overhead = max(bare) / max(ours)
+    print(f"(b) 256 x 256, 2 steps, batch 8, best of {args.rounds}: morph time / bare time = {overhead:.3f}")
+    return {"device": "cpu", "frames": args.frames, "size": 256, "num_inference_steps": 2, "batch_size": 8,
+            "bare_frames_per_s": [round(b, 2) for b in bare], "morph_frames_per_s": ours,
+            "overhead": round(overhead, 3)}
 
 
 def build_sd15_shaped(folder: Path, device: str, tiny: bool = False) -> Path:
@@ -257,12 +278,15 @@ def main():
                         help="--sd15-shaped: skip the bare model's compiled ceiling (morph's compile: true row stays)")
     parser.add_argument("--smoke", action="store_true",
                         help="--sd15-shaped with the tiny model's shapes: the steps tried on a CPU, not a measurement")
+    parser.add_argument("--overhead", action="store_true", help="CPU: only morph / bare at 256 px, 2 steps, batch 8")
+    parser.add_argument("--rounds", type=int, default=5, help="--overhead: runs of each, interleaved; the best counts")
     args = parser.parse_args()
     args.frames = args.frames or (64 if args.sd15_shaped else 40)
     if args.sd15_shaped and (args.device or "cuda").startswith("cuda") and not torch.cuda.is_available():
         sys.exit(f"bench_render.py: --sd15-shaped measures a CUDA GPU, and torch {torch.__version__} sees none; run "
                  "it on a GPU machine (or add --device cpu to try the script itself)")
-    figures = gpu_benchmark(args) if args.sd15_shaped else cpu_benchmark(args)
+    figures = gpu_benchmark(args) if args.sd15_shaped else host_overhead(args) if args.overhead else \
+        cpu_benchmark(args)
     print(json.dumps(figures))
 
 

@@ -1,6 +1,6 @@
 """The host path at GPU speed: morph's whole output path behind an instant stand-in for the model.
 
-    python benchmarks/host_path.py [--frames 48] [--sizes 512 1024] [--threads 1 2 0] [--preset x]
+    python benchmarks/host_path.py [--frames 200] [--sizes 512 1024] [--threads 1 2 0] [--preset x] [--rss 40 400]
 
 Each run is a real `run_job` of the tiny model in which the batch renderer's pipeline call hands
 back precomputed frames at once: every frame is stored (PNG and record, on the writer's encoder
@@ -11,12 +11,16 @@ whose noise compresses worse than a photograph (about 2.3 bytes a pixel against 
 times are on the high side. Printed per size and thread count (0: all
 cores): the frames/s the host path absorbs while rendering (the manifest's frames_per_s), and the
 seconds that run after the last frame is stored (MP4 flush, published frames, platform files,
-storm map, report, manifest), in all, per frame and by step. Run it alone: it measures the cores.
+storm map, report, manifest), in all, per frame and by step; how encoding scales from 1 thread to 2;
+and the peak memory (RSS) of whole runs of the first size with --rss's frame counts, each in a fresh
+process (the stand-in keeps at most CYCLE frames, shown in turn: memory that grows is morph's).
+Run it alone: it measures the cores.
 """
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,18 +42,22 @@ def job_config(frames: int, size: int, out: str, presets: list[str], steps: int 
                      "video": {"presets": presets}})
 
 
+CYCLE = 48  # precomputed frames at most; a longer walk shows them again in turn
+
+
 def precomputed_frames(frames: int, size: int) -> torch.Tensor:
     """[frames, size, size, 3] uint8: the walk's first and last frame rendered by the tiny model, and blends
     between them."""
     with tempfile.TemporaryDirectory() as out:
         job = morph.job.prepare_job(job_config(2, size, out, []))
         ends = np.stack([image for _, image, _ in job.frames([0, 1])]).astype(np.float32)
-    t = np.linspace(0, 1, frames, dtype=np.float32)[:, None, None, None]
+    t = np.linspace(0, 1, min(frames, CYCLE), dtype=np.float32)[:, None, None, None]
     return torch.from_numpy(np.rint((1 - t) * ends[0] + t * ends[1]).astype(np.uint8))
 
 
 class InstantModel:
-    """Stands in for the pipeline call: BatchRenderer._render_frames gives the precomputed frames of its indices."""
+    """Stands in for the pipeline call: BatchRenderer._render_frames gives the precomputed frames of its indices
+    (index i: frame i modulo their count)."""
 
     def __init__(self, frames: torch.Tensor):
         self.frames = frames
@@ -60,7 +68,7 @@ class InstantModel:
 
         def render(renderer, indices):
             n = len(indices)
-            return Batch(frames[indices], [False] * n, [False] * n, [False] * n)
+            return Batch(frames[[i % len(frames) for i in indices]], [False] * n, [False] * n, [False] * n)
 
         BatchRenderer._render_frames = render
         return self
@@ -97,34 +105,52 @@ class Steps:
             setattr(morph.job, name, real)
 
 
-def measure(frames: torch.Tensor, size: int, threads: int, presets: list[str]) -> dict:
+def measure(frames: torch.Tensor, count: int, size: int, threads: int, presets: list[str]) -> dict:
+    """One whole run of a walk of `count` frames showing the precomputed `frames`, on `threads` encoder threads."""
     morph.render.writer.THREADS = threads
     with tempfile.TemporaryDirectory() as out, InstantModel(frames), Steps() as steps:
-        manifest = morph.job.run_job(job_config(len(frames), size, out, presets), quiet=True, fresh=True)
+        manifest = morph.job.run_job(job_config(count, size, out, presets), quiet=True, fresh=True)
         after = time.perf_counter() - steps.ended["produce"]
-    return {"size": size, "threads": threads, "frames": len(frames),
+    return {"size": size, "threads": threads, "frames": count,
             "frames_per_s": manifest["timings"]["frames_per_s"], "after_last_frame_s": round(after, 3),
-            "after_last_frame_ms_per_frame": round(1000 * after / len(frames), 1),
+            "after_last_frame_ms_per_frame": round(1000 * after / count, 1),
             "steps_s": {name: steps.seconds[name] for name in STEPS if name != "produce"}}
+
+
+def peak_rss_mib(frames: int, size: int, threads: int, presets: list[str]) -> float:
+    """The peak resident memory of a whole run of `frames` frames, measured in a fresh process."""
+    code = ("import resource, sys; sys.path.insert(0, 'benchmarks'); import host_path as h; "
+            f"h.measure(h.precomputed_frames({frames}, {size}), {frames}, {size}, {threads}, {presets!r}); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2, 0], help="encoder threads; 0: all cores")
+    parser.add_argument("--threads", type=int, nargs="*", default=[1, 2, 0], help="encoder threads; 0: all cores")
     parser.add_argument("--preset", nargs="*", default=["x"], help="platform files to make (none: only the master)")
+    parser.add_argument("--rss", type=int, nargs="*", default=[40, 400], help="frame counts to measure peak RSS at")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}; {os.cpu_count()} cores", file=sys.stderr)
     figures = []
     for size in args.sizes:
         frames = precomputed_frames(args.frames, size)
         for threads in args.threads:
-            row = measure(frames, size, threads or os.cpu_count(), args.preset)
+            row = measure(frames, args.frames, size, threads or os.cpu_count(), args.preset)
             figures.append(row)
             print(f"{size} px, {row['threads']} encoder thread(s): {row['frames_per_s']:.1f} frames/s; after the last "
                   f"frame {row['after_last_frame_s']:.2f} s ({row['after_last_frame_ms_per_frame']:.1f} ms a frame: "
                   + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in row["steps_s"].items()) + ")", flush=True)
+        rate = {row["threads"]: row["frames_per_s"] for row in figures if row["size"] == size}
+        if 1 in rate and 2 in rate:
+            print(f"{size} px: 2 encoder threads absorb {rate[2] / rate[1]:.2f}x the frames/s of 1", flush=True)
+    for count in args.rss:
+        mib = peak_rss_mib(count, args.sizes[0], os.cpu_count(), args.preset)
+        figures.append({"size": args.sizes[0], "frames": count, "peak_rss_mib": round(mib, 1)})
+        print(f"{args.sizes[0]} px, {count} frames: peak RSS {mib:.0f} MiB", flush=True)
     print(f"load average after: {os.getloadavg()}", file=sys.stderr)
     print(json.dumps(figures))
 

@@ -14,12 +14,12 @@ from tqdm import tqdm
 
 from .models.acceleration import auto_batch_size, channels_last, compile_pipeline
 from .analysis.attribution import explain_storms
-from .analysis.storm_map import distance_function, keyframes_of, storm_map, uniform_curve
+from .analysis.storm_map import RunningStorms, distance_function, keyframes_of, storm_map, uniform_curve
 from .media.audio import timed_schedule
 from .prompts.conditioning import build_path, negative_tensor, refuse_non_finite, walk_along
 from .config.frame_list import parse_frame_spec
 from .config.jobs import JobConfig
-from .output.delivery import check_platforms, deliver_all
+from .output.delivery import LiveDeliveries, check_platforms, deliver_all
 from .prompts.encode import prompt_encoder
 from .errors import MorphError
 from .files import Staging, check_output, removed_if_refused, write_atomic
@@ -41,6 +41,7 @@ from .render.hires import keep_base_frames
 from .render.mechanisms import unet_mechanisms
 from .render.shard import Shard, this_process
 from .render.store import FrameStore
+from .render.writer import Tee
 from .media.video import VideoWriter
 
 
@@ -199,16 +200,19 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         if shard.leader:
             store.save_plan(plan_record(job, plan))
 
-        # 7. Render this rank's batches that miss frames; a background thread stores each frame (and, for a full
-        #    walk in one process, feeds the MP4 in order) while the next batch renders. Every output is written
-        #    into a staging folder first, and replaces the previous run's only once all are whole (step 11)
+        # 7. Render this rank's batches that miss frames; a background thread stores each frame while the next batch
+        #    renders and, for a full walk in one process, feeds the MP4, the storm map and the platform files in
+        #    order (under torchrun: the leader, once all are done). Every output is written into a staging folder
+        #    first, and replaces the previous run's only once all are whole (step 11)
         make_video = checked.full and not checked.grid and shard.leader
         with Staging(out) if shard.leader else nullcontext() as stage:
             video_path = stage.path(f"{config.name}.mp4") if make_video else None
             writer = VideoWriter(video_path, *job.renderer.frame_size()[::-1], config.fps) if make_video else \
                 nullcontext()
-            with writer as video:
-                streaming = video if shard.world == 1 else None
+            measured = RunningStorms(config.analysis.metric)  # step 9's distances, measured as the frames arrive
+            with writer as video, LiveDeliveries(config, video_path) as platforms:
+                arriving = video and Tee(video, measured, platforms)  # every frame of the walk, in order
+                streaming = arriving if shard.world == 1 else None
                 rendered = produce(job, plan, store, shard, video=streaming, on_frame=lambda: bar.update(1))
                 # every rank's count and back-offs, which also waits until every rank's frames are in the store
                 done = shard.gathered((rendered, plan.resized))
@@ -224,7 +228,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
                     raise MorphError(f"frames {lost[:10]} are missing after rendering (did a rank fail?); "
                                      "run the same command again to render only those")
                 if video is not None and streaming is None:
-                    video_from_store(plan, store, video)
+                    video_from_store(plan, store, arriving)
 
             # 8. The frames under their names (copies of the stored ones); walks: the music under the master and the
             #    platform files made from the frames; grids: the contact sheet
@@ -232,7 +236,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             publish(plan, store, selection, staged, lambda i: job.path.describe(i)["file"], checked.full)
             records = [job.path.describe(i) for i in selection]
             files = [staged / r["file"] for r in records]
-            deliveries = deliver_all(config, files, video_path) if make_video else []
+            deliveries = deliver_all(config, files, video_path, platforms) if make_video else []
             sheet = None
             if checked.grid and checked.full:
                 sheet = stage.path("grid.png")
@@ -245,7 +249,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             if checked.full and not checked.grid and len(selection) >= 3:
                 storms = storm_map(stage.folder, files, config.fps,
                                    keyframes_of(records, [source for _, source in config.prompt_sources()]),
-                                   config.analysis.metric, config.analysis.storm_factor,
+                                   measured.analysis(config.analysis.storm_factor),
                                    before=uniform_curve(spaced.uniform, spaced.uniform_estimated) if spaced else None)
                 if config.analysis.explain:
                     attribution = explain_storms(job, store, storms, stage.folder, bar)

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import morph.output.delivery
 from conftest import tiny_job
 from morph.cli import cli
 from morph.config.yaml_file import load_config
@@ -227,3 +228,22 @@ def test_the_manifest_and_the_report_list_the_files(walk):
     assert json.loads((out / "manifest.json").read_text())["deliveries"] == manifest["deliveries"]
     page = (out / "report.html").read_text()
     assert all(f'href="walk{PRESETS[p].suffix}"' in page for p in ("x", "tiktok", "youtube", "gif", "webm"))
+
+
+@pytest.mark.parametrize("frames, video", [(6, {"loop": "pingpong"}), (10, {"reverse": True})])
+def test_files_encoded_while_rendering_show_what_files_made_afterwards_show(write_config, tmp_path, monkeypatch,
+                                                                          frames, video):
+    # the walk forwards is fed as it renders; a bounce back, or a reversed walk, is read from the frames at the end.
+    # Both show 10 frames: X's shortest half second
+    config = load_config(write_config(frames=frames, batch_size=2, video={"presets": ["x", "gif"], **video}))
+    read = []
+    monkeypatch.setattr(morph.output.delivery, "read_png", lambda path: read.append(path) or read_png(path))
+    manifest = run_job(config, quiet=True)
+    assert len(read) == 2 * (4 if "loop" in video else 9)  # each file: the bounce's 4, or all but the last frame
+    monkeypatch.undo()
+    for preset in ("x", "gif"):
+        made = Path(next(d["file"] for d in manifest["deliveries"] if d["preset"] == preset))
+        after = export(config.output_dir, preset, tmp_path / f"after{PRESETS[preset].suffix}")
+        shown = decoded(made)
+        assert len(shown) == 10 and probe(made)["frames"] == after["frames"]
+        assert all(np.array_equal(a, b) for a, b in zip(shown, decoded(Path(after["file"]))))

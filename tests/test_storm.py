@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from morph.analysis.storm_map import analyze_frames
+from morph.analysis.storm_map import RunningStorms, analyze_frames
 from morph.cli import cli
 from morph.config.yaml_file import load_config
 from morph.errors import MorphError
@@ -89,6 +89,27 @@ def test_every_walk_gets_a_storm_map_and_morph_analyze_recomputes_it(write_confi
     assert result.exit_code == 0, result.output
     assert "smoothness (1 - Gini)" in result.output and "storm zones" in result.output
     assert json.loads((out / "manifest.json").read_text())["analysis"]["metric"] == "pixel"
+
+
+def test_the_storm_map_measured_as_frames_arrive_equals_the_one_read_back_from_the_pngs(write_config):
+    config = load_config(write_config(frames=7, batch_size=2))
+    run_job(config, frames="2-4", quiet=True)  # a resumed run: frames 2-4 come from the store, fed in their turn
+    manifest = run_job(config, quiet=True)
+    assert manifest["reused"] == 3
+    files = [config.output_dir / "frames" / r["file"] for r in manifest["frames"]]
+    after = analyze_frames(files, "ssim", 3.0)
+    assert manifest["analysis"]["distances"] == after.distances and len(after.distances) == 6
+    assert manifest["analysis"]["threshold"] == after.threshold and manifest["analysis"]["blinks"] == after.blinks
+
+
+def test_running_storms_measure_nothing_before_the_third_frame(monkeypatch):
+    import morph.analysis.storm_map
+
+    monkeypatch.setattr(morph.analysis.storm_map, "distance_function", lambda metric: pytest.fail("loaded"))
+    running = RunningStorms("lpips")  # a two-frame walk never loads the metric (lpips: its package and weights)
+    for value in (1, 2):
+        running.write(grey(value).numpy())
+    assert running.frames == 2 and running.neighbours == []
 
 
 def test_analyze_refuses_a_partial_render(write_config):

@@ -7,6 +7,7 @@ import threading
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from PIL import Image
 
 import morph.render.store
 import morph.render.writer
@@ -169,11 +170,15 @@ def test_an_encode_failure_stops_the_loop_with_that_error_and_later_frames_are_n
     assert written == [0, 1, 2] and max(encoded) == 3  # one thread: nothing started after the failure
 
 
-def test_frames_are_compressed_at_zlib_fastest_level_and_read_back_identical(tmp_path):
+@pytest.mark.parametrize("shape", [(64, 64, 3), (37, 53, 3)])
+def test_frames_are_compressed_at_zlib_fastest_level_and_decode_to_identical_pixels(tmp_path, shape):
     rng = np.random.default_rng(0)
-    image = np.clip(np.cumsum(rng.integers(-8, 9, (64, 64, 3)), axis=1) + 128, 0, 255).astype(np.uint8)
-    write_png(tmp_path / "frame.png", image)
-    data = (tmp_path / "frame.png").read_bytes()
-    zlib_header = data[data.index(b"IDAT") + 4:][:2]
-    assert zlib_header[1] >> 6 == 0  # FLEVEL 0: the fastest compression (the default level 6 writes 2)
-    assert np.array_equal(read_png(tmp_path / "frame.png"), image)
+    smooth = np.clip(np.cumsum(rng.integers(-8, 9, shape), axis=1) + 128, 0, 255).astype(np.uint8)
+    for image in (smooth, rng.integers(0, 256, shape, dtype=np.uint8)):  # a gradient, and noise (no run to find)
+        write_png(tmp_path / "frame.png", image)
+        data = (tmp_path / "frame.png").read_bytes()
+        zlib_header = data[data.index(b"IDAT") + 4:][:2]
+        assert zlib_header[1] >> 6 == 0  # FLEVEL 0: the fastest compression (the default level 6 writes 2)
+        assert np.array_equal(read_png(tmp_path / "frame.png"), image)
+        with Image.open(tmp_path / "frame.png") as decoded:  # and read by another decoder than ours
+            assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), image)

@@ -1,17 +1,19 @@
-"""The storm map of a rendered walk: distances between neighbouring frames, read back from its lossless PNG
-frames, and the pictures that show them: storm.png (the distance curve) and filmstrip.png (the biggest jumps)."""
+"""The storm map of a rendered walk: distances between neighbouring frames, measured as a run's frames arrive
+(RunningStorms) or read back from its lossless PNG frames (`morph analyze`), and the pictures that show them:
+storm.png (the distance curve) and filmstrip.png (the biggest jumps)."""
 
 import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import MorphError
 from ..files import write_atomic
 from .sheet import contact_sheet
 from .storm import DISTANCES, blinks, downscale, storm_zones, summarize
-from ..media.video import read_png
+from ..media.video import read_png, write_png
 
 METRICS = ("ssim", "pixel", "lpips")
 JUMPS_SHOWN = 3  # rows of the filmstrip
@@ -62,22 +64,47 @@ def distance_function(metric: str):
     return _lpips_distance() if metric == "lpips" else DISTANCES[metric]
 
 
+class RunningStorms:
+    """The distances of a walk's frames measured as they arrive, in order: `write(image)` for each uint8 frame
+    [H, W, 3], then `analysis(storm_factor)`. Each distance needs only the two frames before it (downscaled); nothing
+    is measured, nor the metric loaded, before the third frame, since a storm map needs three."""
+
+    def __init__(self, metric: str = "ssim"):
+        self.metric, self.frames = metric, 0
+        self.neighbours: list[float] = []  # d[i]: frames i and i + 1
+        self.skips: list[float] = []  # s[i]: frames i and i + 2
+        self._recent: list[torch.Tensor] = []  # the last frames, downscaled: two of them once measuring
+
+    def write(self, image) -> None:
+        self._recent.append(downscale(torch.from_numpy(image)))
+        self.frames += 1
+        if self.frames < 3:
+            return
+        if self.frames == 3:
+            self._distance = distance_function(self.metric)
+            self.neighbours.append(self._distance(self._recent[0], self._recent[1]))
+        before, previous, frame = self._recent
+        self.neighbours.append(self._distance(previous, frame))
+        self.skips.append(self._distance(before, frame))
+        del self._recent[0]
+
+    def analysis(self, storm_factor: float = 3.0) -> Analysis:
+        """The storm zones and blinks of the frames written so far (at least 3)."""
+        if self.frames < 3:
+            distance_function(self.metric)  # an unknown metric is named first
+            raise MorphError(f"a storm map needs at least 3 frames; this render has {self.frames}")
+        d_t, s_t = torch.tensor(self.neighbours, dtype=torch.float64), torch.tensor(self.skips, dtype=torch.float64)
+        threshold = storm_factor * float(d_t.median())
+        return Analysis(self.metric, list(self.neighbours), threshold, summarize(d_t), storm_zones(d_t, threshold),
+                        blinks(d_t, s_t, threshold))
+
+
 def analyze_frames(files: list[Path], metric: str = "ssim", storm_factor: float = 3.0) -> Analysis:
     """Distances between neighbouring frames (and frames two apart, for blinks), streaming through the PNGs."""
-    distance = distance_function(metric)
-    if len(files) < 3:
-        raise MorphError(f"a storm map needs at least 3 frames; this render has {len(files)}")
-    d, s, before, previous = [], [], None, None
+    running = RunningStorms(metric)
     for path in files:
-        frame = downscale(torch.from_numpy(read_png(path)))
-        if previous is not None:
-            d.append(distance(previous, frame))
-        if before is not None:
-            s.append(distance(before, frame))
-        before, previous = previous, frame
-    d_t, s_t = torch.tensor(d, dtype=torch.float64), torch.tensor(s, dtype=torch.float64)
-    threshold = storm_factor * float(d_t.median())
-    return Analysis(metric, d, threshold, summarize(d_t), storm_zones(d_t, threshold), blinks(d_t, s_t, threshold))
+        running.write(read_png(path))
+    return running.analysis(storm_factor)
 
 
 def uniform_curve(distances: list[float], estimated: bool) -> tuple[list[float], str]:
@@ -178,12 +205,11 @@ def keyframes_of(records: list[dict], sources: list[str]) -> list[tuple[int, str
     return [(0, sources[0])] + [(i, sources[r["segment"] + 1]) for i, r in enumerate(records) if r["t"] == 1.0]
 
 
-def storm_map(output: Path, files: list[Path], fps: int, keyframes: list[tuple[int, str]], metric: str,
-              storm_factor: float, before: tuple[list[float], str] | None = None) -> Analysis:
-    """Analyse a walk's frames and write storm.png and filmstrip.png into `output` (`before`: see storm_plot)."""
-    analysis = analyze_frames(files, metric, storm_factor)
+def storm_map(output: Path, files: list[Path], fps: int, keyframes: list[tuple[int, str]], analysis: Analysis,
+              before: tuple[list[float], str] | None = None) -> Analysis:
+    """Write storm.png and filmstrip.png of a walk's `analysis` (RunningStorms', or analyze_frames' of its `files`)
+    into `output` (`before`: see storm_plot)."""
     analysis.plot, analysis.filmstrip = str(output / "storm.png"), str(output / "filmstrip.png")
     storm_plot(analysis, fps, keyframes, Path(analysis.plot), before)
-    strip = filmstrip(analysis, files)
-    write_atomic(Path(analysis.filmstrip), lambda path: strip.save(path, format="PNG"))
+    write_png(Path(analysis.filmstrip), np.asarray(filmstrip(analysis, files)))  # faster than PIL at its zlib level 6
     return analysis

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import imagecodecs
 import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
@@ -28,11 +29,19 @@ def ffmpeg_said(stderr: bytes | str) -> str:
     return lines[-1] if lines else "no message"
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 [H, W, 3] image as lossless PNG bytes, quickly encoded."""
+    # zlib level 1 with run-length matching over the Sub filter (libpng through imagecodecs; its docs give these as
+    # OpenCV's fast settings): on the benchmark's 512 px frames 14 ms a frame against PIL's 51 ms at level 1, 7 % more
+    # bytes; it releases the GIL, so encoder threads run side by side
+    return imagecodecs.png_encode(np.ascontiguousarray(image), level=1, strategy=imagecodecs.PNG.STRATEGY.RLE,
+                                  filter=imagecodecs.PNG.FILTER.SUB)
+
+
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write a uint8 [H, W, 3] image losslessly; it appears under `path` only once complete."""
-    # zlib level 1: on a 512 px photograph 2.8 times faster than the default 6, for 6 % more bytes (every frame is
-    # encoded while the GPU renders the next ones)
-    write_atomic(path, lambda partial: iio.imwrite(partial, image, extension=".png", compress_level=1))
+    data = png_bytes(image)
+    write_atomic(path, lambda partial: partial.write_bytes(data))
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -103,7 +103,8 @@ def _held(delivery: DeliveryPlan) -> list[str]:
         if first / delivery.fps >= due:
             keyframes.append(first)
             due = first / delivery.fps + (delivery.preset.keyframe_s or KEYFRAME_S)
-    return ["-x264-params", f"bframes=0:keyint=infinite:scenecut=0:{HELD_KEYFRAME}:zones={zones}",
+    zones = f":zones={zones}" if zones else ""  # none held (a bounce shows each frame once): x264 refuses "zones="
+    return ["-x264-params", f"bframes=0:keyint=infinite:scenecut=0:{HELD_KEYFRAME}{zones}",
             "-force_key_frames", ",".join(f"{f / delivery.fps:.6f}" for f in keyframes)]
 
 
@@ -112,31 +113,67 @@ def _rate(fps) -> str:
     return f"{fps.numerator}/{fps.denominator}" if isinstance(fps, Fraction) else f"{fps:g}"
 
 
+class FileEncoder:
+    """One file's ffmpeg, fed rendered frames (uint8 [H, W, 3]) in the order of `delivery`'s timeline: `arrived(i,
+    image)` for each frame of the walk in order writes as much of the timeline as the frames so far allow (a walk
+    shown forwards: all of it, while rendering), `finish(frames)` the rest from the PNG `frames`, then waits for the
+    file, which appears under `path` only once whole. Use as a context manager: on an error ffmpeg is stopped."""
+
+    def __init__(self, delivery: DeliveryPlan, path: Path, pad: str, width: int, height: int):
+        self.delivery, self.path, self._partial, self._next = delivery, path, own_partial_name(path), 0
+        command = ffmpeg_command("-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+                                 "-framerate", _rate(delivery.fps), "-i", "-",
+                                 "-filter_complex", _graph(delivery.shape, pad, delivery.preset.container == "gif"),
+                                 "-map", "[v]", *_codec(delivery), "-r", _rate(delivery.fps),
+                                 "-f", delivery.preset.container, str(self._partial))
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def arrived(self, index: int, image: np.ndarray) -> None:
+        """Frame `index` of the walk, the one after the frame before; the timeline's turns of earlier frames (a
+        bounce back, a reversed walk) wait for finish()."""
+        timeline = self.delivery.timeline
+        while self._next < len(timeline) and timeline[self._next] == index:
+            self._write(image)
+            self._next += 1
+
+    def _write(self, image: np.ndarray) -> None:
+        data = np.ascontiguousarray(image).tobytes()
+        try:
+            for _ in range(self.delivery.repeat):
+                self._process.stdin.write(data)
+        except BrokenPipeError:  # ffmpeg stopped: what it said
+            self._failed()
+
+    def _failed(self):
+        self._process.kill()
+        raise MorphError(f"ffmpeg could not write {self.path.name}: {ffmpeg_said(self._process.stderr.read())}")
+
+    def finish(self, frames: list[Path]) -> None:
+        for index in self.delivery.timeline[self._next:]:
+            self._write(read_png(frames[index]))
+        self._next = len(self.delivery.timeline)
+        self._process.stdin.close()
+        if self._process.wait() != 0:
+            self._failed()
+        self._partial.replace(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self._process.kill()
+            self._process.wait()
+            self._partial.unlink(missing_ok=True)
+        for pipe in (self._process.stdin, self._process.stderr):
+            pipe.close()
+
+
 def encode(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str = "black") -> None:
     """Write `delivery` of the PNG `frames` to `path` (under a temporary name until it is whole)."""
-    first = read_png(frames[0])
-    height, width = first.shape[:2]
-    partial = own_partial_name(path)
-    command = ffmpeg_command("-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-                             "-framerate", _rate(delivery.fps), "-i", "-",
-                             "-filter_complex", _graph(delivery.shape, pad, delivery.preset.container == "gif"),
-                             "-map", "[v]", *_codec(delivery), "-r", _rate(delivery.fps),
-                             "-f", delivery.preset.container, str(partial))
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as process:
-        try:
-            for index in delivery.timeline:
-                image = np.ascontiguousarray(read_png(frames[index])).tobytes()
-                for _ in range(delivery.repeat):
-                    process.stdin.write(image)
-            process.stdin.close()
-            error = process.stderr.read()
-            if process.wait() != 0:
-                raise MorphError(f"ffmpeg could not write {path.name}: {ffmpeg_said(error)}")
-            partial.replace(path)
-        except BaseException:
-            process.kill()
-            partial.unlink(missing_ok=True)
-            raise
+    height, width = read_png(frames[0]).shape[:2]
+    with FileEncoder(delivery, path, pad, width, height) as encoder:
+        encoder.finish(frames)
 
 
 def probe(path: Path) -> dict:
@@ -198,12 +235,19 @@ def check_audio(preset, found: dict) -> list[str]:
     return problems
 
 
-def _encoded(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str, name: str) -> dict:
-    """Encode `delivery` to `path` and read it back (probe); a GIF over its size limit is made smaller until it fits.
-    A file that breaks its preset's limits is refused (the message calls it `name`)."""
+def _encoded(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str, name: str,
+             streamed: FileEncoder | None = None) -> dict:
+    """Encode `delivery` to `path` (or finish `streamed`, its encoder fed while rendering) and read it back (probe);
+    a GIF over its size limit is made smaller until it fits. A file that breaks its preset's limits is refused (the
+    message calls it `name`)."""
     preset = delivery.preset.name
     while True:
-        encode(delivery, frames, path, pad)
+        if streamed:
+            with streamed:
+                streamed.finish(frames)
+            streamed = None
+        else:
+            encode(delivery, frames, path, pad)
         found = probe(path)
         problems = check(delivery, found)
         too_big = delivery.preset.container == "gif" and any("bytes" in p for p in problems)
@@ -222,11 +266,16 @@ def _breaks(name: str, preset: str, problems: list[str]) -> MorphError:
     return MorphError(f"{name} would break {preset}'s limits ({'; '.join(problems)}); not written")
 
 
-def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: VideoOptions, timing=None) -> dict:
+def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: VideoOptions, timing=None,
+            streamed: FileEncoder | None = None) -> dict:
     """Make, read back and check one platform file; a GIF over its size limit is made smaller until it fits.
-    `timing` (a walk timed to music): an MP4 that shows the walk as it was timed carries the music too."""
-    height, width = read_png(frames[0]).shape[:2]
-    delivery = plan(preset, len(frames), fps, width, height, options)
+    `timing` (a walk timed to music): an MP4 that shows the walk as it was timed carries the music too. `streamed`:
+    its encoder, fed the frames while they were rendered (LiveDeliveries)."""
+    if streamed:
+        delivery = streamed.delivery
+    else:
+        height, width = read_png(frames[0]).shape[:2]
+        delivery = plan(preset, len(frames), fps, width, height, options)
     # the music fits only the walk as timed: not bounced, held or reversed (a held frame moves the beats)
     music = timing is not None and delivery.preset.container == "mp4" and delivery.timeline == list(range(len(frames)))
     if music and not Path(timing.audio).is_file():
@@ -234,11 +283,11 @@ def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: Vide
                          "back, or choose a file that shows the walk otherwise (--loop, --hold-ends, --direction)")
     # made under a working name and renamed when whole (music too): a failed file leaves nothing behind, not even
     # a silent one, and a file made earlier under the same name stays
-    working = path.with_name(f".{path.stem}.making{path.suffix}")
+    working = _working(path)
     with removed_if_refused(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            found = _encoded(delivery, frames, working, options.pad, path.name)
+            found = _encoded(delivery, frames, working, options.pad, path.name, streamed)
             if music:
                 mux(working, timing, delivery.preset.audio_bitrate, delivery.preset.audio_rate)
                 found = probe(working)
@@ -252,6 +301,10 @@ def deliver(preset: str, frames: list[Path], fps: int, path: Path, options: Vide
     return {"preset": preset, "file": str(path), "fps": float(delivery.fps), "repeat": delivery.repeat,
             "shown_frames": len(delivery.timeline), "notes": delivery.shape.notes, "audio": music,
             **found, "bytes": path.stat().st_size}
+
+
+def _working(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.making{path.suffix}")
 
 
 def summary(made: dict) -> str:
@@ -271,13 +324,48 @@ def check_platforms(config, count: int) -> None:
              timed=bool(config.timing))
 
 
-def deliver_all(config, frames: list[Path], master: Path) -> list[dict]:
+class LiveDeliveries:
+    """A job's platform files encoded while its frames are rendered: `write(image)` for each frame of the walk in order
+    (the first starts an ffmpeg per file beside the `master`), and deliver_all finishes them. On an error every one
+    is stopped; use as a context manager."""
+
+    def __init__(self, config, master: Path | None):
+        self.config, self.master, self.encoders, self.frames = config, master, {}, 0
+
+    def write(self, image: np.ndarray) -> None:
+        if self.frames == 0:
+            self._start(image.shape[1], image.shape[0])
+        for encoder in self.encoders.values():
+            encoder.arrived(self.frames, image)
+        self.frames += 1
+
+    def _start(self, width: int, height: int) -> None:
+        config, options = self.config, self.config.video.options()
+        for preset in config.video.platforms():
+            delivery = plan(preset, config.frame_count(), config.fps, width, height, options, timed=bool(config.timing))
+            self.encoders[preset] = FileEncoder(delivery, _working(self.path(preset)), options.pad, width, height)
+
+    def path(self, preset: str) -> Path:
+        return self.master.parent / f"{self.config.name}{PRESETS[preset].suffix}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            for encoder in self.encoders.values():
+                encoder.__exit__(exc_type, exc, tb)
+
+
+def deliver_all(config, frames: list[Path], master: Path, live: LiveDeliveries | None = None) -> list[dict]:
     """After the master MP4 (`master`) is written: its music, if the walk is timed to some, and the job's platform
-    files beside it, from its published frames."""
+    files beside it, from its published frames (`live`: those started while rendering, finished)."""
     if config.timing:
         mux(master, config.timing, PRESETS["master"].audio_bitrate, PRESETS["master"].audio_rate)
-    return [deliver(preset, frames, config.fps, master.parent / f"{config.name}{PRESETS[preset].suffix}",
-                    config.video.options(), config.timing) for preset in config.video.platforms()]
+    live = live or LiveDeliveries(config, master)
+    with live:  # a file that fails stops those still being made
+        return [deliver(preset, frames, config.fps, live.path(preset), config.video.options(), config.timing,
+                        live.encoders.get(preset)) for preset in config.video.platforms()]
 
 
 def export(output: Path, preset: str, out: Path | None = None, overrides: dict | None = None) -> dict:

@@ -6,7 +6,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from ..analysis.storm_map import Analysis, keyframes_of, measure_name, storm_map, uniform_curve
+from ..analysis.storm_map import Analysis, analyze_frames, keyframes_of, measure_name, storm_map, uniform_curve
 from .delivery import summary
 from ..files import read_walk, write_atomic
 from .manifest import write_manifest
@@ -146,9 +146,10 @@ def reanalyze(output: Path, metric: str | None, storm_factor: float | None) -> t
     spacing = manifest.get("spacing")
     uniform = spacing["uniform"] if spacing and spacing["metric"] == metric else None  # comparable only
     before = uniform_curve(uniform["distances"], uniform.get("estimated", False)) if uniform else None
-    analysis = storm_map(output, [output / "frames" / r["file"] for r in manifest["frames"]], manifest["fps"],
+    files = [output / "frames" / r["file"] for r in manifest["frames"]]
+    analysis = storm_map(output, files, manifest["fps"],
                          keyframes_of(manifest["frames"], [p["source"] for p in manifest["prompts"]]),
-                         metric, storm_factor or settings.get("storm_factor", 3.0), before)
+                         analyze_frames(files, metric, storm_factor or settings.get("storm_factor", 3.0)), before)
     # explain's attribution stays while its shares are of the distances measured now: of the same metric's
     old = manifest.get("analysis") or {}
     kept = old.get("attribution") if old.get("metric") == metric else None

@@ -108,3 +108,15 @@ class FrameWriter:
         else:  # the render loop failed: keep the frames already rendered, report the loop's own error
             self._queue.put(None)
             self._thread.join()
+
+
+class Tee:
+    """Hands each frame written to every one of `sinks` (each with write(image [H, W, 3] uint8)), in order: the MP4
+    and what is measured as the frames arrive (the storm map's distances)."""
+
+    def __init__(self, *sinks):
+        self.sinks = sinks
+
+    def write(self, image: np.ndarray) -> None:
+        for sink in self.sinks:
+            sink.write(image)
