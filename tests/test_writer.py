@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import morph.media.video
 import morph.render.store
 import morph.render.writer
 from morph.config.yaml_file import load_config
@@ -170,8 +171,14 @@ def test_an_encode_failure_stops_the_loop_with_that_error_and_later_frames_are_n
     assert written == [0, 1, 2] and max(encoded) == 3  # one thread: nothing started after the failure
 
 
+@pytest.mark.parametrize("encoder", ["imagecodecs", "PIL"])
 @pytest.mark.parametrize("shape", [(64, 64, 3), (37, 53, 3)])
-def test_frames_are_compressed_at_zlib_fastest_level_and_decode_to_identical_pixels(tmp_path, shape):
+def test_frames_are_compressed_at_zlib_fastest_level_and_decode_to_identical_pixels(tmp_path, shape, encoder,
+                                                                                     monkeypatch):
+    if encoder == "PIL":  # what an environment without imagecodecs encodes with
+        monkeypatch.setattr(morph.media.video, "imagecodecs", None)
+    else:
+        pytest.importorskip("imagecodecs")
     rng = np.random.default_rng(0)
     smooth = np.clip(np.cumsum(rng.integers(-8, 9, shape), axis=1) + 128, 0, 255).astype(np.uint8)
     for image in (smooth, rng.integers(0, 256, shape, dtype=np.uint8)):  # a gradient, and noise (no run to find)

@@ -1,13 +1,19 @@
 """Writing frames: lossless PNGs and a streamed H.264 MP4, one video frame per rendered frame."""
 
+import io
 from pathlib import Path
 
-import imagecodecs
 import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
+from PIL import Image
 
 from ..files import own_partial_name, write_atomic
+
+try:  # a dependency; without it (a bare environment) frames are encoded by PIL, to the same pixels, 3x slower
+    import imagecodecs
+except ImportError:
+    imagecodecs = None
 
 
 # RGB -> YUV with BT.709's matrix in limited range, and the file tagged so: players assume BT.709 for HD sizes,
@@ -34,6 +40,10 @@ def png_bytes(image: np.ndarray) -> bytes:
     # zlib level 1 with run-length matching over the Sub filter (libpng through imagecodecs; its docs give these as
     # OpenCV's fast settings): on the benchmark's 512 px frames 14 ms a frame against PIL's 51 ms at level 1, 7 % more
     # bytes; it releases the GIL, so encoder threads run side by side
+    if imagecodecs is None:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
     return imagecodecs.png_encode(np.ascontiguousarray(image), level=1, strategy=imagecodecs.PNG.STRATEGY.RLE,
                                   filter=imagecodecs.PNG.FILTER.SUB)
 

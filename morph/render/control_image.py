@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import MorphError
+
 
 def fitted(image: Image.Image, width: int, height: int) -> Image.Image:
     """`image` scaled to cover width x height (Lanczos), then its centre cut out: never stretched (as video's fit:
@@ -17,8 +19,10 @@ def fitted(image: Image.Image, width: int, height: int) -> Image.Image:
 
 def canny(rgb: np.ndarray, low: float, high: float) -> np.ndarray:
     """An edge map [H, W, 3] uint8 (255 on edges, 0 elsewhere) of an image [H, W, 3] uint8, by OpenCV's Canny."""
-    import cv2
-
+    try:  # a dependency, but 60 MB: an environment without it can do all but this
+        import cv2
+    except ImportError:
+        raise MorphError("preprocess: canny needs OpenCV: pip install opencv-python-headless") from None
     edges = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), low, high)
     return np.repeat(edges[:, :, None], 3, axis=2)
 
