@@ -15,10 +15,11 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, Valida
 
 from .messages import bad, one_line, short
 from .sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
-                              GoldenSpec, GridSpec, KeyframeEntry, Limits, LoraSpec, Scheduler, Section, Size, Spacing,
-                              SpacingSpec, Text, TimingSpec, VideoSpec, lora_name)
+                              GoldenSpec, GridSpec, InversionSpec, KeyframeEntry, Limits, LoraSpec, Scheduler, Section,
+                              Size, Spacing, SpacingSpec, Text, TimingSpec, VideoSpec, lora_name)
 from ..errors import MorphError, did_you_mean
 from .expr import parse_prompt_expression
+from .image_keys import INVERTIBLE, check_image_keyframes
 from .webui_syntax import refuse_webui_syntax
 
 
@@ -303,8 +304,21 @@ class WalkJob(_Keyframed):
     """A walk through two or more keyframe prompts."""
 
     prompts: list[KeyframeEntry] = Field(min_length=2)
-    """Keyframes in order: texts (or expressions over `define`), or {prompt, seed, negative_prompt, guidance_scale}."""
+    """Keyframes in order: texts (or expressions over `define`), or {prompt, seed, negative_prompt, guidance_scale,
+    image, ...}."""
+    inversion: InversionSpec | None = None
+    """How keyframe images are inverted: {guidance_scale: 1, num_inference_steps: the job's}."""
     kind: ClassVar[str] = "walk"
+
+    def keyframe_images(self) -> list[tuple[int, str, str]]:
+        """(index, path, fit) of each keyframe with an image."""
+        return [(i, p.image, p.fit or "crop") for i, p in enumerate(self.prompts) if p.image]
+
+    def scheduler_choice(self) -> tuple[str | None, dict]:
+        """Image keyframes render with the scheduler DDIM inversion runs backwards, unless one is named."""
+        if self.scheduler is None and self.keyframe_images():
+            return INVERTIBLE, {}
+        return super().scheduler_choice()
 
     def keyframe_sources(self) -> list[str]:
         return [p.prompt for p in self.prompts]
@@ -359,6 +373,11 @@ class WalkJob(_Keyframed):
                                      f"{did_you_mean(name, names)}" + (f"its LoRAs are {', '.join(names)}" if names else
                                         "declare it there first: loras: [{path: ..., name: ...}]"))
                 self._check_lora_scale(f"prompts[{i}].loras.{name}", scale)
+        return self
+
+    @model_validator(mode="after")
+    def _check_images(self):
+        check_image_keyframes(self)
         return self
 
     @model_validator(mode="after")

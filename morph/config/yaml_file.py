@@ -11,6 +11,9 @@ from .jobs import JobConfig, validate
 from .messages import key_path, short
 from ..errors import MorphError
 
+# a keyframe's keys that name a file: its picture to invert (image), an IP-Adapter's picture (reference)
+KEYFRAME_FILES = ("image", "reference")
+
 
 class Yaml12Loader(yaml.SafeLoader):
     """YAML as YAML 1.2 reads booleans: only true and false. YAML 1.1's yes, no, on and off stay text, so that
@@ -94,9 +97,10 @@ def _beside(value, folder: Path, always: bool):
 
 
 def resolve_paths(raw, folder: Path):
-    """The paths a config reads (model, vae, configs_from, embeddings, loras, timing.audio) relative to the config
-    file's folder, made absolute, so a job runs the same from any current folder and its manifest names them wherever
-    it is read. `output`, where the job writes, stays relative to the current folder, like its default."""
+    """The paths a config reads (model, vae, configs_from, embeddings, loras, keyframe images and references,
+    timing.audio) relative to the config file's folder, made absolute, so a job runs the same from any current folder
+    and its manifest names them wherever it is read. `output`, where the job writes, stays relative to the current
+    folder, like its default."""
     if not isinstance(raw, dict):
         return raw
     raw = dict(raw)
@@ -110,6 +114,9 @@ def resolve_paths(raw, folder: Path):
     if isinstance(raw.get("loras"), list):  # a LoRA can be a hub id too
         raw["loras"] = [{**e, "path": _beside(e.get("path"), folder, False)} if isinstance(e, dict) else e
                         for e in raw["loras"]]
+    if isinstance(raw.get("prompts"), list):  # a keyframe's picture
+        raw["prompts"] = [{**p, **{k: _beside(p[k], folder, True) for k in KEYFRAME_FILES if k in p}}
+                          if isinstance(p, dict) else p for p in raw["prompts"]]
     if isinstance(raw.get("timing"), dict) and "audio" in raw["timing"]:
         raw["timing"] = {**raw["timing"], "audio": _beside(raw["timing"]["audio"], folder, True)}
     return raw
