@@ -8,9 +8,11 @@ traceback, and (for exit 2) without loading a model or leaving an output folder.
 import errno
 import json
 import re
+import struct
 import subprocess
 import sys
 import wave
+import zlib
 from pathlib import Path
 
 import jsonschema
@@ -100,11 +102,23 @@ def corpus_files(folder: Path) -> None:
     Image.new("RGB", (8, 8)).save(folder / "picture.png")
     (folder / "model.ckpt").write_bytes(b"PK\x03\x04 a zip of pickles")
     (folder / "notes.txt").write_text("not music\n")
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(folder / "picture.png")
+    Image.new("CMYK", (8, 8)).save(folder / "print.jpg")
+    Image.new("RGBA", (8, 8), (1, 2, 3, 0)).save(folder / "see-through.png")
+    Image.new("L", (8, 8)).save(folder / "moving.gif", save_all=True, append_images=[Image.new("L", (8, 8), 255)])
+    (folder / "bomb.png").write_bytes(_png_header(100_000, 100_000))
     with wave.open(str(folder / "track.wav"), "wb") as track:  # 2 s of silence
         track.setnchannels(1)
         track.setsampwidth(2)
         track.setframerate(8000)
         track.writeframes(b"\0\0" * 16000)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """The start of a PNG that claims width x height pixels: a decompression bomb's header, and a few bytes of data."""
+    chunks = [b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0), b"IDAT" + zlib.compress(bytes(64))]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(c) - 4) + c + struct.pack(">I", zlib.crc32(c))
+                                          for c in chunks)
 
 
 @pytest.mark.parametrize("text, code, fragment", list(corpus_cases()))

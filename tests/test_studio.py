@@ -38,11 +38,11 @@ def test_the_form_writes_back_only_what_it_changed():
     raw = parse("name: w\nmodel: toy\nprompts: [a red circle, {prompt: a blue square, seed: 4}]\nframes: [10]\n"
                 "analysis: {metric: pixel}\nloras: [{path: ../loras/ink.safetensors, scale: 0.5}]\n")
     values = form_of(raw)
-    assert values["keyframes"] == [["a red circle", "", "", "", ""], ["a blue square", "4", "", "", ""]]
+    assert values["keyframes"] == [["a red circle", "", "", "", "", "", ""], ["a blue square", "4", "", "", "", "", ""]]
     assert values["frames"] == 11 and values["spacing"] == "uniform" and values["interpolation"] == "slerp"
     assert with_form(raw, values) == raw  # nothing changed: the same mapping, frames per segment and all
     values["keyframes"][0][3] = "9.5"  # a guidance_scale for the first keyframe
-    values["keyframes"][1][4] = "1.5"  # the LoRA's strength at the second
+    values["keyframes"][1][6] = "1.5"  # the LoRA's strength at the second
     values["spacing"], values["width"] = "even", 128.0
     changed = with_form(raw, values)
     assert changed["prompts"] == [{"prompt": "a red circle", "guidance_scale": 9.5},
@@ -55,9 +55,9 @@ def test_an_edited_cell_keeps_the_keyframes_keys_that_have_no_column():
     raw = parse("prompts: [a red circle, {prompt: a blue square, ease: cosine, loras: {ink: 0.5, pen: 1}}, "
                 "{prompt: a green star, ease: ease-in}]\nloras: [{path: ink.safetensors}]\n")
     values = form_of(raw)
-    assert values["keyframes"][1] == ["a blue square", "", "", "", "0.5"]
+    assert values["keyframes"][1] == ["a blue square", "", "", "", "", "", "0.5"]
     values["keyframes"][1][1] = "4"  # a seed for the second keyframe
-    values["keyframes"][1][4] = ""  # its ink strength: the top level's again
+    values["keyframes"][1][6] = ""  # its ink strength: the top level's again
     values["keyframes"][2][0] = "a yellow star"
     assert with_form(raw, values)["prompts"] == [
         "a red circle", {"prompt": "a blue square", "ease": "cosine", "loras": {"pen": 1}, "seed": 4},
@@ -196,7 +196,7 @@ def test_a_pasted_config_fills_the_form_and_the_status_line_says_how_far_a_rende
     name, model, frames, width, _, steps, interpolation, spacing, table, message = studio.form_values(
         walk_yaml(prompts=["a cat", {"prompt": "a dog", "guidance_scale": 3}], spacing="even"))
     assert (name, model, frames, width, steps, interpolation, spacing) == ("walk", "tiny", 12, 64, 3, "slerp", "even")
-    assert table["data"] == [["a cat", "", "", ""], ["a dog", "", "", "3"]]
+    assert table["data"] == [["a cat", "", "", "", "", ""], ["a dog", "", "", "3", "", ""]]
     assert message == "✓ walk, 12 frames, into outputs/walk"
     assert studio.form_values(walk_yaml(frames=1))[-1].startswith("⚠ frames: ")
     running = {"name": "walk", "state": "running", "done": 5, "total": 12, "frames_per_s": 2.5, "seconds_left": 2.8}
@@ -247,6 +247,45 @@ def _escapes(root: Path, outside: Path) -> dict[str, str]:
         "output elsewhere": walk_yaml(output=str(outside / "out")),
         "output in root, not outputs": walk_yaml(output="configs"),
     }
+
+
+def test_an_uploaded_picture_is_kept_under_inputs_and_named_in_its_keyframe(tmp_path):
+    from PIL import Image
+
+    from morph.studio.page import Studio
+
+    studio, picture = Studio(tmp_path, Worker(run=_fake_run())), tmp_path / "my photo!.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(picture)
+    text, message = studio.attach(walk_yaml(), str(picture), 0, "image")
+    kept = list((tmp_path / "inputs").iterdir())
+    assert len(kept) == 1 and kept[0].name.startswith("my_photo-") and kept[0].read_bytes() == picture.read_bytes()
+    assert parse(text)["prompts"][0] == {"prompt": "a photo of a cat", "image": f"../inputs/{kept[0].name}"}
+    assert message.startswith("✓ walk") and studio_config(text, tmp_path).prompts[0].image == str(kept[0])
+    assert studio.form_values(text)[-2]["data"][0][4] == f"../inputs/{kept[0].name}"
+    again, _ = studio.attach(text, str(picture), 1, "reference")  # the same bytes: the same file
+    assert parse(again)["prompts"][1]["reference"] == f"../inputs/{kept[0].name}" and len(kept) == 1
+    (tmp_path / "notes.txt").write_text("not a picture")
+    for upload, keyframe, refused in ((tmp_path / "notes.txt", 0, "is not an image"),
+                                      (picture, 5, "keyframe 5 is not")):
+        _, message = studio.attach(text, str(upload), keyframe, "image")
+        assert message.startswith("⚠ upload: ") and refused in message and "\n" not in message
+    assert len(list((tmp_path / "inputs").iterdir())) == 1
+
+
+def test_an_upload_follows_no_link_out_of_inputs_and_a_keyframe_picture_stays_in_the_root(tmp_path):
+    from PIL import Image
+
+    from morph.studio.inputs import keep_input
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    root.mkdir(), elsewhere.mkdir()
+    (root / "inputs").symlink_to(elsewhere)
+    Image.new("RGB", (8, 8)).save(tmp_path / "p.png")
+    with pytest.raises(MorphError, match="leads out of"):
+        keep_input(tmp_path / "p.png", root)
+    assert not list(elsewhere.iterdir())
+    with pytest.raises(MorphError, match=r"prompts\[1\]\.image: \.\./\.\./p\.png is outside"):
+        studio_config(walk_yaml(prompts=["a cat", {"prompt": "a dog", "image": "../../p.png"}]), root)
 
 
 def test_paths_outside_the_root_are_refused_in_one_line(tmp_path):

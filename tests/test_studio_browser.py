@@ -38,3 +38,41 @@ def test_the_page_composes_previews_and_renders_in_a_browser(tmp_path, monkeypat
     assert "done" in seen["status"]
     assert seen["console"] == []
     assert iio.imread(tmp_path / "studio.png").shape[1] == SCREENSHOT_WIDTH
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no chromium installed (`apt-get install chromium`; .ci/run does it)")
+def test_a_picture_chosen_in_the_browser_lands_in_inputs_and_in_its_keyframes_cells(tmp_path, monkeypatch):
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+    from studio_tour import CHROMIUM_ARGS
+
+    from morph.studio.page import serve
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "root"
+    root.mkdir()
+    Image.new("RGB", (64, 64), (20, 160, 40)).save(tmp_path / "green.png")
+    studio, url = serve(root, port=None, block=False, warm=False)
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=BROWSER, args=CHROMIUM_ARGS)
+            page = chromium.new_page(viewport={"width": 1280, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_selector('#keyframes [data-testid="cell-1-0"]')
+            page.locator("#upload_keyframe input").fill("1")
+            page.locator("#upload_keyframe input").press("Tab")
+            page.set_input_files("#upload input[type=file]", str(tmp_path / "green.png"))
+            page.wait_for_function("() => document.querySelector('#yaml .cm-content').innerText.includes('inputs/')",
+                                   timeout=60_000)
+            text = page.locator("#yaml .cm-content").inner_text()
+            page.wait_for_function("() => document.querySelector('#keyframes [data-testid=\"cell-1-4\"]')"
+                                   ".innerText.includes('inputs/green-')", timeout=60_000)
+            chromium.close()
+    finally:
+        studio.close()
+    kept = list((root / "inputs").iterdir())
+    assert [p.name[:6] for p in kept] == ["green-"] and f"image: ../inputs/{kept[0].name}" in text
+    assert errors == []

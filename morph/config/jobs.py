@@ -16,15 +16,17 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, Valida
 from .controlnets import ControlNetSpec
 from .messages import bad, one_line, short
 from .sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
-                              GoldenSpec, GridSpec, HiresSpec, IpAdapterSpec, KeyframeEntry, Limits, LoraSpec, Scheduler,
-                              Section, Size, Spacing, SpacingSpec, Text, TimingSpec, VideoSpec, lora_name)
+                              GoldenSpec, GridSpec, HiresSpec, InversionSpec, IpAdapterSpec, KeyframeEntry, Limits,
+                              LoraSpec, Scheduler, Section, Size, Spacing, SpacingSpec, Text, TimingSpec, VideoSpec,
+                              lora_name)
 from ..errors import MorphError, did_you_mean
 from .expr import parse_prompt_expression
+from .image_keys import INVERTIBLE, check_image_keyframes
 from .webui_syntax import refuse_webui_syntax
 
 
 # keys added after jobs existed: a job that leaves them unset keeps the store keys and hash it had before
-ADDED_LATER = ("hires", "controlnets", "ip_adapter")
+ADDED_LATER = ("hires", "controlnets", "ip_adapter", "inversion")
 
 
 class JobConfig(Section):
@@ -370,8 +372,21 @@ class WalkJob(_Keyframed):
     """A walk through two or more keyframe prompts."""
 
     prompts: list[KeyframeEntry] = Field(min_length=2)
-    """Keyframes in order: texts (or expressions over `define`), or {prompt, seed, negative_prompt, guidance_scale}."""
+    """Keyframes in order: texts (or expressions over `define`), or {prompt, seed, negative_prompt, guidance_scale,
+    image, ...}."""
+    inversion: InversionSpec | None = None
+    """How keyframe images are inverted: {guidance_scale: 1, num_inference_steps: the job's}."""
     kind: ClassVar[str] = "walk"
+
+    def keyframe_images(self) -> list[tuple[int, str, str]]:
+        """(index, path, fit) of each keyframe with an image."""
+        return [(i, p.image, p.fit or "crop") for i, p in enumerate(self.prompts) if p.image]
+
+    def scheduler_choice(self) -> tuple[str | None, dict]:
+        """Image keyframes render with the scheduler DDIM inversion runs backwards, unless one is named."""
+        if self.scheduler is None and self.keyframe_images():
+            return INVERTIBLE, {}
+        return super().scheduler_choice()
 
     def keyframe_sources(self) -> list[str]:
         return [p.prompt for p in self.prompts]
@@ -460,6 +475,11 @@ class WalkJob(_Keyframed):
                     raise MorphError(f"prompts[{i}].controlnets: {name!r} is not a ControlNet of controlnets:; "
                                      f"{did_you_mean(name, names)}" + (f"its ControlNets are {', '.join(names)}" if
                                         names else "declare it there first: controlnets: [{path: ..., image: ...}]"))
+        return self
+
+    @model_validator(mode="after")
+    def _check_images(self):
+        check_image_keyframes(self)
         return self
 
     @model_validator(mode="after")

@@ -323,6 +323,8 @@ class Limits(Section):
     """Most pixels of height and of width."""
     max_lora_scale: float = Field(10.0, gt=0)
     """Largest strength of a LoRA, either sign; beyond it a LoRA only burns the picture, so it is usually a typo."""
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    """Most pixels (width x height) of a keyframe's image, read from its header before it is decoded."""
 
 
 class Keyframe(Section):
@@ -350,6 +352,18 @@ class Keyframe(Section):
     between keyframes. A keyframe without one fades the nearest reference to scale 0."""
     ip_adapter_scale: float | None = Field(None, ge=0, le=10)
     """Its reference's strength (default: ip_adapter.scale); linear between keyframes."""
+    image: Text | None = None
+    """A picture (PNG, JPEG, ...) whose DDIM inversion is the keyframe's starting latent: its frame redraws it."""
+    fit: Literal["crop", "pad"] | None = None
+    """How its image meets the job's size: crop (default: cover the frame, cut the overhang) or pad (fit inside,
+    on black)."""
+
+    @model_validator(mode="after")
+    def _fit_needs_an_image(self):
+        if self.fit is not None and self.image is None:
+            raise MorphError("fit: says how a keyframe's image meets the job's size; give the keyframe an image: too, "
+                             "or remove fit")
+        return self
 
     @model_serializer(mode="wrap")
     def _plain(self, handler):
@@ -367,7 +381,16 @@ def _keyframe(value):
     if isinstance(value, dict):
         return value
     raise ValueError("expected a prompt text, or a mapping {prompt, seed, negative_prompt, guidance_scale, ease, "
-                     "loras, controlnets}")
+                     "loras, controlnets, reference, ip_adapter_scale, image, fit}")
+
+
+class InversionSpec(Section):
+    """How image keyframes are inverted into their starting latents (DDIM inversion)."""
+
+    guidance_scale: float = Field(1.0, ge=0, le=100)
+    """Classifier-free guidance of the inversion; 1 inverts most faithfully."""
+    num_inference_steps: int | None = Field(None, ge=1, le=1000)
+    """Inversion steps; default: the job's num_inference_steps."""
 
 
 KeyframeEntry = Annotated[Keyframe, BeforeValidator(_keyframe, json_schema_input_type=Text | Keyframe)]

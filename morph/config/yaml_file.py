@@ -11,6 +11,9 @@ from .jobs import JobConfig, validate
 from .messages import key_path, short
 from ..errors import MorphError
 
+# a keyframe's keys that name a file: its picture to invert (image), an IP-Adapter's picture (reference)
+KEYFRAME_FILES = ("image", "reference")
+
 
 class Yaml12Loader(yaml.SafeLoader):
     """YAML as YAML 1.2 reads booleans: only true and false. YAML 1.1's yes, no, on and off stay text, so that
@@ -126,9 +129,9 @@ def resolve_paths(raw, folder: Path):
     if isinstance(raw.get("ip_adapter"), dict):
         raw["ip_adapter"] = {**raw["ip_adapter"], **{key: _beside_or_hub(raw["ip_adapter"][key], folder)
                                                      for key in ("path", "image_encoder") if key in raw["ip_adapter"]}}
-    if isinstance(raw.get("prompts"), list):  # keyframes' reference images
-        raw["prompts"] = [{**p, "reference": _beside(p["reference"], folder, True)}
-                          if isinstance(p, dict) and "reference" in p else p for p in raw["prompts"]]
+    if isinstance(raw.get("prompts"), list):  # a keyframe's picture and its reference
+        raw["prompts"] = [{**p, **{k: _beside(p[k], folder, True) for k in KEYFRAME_FILES if k in p}}
+                          if isinstance(p, dict) else p for p in raw["prompts"]]
     if isinstance(raw.get("timing"), dict) and "audio" in raw["timing"]:
         raw["timing"] = {**raw["timing"], "audio": _beside(raw["timing"]["audio"], folder, True)}
     return raw

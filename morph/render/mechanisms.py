@@ -5,12 +5,13 @@ from ..config.jobs import JobConfig
 from .batch import Mechanism
 from .controlnet import controlnets
 from .hires import HiresPass
+from .image_keyframes import image_keyframes
 from .ip_adapter import ReferenceImages
 
 
 def unet_mechanisms(config: JobConfig, loaded, path) -> tuple[Mechanism, ...]:
     """The mechanisms of a job whose model is `loaded` (pipeline.LoadedModel) and whose frames walk along `path`:
     none for a job that asks for none, so its keys and pixels stay what they were."""
-    made = (controlnets(config, loaded, path), ReferenceImages.of(config, loaded, path),
-            HiresPass(config.hires, config.seed) if config.hires else None)
+    made = (image_keyframes(config, loaded, path), controlnets(config, loaded, path),
+            ReferenceImages.of(config, loaded, path), HiresPass(config.hires, config.seed) if config.hires else None)
     return tuple(mechanism for mechanism in made if mechanism is not None)

@@ -179,6 +179,27 @@ class FrameStore:
         """Make `target` a copy of the stored frame (never a link: an edit of the copy must not reach the store)."""
         write_atomic(target, lambda partial: shutil.copyfile(self.path(key), partial))
 
+    def put_tensor(self, key: str, tensor, info: dict) -> None:
+        """Keep a tensor that took long to compute (an image keyframe's inversion) and what was measured with it."""
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.folder / f"{key}.safetensors", lambda path: save_file(
+            {"tensor": tensor.detach().cpu().contiguous()}, str(path), metadata={"info": json.dumps(info)}))
+
+    def tensor(self, key: str):
+        """(tensor, info) kept under `key`, or None when there is none that reads whole."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.folder / f"{key}.safetensors"
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), "pt") as kept:
+                return kept.get_tensor("tensor"), json.loads(kept.metadata()["info"])
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError):
+            return None
+
     def save_plan(self, plan: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         write_atomic(self.folder / PLAN, lambda path: path.write_text(json.dumps(plan)))

@@ -10,7 +10,7 @@ import yaml
 
 from ..config.jobs import JobConfig
 from ..config.messages import short
-from ..config.yaml_file import parse_config, resolve_paths
+from ..config.yaml_file import KEYFRAME_FILES, parse_config, resolve_paths
 from ..errors import MorphError
 from ..models.tiny import BUILT_IN
 from .access import CACHED_FILE, cached_hub_id, inside
@@ -19,6 +19,7 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # fullmatch
 BUILT_IN_MODELS = ("toy", *BUILT_IN)
 OUTPUTS = "outputs"
 CONFIGS = "configs"
+INPUTS = "inputs"  # the pictures uploaded for keyframes (inputs.py)
 
 
 def outside(what: str, value: str, root: Path) -> MorphError:
@@ -59,6 +60,9 @@ def read_paths(raw: dict) -> list[tuple[str, str]]:
         found += [(key, e.get("path") if isinstance(e, dict) else e) for e in entries]
     timing = raw.get("timing")
     found += [("timing.audio", timing.get("audio"))] if isinstance(timing, dict) else []
+    keyframes = raw.get("prompts") if isinstance(raw.get("prompts"), list) else []
+    found += [(f"prompts[{i}].{key}", keyframe.get(key)) for i, keyframe in enumerate(keyframes)
+              if isinstance(keyframe, dict) for key in KEYFRAME_FILES]
     return [(key, value) for key, value in found if isinstance(value, str) and value]
 
 

@@ -12,7 +12,11 @@ from ..errors import MorphError
 from .configs import dump
 
 FIELDS = ("name", "model", "frames", "width", "height", "num_inference_steps", "interpolation", "spacing")
-KEYFRAME_COLUMNS = ("prompt", "seed", "negative_prompt", "guidance_scale")
+# image: a picture DDIM-inverted into the keyframe's start; reference: an IP-Adapter's picture (both under inputs/)
+KEYFRAME_COLUMNS = ("prompt", "seed", "negative_prompt", "guidance_scale", "image", "reference")
+# what the table's header shows for a column, where not its key: Gradio's page looks a bare "image" up among its own
+# translations (a group of them), and logs a warning in the browser each time it shows it
+HEADERS = {"image": "image file", "reference": "reference file"}
 NEW_JOB = {"name": "walk", "model": "toy", "prompts": ["a red circle", "a green triangle"], "frames": 48,
            "num_inference_steps": 25, "guidance_scale": 5.0, "seed": 3}
 
@@ -82,6 +86,11 @@ def lora_columns(raw: dict) -> list[str]:
         if isinstance(entry, dict) and (entry.get("name") or entry.get("path")):
             names.append(str(entry.get("name") or lora_name(str(entry["path"]))))
     return [f"lora:{name}" for name in names]
+
+
+def headers(raw: dict) -> list[str]:
+    """The keyframe table's header: each column's name, then one for each LoRA the job loads."""
+    return [HEADERS.get(key, key) for key in KEYFRAME_COLUMNS] + lora_columns(raw)
 
 
 def form_of(raw: dict, count: int | None = None) -> dict:

@@ -16,12 +16,15 @@ from ..job import check_job
 from ..output.delivery import export
 from .access import settle_in
 from .configs import OUTPUTS, WouldReplace, dump, model_choices, save_config, studio_config
-from .form import FIELDS, KEYFRAME_COLUMNS, NEW_JOB, form_of, lora_columns, parse, rewritten, with_form
+from .form import FIELDS, HEADERS, KEYFRAME_COLUMNS, NEW_JOB, form_of, headers, parse, rewritten, with_form
+from .inputs import UPLOAD_COLUMNS, with_input
 from .previews import FrameAt, ModelShelf, preview
 from .worker import ACTIVE, QUEUE_SIZE, Worker, saved_jobs
 
 POLL_S = 0.5  # how often /render and the page look at a running job
 PREVIEWS_WAITING = 16  # previews queued beyond the one rendering; more are refused by Gradio's queue
+# the pictures the upload offers; by suffix, since Gradio's page looks "image" up among its translations and warns
+PICTURE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"]
 
 
 def _refused(fn, *args):
@@ -89,7 +92,7 @@ class Studio:
             return (*[gr.update() for _ in FIELDS], gr.update(), f"⚠ {e}")
         values = form_of(raw, self.frame_count(text))
         table = {"data": values["keyframes"] or [[""] * len(KEYFRAME_COLUMNS)],
-                 "headers": [*KEYFRAME_COLUMNS, *lora_columns(raw)]}
+                 "headers": headers(raw)}
         return (*[values[key] for key in FIELDS], table, self.message(text))
 
     def yaml_of(self, text: str, table, *fields) -> tuple[str, str]:
@@ -100,6 +103,18 @@ class Studio:
             return gr.update(), f"⚠ {e}"
         rows = table.values.tolist() if hasattr(table, "values") else table or []
         text = rewritten(text, with_form(raw, {**dict(zip(FIELDS, fields)), "keyframes": rows}, self.frame_count(text)))
+        return text, self.message(text)
+
+    def attach(self, text: str, upload: str | None, keyframe: float | None, column: str) -> tuple[str, str]:
+        """An uploaded picture kept under inputs/ and named in a keyframe's image or reference: the YAML, its
+        message."""
+        if not upload:
+            return gr.update(), gr.update()
+        try:
+            key = next((key for key, shown in HEADERS.items() if shown == column), column)  # as the page shows it
+            text = with_input(text, self.root, Path(upload), int(keyframe or 0), key)
+        except MorphError as e:
+            return gr.update(), f"⚠ {e}"
         return text, self.message(text)
 
     def frame_count(self, text: str) -> int | None:
@@ -250,9 +265,17 @@ def build(studio: Studio, first: str | None = None) -> gr.Blocks:
                 name = gr.Textbox(label="name", elem_id="name")
                 model = gr.Dropdown(model_choices(studio.root), label="model", allow_custom_value=True,
                                     elem_id="model")
-                keyframes = gr.Dataframe(headers=list(KEYFRAME_COLUMNS), datatype="str", type="array",
+                keyframes = gr.Dataframe(headers=headers({}), datatype="str", type="array",
                                          label="keyframes (empty cells: the top level's value)", interactive=True,
                                          elem_id="keyframes")
+                with gr.Row():  # a picture for a keyframe: kept under inputs/, named in its image or reference cell
+                    upload = gr.File(label="picture for a keyframe", file_types=PICTURE_TYPES, type="filepath",
+                                     elem_id="upload")
+                    upload_keyframe = gr.Number(0, label="keyframe (0: the first)", precision=0, minimum=0,
+                                                elem_id="upload_keyframe")
+                    upload_column = gr.Radio([HEADERS[key] for key in UPLOAD_COLUMNS], value=HEADERS["image"],
+                                             label="as its",
+                                             elem_id="upload_column")
                 with gr.Row():
                     frames = gr.Number(label="frames", precision=0, minimum=2, elem_id="frames")
                     width = gr.Number(label="width", precision=0, minimum=8, step=8)
@@ -301,6 +324,8 @@ def build(studio: Studio, first: str | None = None) -> gr.Blocks:
         yaml_text.input(studio.form_values, yaml_text, [*form, keyframes, message], **hidden)
         for field in [*form, keyframes]:
             field.input(studio.yaml_of, [yaml_text, keyframes, *form], [yaml_text, message], **hidden)
+        upload.upload(studio.attach, [yaml_text, upload, upload_keyframe, upload_column], [yaml_text, message],
+                      **hidden).then(studio.form_values, yaml_text, [*form, keyframes, message], **hidden)
         asked = gr.State(None)  # this page's YAML that Save last asked about replacing a file with
         save.click(studio.save, [yaml_text, asked], [saved, asked], **hidden)
         preview_button.click(studio.preview, yaml_text, [filmstrip, storm_plot, position], api_name="preview",
