@@ -198,16 +198,16 @@ def test_short_disk_space_is_a_warning_not_a_refusal(write_config, tmp_path, mon
                                          (errno.EACCES, "Permission denied")])
 def test_a_write_fault_stops_with_one_line_and_leaves_no_partial_file(write_config, tmp_path, monkeypatch, code,
                                                                        words):
-    real_imwrite, written = morph.media.video.iio.imwrite, []
+    real_write, written = morph.media.video.write_atomic, []
 
-    def failing_imwrite(path, image, **kwargs):
+    def failing_write(path, write):
         if len(written) == 2:  # the third frame: half a file, then the fault
             Path(path).write_bytes(b"\x89PNG half")
             raise OSError(code, words, str(path))
         written.append(path)
-        return real_imwrite(path, image, **kwargs)
+        return real_write(path, write)
 
-    monkeypatch.setattr(morph.media.video.iio, "imwrite", failing_imwrite)
+    monkeypatch.setattr(morph.media.video, "write_atomic", failing_write)
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", str(write_config(frames=6, batch_size=2)), "--out", str(out),
                                       "--quiet"])
