@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar, Literal, Union
 from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, ValidationError, model_validator
 
 from .messages import bad, one_line, short
-from .sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
+from .sections import (MAX_TEXT, AnalysisSpec, Attention, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
                               GoldenSpec, GridSpec, KeyframeEntry, Limits, LoraSpec, Scheduler, Section, Size, Spacing,
                               SpacingSpec, Text, TimingSpec, VideoSpec, lora_name)
 from ..errors import MorphError, did_you_mean
@@ -80,6 +80,9 @@ class JobConfig(Section):
     """Caps on frames and sizes."""
     analysis: AnalysisSpec = AnalysisSpec()
     """The storm map written after every walk: storm.png, filmstrip.png and the manifest's analysis."""
+    attention: Attention | None = None
+    """Walks: attention interpolation between keyframes, inner or outer, or {mode, fuse_self, until}; see
+    docs/storms.md. Default: off."""
     _source: str | None = PrivateAttr(None)  # the config file's path (set by config_file.load_config)
 
     kind: ClassVar[str] = "job"
@@ -154,7 +157,8 @@ class JobConfig(Section):
         # spacing decides which frames a video shows, not the pixels of a frame at a given t (goldens are uniform)
         skip = {"name", "output", "batch_size", "golden", "fps", "device", "dtype", "compile", "limits", "analysis",
                 "spacing", "video"}
-        return {k: v for k, v in self.to_dict().items() if k not in skip}
+        # a job without attention interpolation keeps the hash it had before the key existed
+        return {k: v for k, v in self.to_dict().items() if k not in skip and not (k == "attention" and v is None)}
 
     def pixel_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.pixel_keys(), sort_keys=True).encode()).hexdigest()[:16]
@@ -182,6 +186,10 @@ class JobConfig(Section):
             if negative and guidance <= 1:  # diffusers too reads a negative prompt only under guidance
                 raise MorphError(f"{where}: at {guided_by} {guidance:g} there is no classifier-free guidance, so no "
                                  f"negative prompt reaches the UNet; remove it, or set {guided_by} above 1")
+        if self.attention and self.kind != "walk":
+            what = {"edit": "a one-word edit", "grid": "a grid"}[self.kind]
+            raise MorphError(f"attention: only a walk (prompts:) interpolates attention between its keyframes, and "
+                             f"{what} has no keyframe renders to attend to; remove it")
         names = self.lora_names()
         for i, (name, lora) in enumerate(zip(names, self.loras)):
             if name in names[:i]:

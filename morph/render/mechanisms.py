@@ -2,11 +2,12 @@
 of them, in the order they act on a batch."""
 
 from ..config.jobs import JobConfig
+from .attention import attention_interpolation
 from .batch import Mechanism
 
 
 def unet_mechanisms(config: JobConfig, loaded, path) -> tuple[Mechanism, ...]:
     """The mechanisms of a job whose model is `loaded` (pipeline.LoadedModel) and whose frames walk along `path`:
     none for a job that asks for none, so its keys and pixels stay what they were."""
-    made = ()
+    made = (attention_interpolation(config, path),)
     return tuple(mechanism for mechanism in made if mechanism is not None)
