@@ -22,7 +22,7 @@ LAYERS = [
      "morph"},
 ]
 PURE_MATH = ["prompts/ops.py", "prompts/path.py", "prompts/easing.py", "analysis/spacing.py", "analysis/metrics.py",
-             "analysis/storm.py", "models/ip_rows.py"]
+             "analysis/storm.py", "models/ip_rows.py", "render/attention_math.py"]
 
 
 def module_name(path: Path) -> str:

@@ -15,7 +15,7 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, Valida
 
 from .controlnets import ControlNetSpec
 from .messages import bad, one_line, short
-from .sections import (MAX_TEXT, AnalysisSpec, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
+from .sections import (MAX_TEXT, AnalysisSpec, Attention, BatchSize, DefineName, Ease, EditSpec, Embedding, Frames,
                               GoldenSpec, GridSpec, HiresSpec, InversionSpec, IpAdapterSpec, KeyframeEntry, Limits,
                               LoraSpec, Scheduler, Section, Size, Spacing, SpacingSpec, Text, TimingSpec, VideoSpec,
                               lora_name)
@@ -26,7 +26,7 @@ from .webui_syntax import refuse_webui_syntax
 
 
 # keys added after jobs existed: a job that leaves them unset keeps the store keys and hash it had before
-ADDED_LATER = ("hires", "controlnets", "ip_adapter", "inversion")
+ADDED_LATER = ("hires", "controlnets", "ip_adapter", "inversion", "attention")
 
 
 class JobConfig(Section):
@@ -92,6 +92,9 @@ class JobConfig(Section):
     """The storm map written after every walk: storm.png, filmstrip.png and the manifest's analysis."""
     hires: HiresSpec | None = None
     """A second pass at a larger size: {scale: 2, strength: 0.35, num_inference_steps: null, upscale: latent}."""
+    attention: Attention | None = None
+    """Walks: attention interpolation between keyframes, inner or outer, or {mode, fuse_self, until}; see
+    docs/storms.md. Default: off."""
     _source: str | None = PrivateAttr(None)  # the config file's path (set by config_file.load_config)
 
     kind: ClassVar[str] = "job"
@@ -199,6 +202,13 @@ class JobConfig(Section):
             if negative and guidance <= 1:  # diffusers too reads a negative prompt only under guidance
                 raise MorphError(f"{where}: at {guided_by} {guidance:g} there is no classifier-free guidance, so no "
                                  f"negative prompt reaches the UNet; remove it, or set {guided_by} above 1")
+        if self.attention and self.kind != "walk":
+            what = {"edit": "a one-word edit", "grid": "a grid"}[self.kind]
+            raise MorphError(f"attention: only a walk (prompts:) interpolates attention between its keyframes, and "
+                             f"{what} has no keyframe renders to attend to; remove it")
+        for key in ("ip_adapter", "hires"):  # each sets the UNet's attention or runs a pass of its own through it
+            if self.attention and getattr(self, key, None):
+                raise MorphError(f"attention: interpolation does not combine with {key}: yet; remove one of them")
         names = self.lora_names()
         for i, (name, lora) in enumerate(zip(names, self.loras)):
             if name in names[:i]:

@@ -229,6 +229,28 @@ Spacing = Annotated[SpacingSpec, BeforeValidator(_spacing, json_schema_input_typ
                                                   | SpacingSpec)]
 
 
+class AttentionSpec(Section):
+    """Attention interpolation (AID, He et al. 2024): each frame's attention layers also attend to its segment's two
+    keyframes, rendered beside it in the same UNet call."""
+
+    mode: Literal["inner", "outer"]
+    """inner: the keyframes' keys and values interpolated by t, then one attention; outer: the two attentions' outputs
+    blended by t."""
+    fuse_self: bool = False
+    """Keep the frame's own self-attention keys and values beside the keyframes'."""
+    until: float = Field(1.0, gt=0, le=1)
+    """The fraction of denoising steps, from the first, that interpolate attention; plain attention after."""
+
+
+def _attention(value):
+    """`attention: inner` is short for `attention: {mode: inner}`."""
+    return {"mode": value} if isinstance(value, str) else value
+
+
+Attention = Annotated[AttentionSpec, BeforeValidator(_attention, json_schema_input_type=Literal["inner", "outer"]
+                                                      | AttentionSpec)]
+
+
 class VideoSpec(Section):
     """The files made from the frames: the master MP4 always, and one file per platform preset."""
 

@@ -1,0 +1,203 @@
+"""Attention interpolation (config `attention:`): the math analytically, the keyframe rows a batch gains, and the
+tiny models end to end (a frame depends only on its batch, the keyframes' own frames stay as they were)."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_job
+from morph.config.jobs import validate
+from morph.config.sections import AttentionSpec
+from morph.config.yaml_file import load_config
+from morph.job import prepare_job, run_job
+from morph.media.video import read_png
+from morph.prompts.path import WalkPath
+from morph.render.attention import AttentionInterpolation, attention_interpolation
+from morph.render.attention_math import attend, fused, inner, outer
+from morph.render.produce import render_identity
+from morph.testing import make_lora
+
+B, H, N, M, D = 3, 2, 5, 4, 8
+
+
+@pytest.fixture
+def qkv():
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(B, H, n, D, generator=g, dtype=torch.float64) for n in (N, M, M, M, M)]
+
+
+def test_attend_is_softmax_of_scaled_products_times_values(qkv):
+    q, k, v = qkv[:3]
+    expected = torch.softmax(q @ k.transpose(-1, -2) / D ** 0.5, dim=-1) @ v
+    assert torch.allclose(attend(q, k, v), expected, atol=1e-12)
+
+
+def test_inner_at_t_0_is_plain_attention_on_keyframe_a_and_at_t_1_on_b(qkv):
+    q, ka, va, kb, vb = qkv
+    assert torch.equal(inner(q, ka, va, kb, vb, torch.zeros(B)), attend(q, ka, va))
+    assert torch.allclose(inner(q, ka, va, kb, vb, torch.ones(B)), attend(q, kb, vb), atol=1e-12)
+    # in between it is one attention over interpolated keys and values, not a blend of two attentions
+    half = torch.full((B,), 0.5)
+    assert torch.allclose(inner(q, ka, va, kb, vb, half), attend(q, (ka + kb) / 2, (va + vb) / 2), atol=1e-12)
+    assert not torch.allclose(inner(q, ka, va, kb, vb, half), outer(q, ka, va, kb, vb, half), atol=1e-3)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_outer_is_linear_in_t_per_row(qkv, fuse):
+    q, ka, va, kb, vb = qkv
+    own = (qkv[1] * 0.5, qkv[2] * 2) if fuse else None
+    at = lambda t: outer(q, ka, va, kb, vb, t, own)  # noqa: E731
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    zero, one = at(torch.zeros(B)), at(torch.ones(B))
+    assert torch.allclose(at(t), zero + t.view(-1, 1, 1, 1) * (one - zero), atol=1e-12)
+    assert torch.allclose(zero, attend(q, *((fused(own[0], ka), fused(own[1], va)) if fuse else (ka, va))),
+                          atol=1e-12)
+
+
+def test_fused_keys_over_duplicated_endpoints_are_plain_attention(qkv):
+    q, k, v = qkv[:3]
+    assert torch.allclose(attend(q, fused(k, k), fused(v, v)), attend(q, k, v), atol=1e-12)
+    # so a keyframe's own frame (its keys are keyframe a's) attends as it would alone, in either mode
+    for combine in (inner, outer):
+        assert torch.allclose(combine(q, k, v, qkv[3], qkv[4], torch.zeros(B), own=(k, v)), attend(q, k, v),
+                              atol=1e-12)
+
+
+def _walk(keyframes=4):
+    """A walk over `keyframes` [K, 2, 3] with guidance, LoRA strengths and seeds' noise walking along."""
+    ks = torch.arange(keyframes, dtype=torch.float32)
+    path = WalkPath(ks.view(-1, 1, 1).expand(-1, 2, 3).clone(), [4] * (keyframes - 1), "lerp",
+                    along={"guidance": 5 + ks.double(), "loras": ks.double().view(-1, 1) / 10,
+                           "latent": torch.randn(keyframes, 1, 2, 2, generator=torch.Generator().manual_seed(1))})
+    return path
+
+
+def test_widen_appends_the_keyframes_the_frames_need_with_what_walks_along_at_them():
+    path = _walk()
+    mechanism = AttentionInterpolation(validate({"model": "tiny", "prompts": ["a", "b"], "attention": "inner"})
+                                       .attention, path, fixed_shape=False)
+    indices = [3, 4, 6]  # segment 0 at t 3/4, 1 (keyframe 1) and segment 1 at t 1/2
+    conds, walking = mechanism.widen(path.conditionings(indices), path.frame_inputs(indices))
+    assert conds[:, 0, 0].tolist() == [0.75, 1.0, 1.5, 0.0, 1.0, 2.0]  # then keyframes 0, 1 and 2
+    assert walking["attends"].tolist() == [[3, 4], [3, 4], [4, 5], [3, 3], [4, 4], [5, 5]]
+    assert walking["guidance"].tolist() == [5.75, 6.0, 6.5, 5.0, 6.0, 7.0]
+    assert torch.allclose(walking["loras"][3:, 0], torch.tensor([0.0, 0.1, 0.2], dtype=torch.float64))
+    assert torch.equal(walking["latent"][3:], path.along["latent"][:3])
+    assert walking["segment"].tolist() == [0, 0, 1, 0, 1, 2] and walking["t"][3:].tolist() == [0.0] * 3
+
+
+def test_with_a_fixed_shape_every_batch_gets_the_same_number_of_keyframe_rows():
+    path = _walk()
+    mechanism = AttentionInterpolation(validate({"model": "tiny", "prompts": ["a", "b"], "attention": "outer"})
+                                       .attention, path, fixed_shape=True)
+    rows = [mechanism.widen(path.conditionings(i), path.frame_inputs(i))[0].shape[0] for i in ([0, 1], [3, 5], [12])]
+    assert rows == [5, 5, 4]  # three keyframe rows each (the last: 1 frame, keyframes 2, 3 and 3 again)
+
+
+def _pixels(manifest, out):
+    return [read_png(out / "frames" / r["file"]).astype(int) for r in manifest["frames"]]
+
+
+@pytest.mark.parametrize("model, attention", [
+    ("tiny", {"mode": "inner", "fuse_self": True, "until": 0.5}),
+    ("tiny-sd2", "inner"),
+    ("tiny-sdxl", "outer"),
+])
+def test_the_keyframes_own_frames_render_as_without_it_and_the_frames_between_move(tmp_path, model, attention):
+    plain = run_job(load_config(tiny_job(tmp_path, "plain", model=model, frames=3, batch_size=3)), quiet=True)
+    config = tiny_job(tmp_path, "aid", model=model, frames=3, batch_size=3, attention=attention)
+    manifest = run_job(load_config(config), quiet=True)
+    moved = [np.abs(a - b) for a, b in zip(_pixels(manifest, tmp_path / "out" / "aid"),
+                                           _pixels(plain, tmp_path / "out" / "plain"))]
+    assert moved[0].max() <= 1 and moved[2].max() <= 1  # within 1/255
+    assert moved[1].sum() > 10 * (moved[0].sum() + moved[2].sum() + 1)  # the frame between them moves
+    spec = load_config(config).attention.model_dump()
+    assert manifest["attention_interpolation"] == spec and "attention_interpolation" not in plain
+    assert manifest["attention"] == plain["attention"]  # the UNet's own processors are back after each batch
+
+
+def test_a_batch_of_frames_is_each_frame_rendered_alone_with_its_keyframes(tmp_path):
+    """Seeds, guidance and LoRA strengths walking along; the batch spans two segments (three keyframe rows), alone
+    each frame has two."""
+    lora = make_lora(tmp_path / "style.safetensors")
+    config = load_config(tiny_job(
+        tmp_path, frames=7, batch_size=4, attention={"mode": "outer", "fuse_self": True}, loras=[{"path": str(lora)}],
+        prompts=[{"prompt": "a photo of a cat", "seed": 1, "guidance_scale": 5.0, "loras": {"style": 0.0}},
+                 {"prompt": "a red square", "seed": 2, "guidance_scale": 9.0},
+                 {"prompt": "a drawing of a dog in kyoto", "seed": 3, "guidance_scale": 6.0}]))
+    job = prepare_job(config)
+    together = {i: image.astype(int) for i, image, _ in job.frames([2, 4])}
+    alone = {i: image.astype(int) for index in (2, 4) for i, image, _ in job.frames([index])}
+    assert all(np.abs(together[i] - alone[i]).max() <= 1 for i in together)
+
+
+def test_a_job_without_it_keeps_its_keys_and_a_job_with_it_keys_its_settings(tmp_path):
+    plain = prepare_job(load_config(tiny_job(tmp_path, frames=3)))
+    inner = prepare_job(load_config(tiny_job(tmp_path, frames=3, attention="inner")))
+    outer = prepare_job(load_config(tiny_job(tmp_path, frames=3, attention={"mode": "inner", "until": 0.5})))
+    assert "attention_interpolation" not in render_identity(plain) and "attention" not in plain.config.pixel_keys()
+    assert render_identity(inner)["attention_interpolation"] == {"mode": "inner", "fuse_self": False, "until": 1.0}
+    assert render_identity(outer)["attention_interpolation"]["until"] == 0.5
+    assert len({plain.config.pixel_hash(), inner.config.pixel_hash(), outer.config.pixel_hash()}) == 3
+
+
+def test_until_stops_after_its_fraction_of_the_steps(tmp_path, monkeypatch):
+    """3 steps: until 0.3 interpolates in the first step only, 0.5 in the first two (the steps that start before it);
+    after it each frame's self-attention attends to its own keys twice over (plain attention)."""
+    import morph.render.attention_math as math
+
+    interpolated, own = [], math.inner
+    monkeypatch.setattr(math, "inner", lambda q, ka, va, kb, vb, t, mine=None: interpolated.append(
+        mine is not None and not torch.equal(ka, mine[0])) or own(q, ka, va, kb, vb, t, mine))
+    counted, counted_steps = {}, ((0.3, 1), (0.5, 2), (1.0, 3))
+    job = prepare_job(load_config(tiny_job(tmp_path, frames=3, attention="inner")))
+    for until, _ in counted_steps:
+        spec = AttentionSpec(mode="inner", until=until, fuse_self=True)
+        job.renderer.mechanisms = (AttentionInterpolation(spec, job.path, fixed_shape=False),)
+        interpolated.clear()
+        list(job.frames([1]))
+        counted[until] = (sum(interpolated), len(interpolated))
+    interpolated.clear()
+    assert job.renderer.probe(2).images.shape[0] == 2 and len(interpolated) == counted[1.0][1] // 3  # one step
+    layers = counted[1.0][1] // 12  # self-attention layers, as many cross-attention ones; 2 halves of guidance, 3 steps
+    # in each half, the first self-attention of the first step sees the shared latent alone, the same in every row
+    assert layers > 1 and counted == {until: (2 * steps * layers - 2, 12 * layers) for until, steps in counted_steps}
+
+
+def test_a_compiled_unet_renders_batches_of_other_keyframes_without_compiling_again(tmp_path):
+    """compile: true pads every batch to three keyframe rows, and the rows each frame attends to reach the layers as
+    tensors: batches within a segment, across a keyframe and at the end of the walk are one graph."""
+    config = load_config(tiny_job(tmp_path, frames=7, batch_size=2, num_inference_steps=2, compile=True,
+                                  attention={"mode": "inner", "until": 0.5},
+                                  prompts=["a photo of a cat", "a red square", "a drawing of a dog in kyoto"]))
+    eager = prepare_job(config.model_copy(update={"compile": False}))
+    expected = {i: image.astype(int) for i, image, _ in eager.frames(list(range(7)))}
+    job = prepare_job(config.model_copy(update={"compile": False}))
+    job.renderer.fixed_shape = job.renderer.mechanisms[0].fixed_shape = True  # what compile: true sets
+    graphs = []
+    job.loaded.pipe.unet = torch.compile(job.loaded.pipe.unet, dynamic=False,
+                                         backend=lambda graph, inputs: graphs.append(graph) or graph.forward)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        rendered = {i: image.astype(int) for i, image, _ in job.frames(list(range(7)))}
+    assert len(graphs) >= 1 and attention_interpolation(config, job.path).fixed_shape
+    assert all(np.abs(rendered[i] - expected[i]).max() <= 1 for i in range(7))
+
+
+def test_even_spacing_the_storm_map_and_morph_explain_work_on_such_a_walk(tmp_path):
+    """even's samples and explain's renders are frames too: each gets its keyframe rows; explain again reuses them."""
+    from click.testing import CliRunner
+
+    from morph.cli import cli
+
+    config = load_config(tiny_job(tmp_path, frames=6, attention="outer", num_inference_steps=2,
+                                  spacing={"mode": "even", "max_extra_renders": 3},
+                                  analysis={"explain": True, "storm_factor": 1.0}))
+    manifest = run_job(config, quiet=True)
+    assert manifest["attention_interpolation"]["mode"] == "outer" and manifest["spacing"]["even"]["summary"]
+    attributed = manifest["analysis"]["attribution"]
+    assert attributed and manifest["analysis"]["summary"]["smoothness"] > 0
+    stored = sorted((config.output_dir / ".store").iterdir())
+    result = CliRunner().invoke(cli, ["explain", str(config.output_dir), "--step", str(attributed[0]["step"])])
+    assert result.exit_code == 0, result.output
+    assert sorted((config.output_dir / ".store").iterdir()) == stored
