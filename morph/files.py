@@ -4,6 +4,7 @@ Every PNG, MP4 and manifest is written under a temporary name in its folder and 
 complete, so a crash, a full disk or Ctrl-C never leaves a truncated file under a final name.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -160,3 +161,17 @@ def read_walk(output: Path, needs: str) -> dict:
         raise MorphError(f"{output}: {needs} needs a whole walk (this is a {manifest.get('kind')} of "
                          f"{len(manifest['frames'])} of {manifest.get('frame_count')} frames)")
     return manifest
+
+
+def file_digest(path: Path) -> str:
+    """One file's bytes (a single-file checkpoint, a VAE, a textual-inversion embedding, a picture), by content."""
+    sha = hashlib.sha256()
+    hash_file(sha, path)
+    return sha.hexdigest()[:32]
+
+
+def hash_file(sha, path: Path) -> None:
+    """Feed a file's bytes to `sha`, 16 MiB at a time."""
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            sha.update(chunk)

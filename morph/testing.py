@@ -98,6 +98,8 @@ def make_controlnet(path, model: str = "tiny", layout: str = "folder", seed: int
     else:
         net.save_pretrained(str(path))
     return path
+
+
 def make_ip_adapter(folder, model: str = "tiny", seed: int = 0, embed_width: int = 16):
     """Write a random IP-Adapter for a built-in tiny model to `folder` in diffusers' layout and return the folder:
     ip-adapter.safetensors (image_proj.proj/norm and ip_adapter.N.to_k_ip/to_v_ip for each cross-attention layer,
@@ -123,7 +125,8 @@ def make_ip_adapter(folder, model: str = "tiny", seed: int = 0, embed_width: int
              "image_proj.proj.bias": torch.randn(4 * cross) * 0.1,
              "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
     layers = [name.removesuffix(".processor") for name in unet.attn_processors if name.endswith("attn2.processor")]
-    for number, layer in zip(range(1, 2 * len(layers), 2), layers):  # 1, 3, 5, ...: as the original repo counted self- and cross-attention
+    # numbered 1, 3, 5, ...: the original repository counted self- and cross-attention layers together
+    for number, layer in zip(range(1, 2 * len(layers), 2), layers):
         width = unet.get_submodule(layer).to_k.out_features
         for projection in ("to_k_ip", "to_v_ip"):
             state[f"ip_adapter.{number}.{projection}.weight"] = torch.randn(width, cross) / cross ** 0.5

@@ -107,6 +107,9 @@ def corpus_files(folder: Path) -> None:
     Image.new("RGBA", (8, 8), (1, 2, 3, 0)).save(folder / "see-through.png")
     Image.new("L", (8, 8)).save(folder / "moving.gif", save_all=True, append_images=[Image.new("L", (8, 8), 255)])
     (folder / "bomb.png").write_bytes(_png_header(100_000, 100_000))
+    Image.effect_noise((64, 64), 60).convert("RGB").save(folder / "whole.jpg", quality=95)
+    whole = (folder / "whole.jpg").read_bytes()
+    (folder / "cut-short.jpg").write_bytes(whole[:len(whole) // 2])  # its header and half its data
     with wave.open(str(folder / "track.wav"), "wb") as track:  # 2 s of silence
         track.setnchannels(1)
         track.setsampwidth(2)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import morph.files
 import morph.job
 import morph.render.produce
 import morph.render.batch
@@ -273,9 +274,9 @@ def test_a_finished_run_replaces_every_output_and_names_them_where_they_are(writ
 
 def test_local_weights_are_read_once_until_a_file_of_them_changes(tmp_path, monkeypatch):
     reads = []
-    hash_file = morph.render.store._hash_file
-    monkeypatch.setattr(morph.render.store, "_hash_file", lambda sha, path: (reads.append(path.name),
-                                                                            hash_file(sha, path)))
+    hash_file = morph.files.hash_file
+    for module in (morph.files, morph.render.store):  # file_digest's and folder_digest's
+        monkeypatch.setattr(module, "hash_file", lambda sha, path: (reads.append(path.name), hash_file(sha, path)))
     folder = tmp_path / "model"
     (folder / "unet").mkdir(parents=True)
     weights, config = folder / "unet" / "w.safetensors", folder / "unet" / "config.json"

@@ -273,25 +273,6 @@ class _Keyframed(JobConfig):
     ease: Ease = "linear"
     """How each segment moves between its keyframes: linear, smoothstep, cosine (slow at both ends), ease-in, ease-out;
     a keyframe mapping's ease sets the segment that starts there."""
-    ip_adapter: IpAdapterSpec | None = None
-    """An IP-Adapter, {path, image_encoder, scale}: keyframes' reference images steer the picture; see
-    docs/references.md."""
-
-    def keyframe_references(self) -> list[str | None]:
-        """Each keyframe's reference image (None: it has none)."""
-        return [None] * len(self.keyframe_sources())
-
-    def keyframe_ip_scales(self) -> list[float]:
-        """Each keyframe's reference strength: its own, else ip_adapter.scale; 0 where it has no reference."""
-        return [0.0 if reference is None else self.ip_adapter.scale for reference in self.keyframe_references()]
-
-    @model_validator(mode="after")
-    def _check_references(self):
-        if self.ip_adapter and not any(self.keyframe_references()):
-            raise MorphError("ip_adapter: no keyframe has a reference; give keyframes reference: image.png, or "
-                             "remove ip_adapter")
-        return self
-
     def segment_eases(self) -> list[str]:
         """Each segment's easing: its first keyframe's own, else the top level's."""
         return [self.ease] * (len(self.keyframe_sources()) - 1)
@@ -386,6 +367,9 @@ class WalkJob(_Keyframed):
     image, ...}."""
     inversion: InversionSpec | None = None
     """How keyframe images are inverted: {guidance_scale: 1, num_inference_steps: the job's}."""
+    ip_adapter: IpAdapterSpec | None = None
+    """An IP-Adapter, {path, image_encoder, scale}: keyframes' reference images steer the picture; see
+    docs/references.md."""
     kind: ClassVar[str] = "walk"
 
     def keyframe_images(self) -> list[tuple[int, str, str]]:
@@ -426,15 +410,24 @@ class WalkJob(_Keyframed):
         return [keyframe.ease or self.ease for keyframe in self.prompts[:-1]]
 
     def keyframe_references(self) -> list[str | None]:
+        """Each keyframe's reference image (None: it has none)."""
         return [keyframe.reference for keyframe in self.prompts]
 
     def keyframe_ip_scales(self) -> list[float]:
-        return [own if own is not None else scale for own, scale in
-                zip((keyframe.ip_adapter_scale for keyframe in self.prompts), super().keyframe_ip_scales())]
+        """Each keyframe's reference strength: its own, else ip_adapter.scale; 0 where it has no reference."""
+        return [0.0 if not keyframe.reference else self.ip_adapter.scale if keyframe.ip_adapter_scale is None
+                else keyframe.ip_adapter_scale for keyframe in self.prompts]
 
     @model_validator(mode="after")
     def _check_keyframe_references(self):
+        if self.ip_adapter and not any(self.keyframe_references()):
+            raise MorphError("ip_adapter: no keyframe has a reference; give keyframes reference: image.png, or "
+                             "remove ip_adapter")
         for i, keyframe in enumerate(self.prompts):
+            if keyframe.reference and keyframe.image:  # an image keyframe is inverted and checked without the adapter
+                raise MorphError(f"prompts[{i}].reference: a keyframe with an image: starts from that picture's "
+                                 "inversion, which is made without the IP-Adapter; give the reference to another "
+                                 "keyframe, or drop one of them")
             if keyframe.reference and not self.ip_adapter:
                 raise MorphError(f"prompts[{i}].reference: a reference image needs an IP-Adapter to embed it; add "
                                  "ip_adapter: {path: ...} at the top level")

@@ -84,23 +84,17 @@ def _decode(path: Path, data: bytes) -> str:
                          "save the file as UTF-8") from None
 
 
-def _beside(value, folder: Path, always: bool):
+def _beside(value, folder: Path, always: bool, by_suffix: bool = True):
     """A relative path written in a config, as the path of that file beside the config (in `folder`). Model, VAE
     and configs_from names can be hub ids too: those (`always` false) are taken from beside the config only when
-    they name a file there or a single file, or start with ./ or ../."""
+    they name a file there or (`by_suffix`) a single file, or start with ./ or ../. An IP-Adapter's hub id may
+    name a file inside it (owner/name/models/ip-adapter_sd15.safetensors), so its suffix says nothing."""
     if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
         return value
     there = folder / value
-    if always or there.exists() or value.lower().endswith(SINGLE_FILES) or value.startswith(("./", "../")):
+    if always or there.exists() or (by_suffix and value.lower().endswith(SINGLE_FILES)) or \
+            value.startswith(("./", "../")):
         return str(there.resolve())
-    return value
-
-
-def _beside_or_hub(value, folder: Path):
-    """A path beside the config where there is one (or it is written ./ or ../), else as written: a hub id, perhaps
-    naming a file or folder in it (owner/name/models/ip-adapter_sd15.safetensors)."""
-    if isinstance(value, str) and value and ((folder / value).exists() or value.startswith(("./", "../"))):
-        return _beside(value, folder, True)
     return value
 
 
@@ -127,8 +121,9 @@ def resolve_paths(raw, folder: Path):
                                **({"image": _beside(e["image"], folder, True)} if "image" in e else {})}
                               if isinstance(e, dict) else e for e in raw["controlnets"]]
     if isinstance(raw.get("ip_adapter"), dict):
-        raw["ip_adapter"] = {**raw["ip_adapter"], **{key: _beside_or_hub(raw["ip_adapter"][key], folder)
-                                                     for key in ("path", "image_encoder") if key in raw["ip_adapter"]}}
+        raw["ip_adapter"] = {**raw["ip_adapter"], **{key: _beside(value, folder, False, by_suffix=False)
+                                                     for key, value in raw["ip_adapter"].items()
+                                                     if key in ("path", "image_encoder")}}
     if isinstance(raw.get("prompts"), list):  # a keyframe's picture and its reference
         raw["prompts"] = [{**p, **{k: _beside(p[k], folder, True) for k in KEYFRAME_FILES if k in p}}
                           if isinstance(p, dict) else p for p in raw["prompts"]]

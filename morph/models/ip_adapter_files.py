@@ -1,14 +1,15 @@
 """What `ip_adapter:` and the keyframes' `reference:` name, found and checked before any model loads: the adapter's
 .safetensors file (a file, a folder holding one, or a cached hub id: diffusers' load_ip_adapter layouts), its CLIP
-image encoder's folder, and each reference image. No torch: headers, configs and image headers only."""
+image encoder's folder, and each reference image (read whole, as keyframe images are). No torch: headers, configs
+and pictures only."""
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.jobs import JobConfig
 from ..errors import MorphError
+from ..media.picture import read_picture
 from .model_files import tensor_shapes
 
 PLAIN = "image_proj.proj.weight"  # the image projection of a plain IP-Adapter: [4 tokens x cross width, embedding]
@@ -22,7 +23,6 @@ class IpAdapterFiles:
     image_encoder: str  # the CLIP image encoder's folder (config.json and .safetensors weights)
     references: list[str | None]  # each keyframe's reference image (None: it has none)
     cross_width: int  # channels of the UNet cross-attention it was made for
-    embed_width: int  # channels of the image embedding it projects
 
 
 def ip_adapter_files(config: JobConfig) -> IpAdapterFiles | None:
@@ -33,7 +33,7 @@ def ip_adapter_files(config: JobConfig) -> IpAdapterFiles | None:
     references = config.keyframe_references()
     for i, reference in enumerate(references):
         if reference is not None:
-            check_image(f"prompts[{i}].reference", reference)
+            read_picture(reference, config.limits.max_image_pixels, f"prompts[{i}].reference")
     adapter = adapter_file(spec.path)
     shapes = tensor_shapes("ip_adapter.path", adapter)
     if not any(k.startswith("image_proj.") for k in shapes) or not any(k.startswith("ip_adapter.") for k in shapes):
@@ -48,7 +48,7 @@ def ip_adapter_files(config: JobConfig) -> IpAdapterFiles | None:
     if projection != embed_width:
         raise MorphError(f"ip_adapter.image_encoder: {encoder!r} embeds images in {projection} channels, and the "
                          f"adapter reads {embed_width}; use the image encoder the adapter was trained with")
-    return IpAdapterFiles(adapter, encoder, references, out_width // 4, embed_width)
+    return IpAdapterFiles(adapter, encoder, references, out_width // 4)
 
 
 def adapter_file(path: str) -> str:
@@ -132,21 +132,3 @@ def cached_snapshot(key: str, repo: str) -> str:
     except (LocalEntryNotFoundError, ValueError, OSError):
         raise MorphError(f"{key}: {repo!r} is neither a local file or folder nor in the Hugging Face cache; "
                          f"download it on a connected machine with `hf download {repo}`") from None
-
-
-def check_image(key: str, path: str) -> None:
-    """A reference is an image file that PIL reads (one frame of it: the first)."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not Path(path).is_file():
-        raise MorphError(f"{key}: {path!r} is not a file")
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise MorphError(f"{key}: {path!r} is not an image PIL can read ({str(e).splitlines()[0][:120]})") from None
-
-
-def reference_digest(path: str) -> str:
-    """A reference image by content: what its frames' store keys hold."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]

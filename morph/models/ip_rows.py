@@ -13,7 +13,8 @@ def guided_rows(unconditional: torch.Tensor, conditional: torch.Tensor, guided: 
 
 
 def scaled_rows(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Values [R, N, C] times each row's scale [R] (in the values' dtype): [R, N, C]; 0 gives exact zeros."""
+    """Values [R, ...] (an IP-Adapter's [R, images, tokens, C]) times each row's scale [R], in the values' dtype:
+    [R, ...]; 0 gives exact zeros."""
     if scale.shape != values.shape[:1]:
         raise ValueError(f"scaled_rows: {values.shape[0]} rows of values and {tuple(scale.shape)} scales; a batch's "
                          "rows must each have their own scale")

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import MorphError
-from ..files import write_atomic
+from ..files import file_digest, hash_file, write_atomic
 from ..media.video import read_png, write_png
 
 STORE = ".store"
@@ -43,7 +43,7 @@ def folder_digest(folder: Path) -> str:
     sha = hashlib.sha256()
     for path in _weight_files(folder):
         sha.update(str(path.relative_to(folder)).encode())
-        _hash_file(sha, path)
+        hash_file(sha, path)
     return sha.hexdigest()[:32]
 
 
@@ -75,19 +75,6 @@ def content_digest(location: str, otherwise):
     if known is None or known[0] != signature:
         known = _DIGESTS[where] = signature, folder_digest(path) if path.is_dir() else file_digest(path)
     return known[1]
-
-
-def file_digest(path: Path) -> str:
-    """One file's bytes (a single-file checkpoint, a VAE, a textual-inversion embedding), by content."""
-    sha = hashlib.sha256()
-    _hash_file(sha, path)
-    return sha.hexdigest()[:32]
-
-
-def _hash_file(sha, path: Path) -> None:
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 24):
-            sha.update(chunk)
 
 
 def frame_identity(config, record: dict) -> dict:
