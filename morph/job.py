@@ -3,6 +3,7 @@
 The only module that knows every stage; `run_job` reads as the numbered script it is.
 """
 
+import math
 import sys
 import time
 from contextlib import nullcontext
@@ -94,6 +95,9 @@ def check_job(config: JobConfig, frames: str | None = None) -> CheckedJob:
     scheduler, options = config.scheduler_choice()
     if scheduler:
         try_scheduler(scheduler_class(scheduler), options, config.num_inference_steps)
+        if config.hires and config.hires.num_inference_steps:  # the second pass's own schedule too
+            try_scheduler(scheduler_class(scheduler), options, config.hires.num_inference_steps,
+                          "hires.num_inference_steps")
     check_model_files(config.model, config.vae, config.embedding_paths(), config.configs_from, config.allow_pickle)
     read_loras(config.lora_names(), config.lora_paths())
     read_controlnets(config)
@@ -108,7 +112,7 @@ def check_job(config: JobConfig, frames: str | None = None) -> CheckedJob:
         raise MorphError("spacing: even places every frame from renders of the whole walk, in one process; "
                          "drop --frames and torchrun, or use spacing: uniform")
     check_output(out, folder.name, ["manifest.json", "grid.png" if grid else f"{config.name}.mp4"], len(selection),
-                 (config.height or 512) * (config.width or 512))
+                 math.prod(config.frame_size()))
     return CheckedJob(selection, full, grid, even, out, folder, shard)
 
 

@@ -218,7 +218,7 @@ def test_a_mechanism_widens_the_rows_passes_arguments_and_changes_the_latents_an
 class Kept(Mechanism):
     """Stands in for the denoising loop with latents it keeps, and says its frames are twice as large."""
 
-    def denoise(self, pipe, first_pass, conds, negative, walking, settings):
+    def denoise(self, pipe, first_pass, conds, negative, walking, settings, guidance_scale, float32_vae):
         return torch.full((conds.shape[0], 4, 2, 3), 0.75)
 
     def frame_size(self, height, width):

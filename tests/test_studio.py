@@ -791,6 +791,16 @@ def test_a_preview_with_one_side_set_keeps_the_videos_aspect(model, sides, previ
     assert (config.height, config.width) == preview
 
 
+def test_a_preview_shows_the_base_walk_without_the_hires_pass():
+    """At the preview's fewer steps (5 of 20) a strength of 0.1 gives no step of the second pass."""
+    from morph.config.jobs import validate
+    from morph.studio.previews import preview_config
+
+    config = validate({**WALK, "num_inference_steps": 20, "hires": {"strength": 0.1}})
+    cheap = preview_config(config)
+    assert cheap.hires is None and cheap.num_inference_steps == 5 and cheap.frame_size() == (64, 64)
+
+
 @pytest.mark.parametrize("unet, vae", [
     ('{"sample_size": null}', '{"block_out_channels": [1, 2]}'),
     ('{"sample_size": [64, 96]}', '{"block_out_channels": [1]}'),

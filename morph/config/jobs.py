@@ -168,6 +168,11 @@ class JobConfig(Section):
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
 
+    def frame_size(self, side: int = 512) -> tuple[int, int]:
+        """The frames' height and width, the hires pass's where there is one (an unset side: `side`)."""
+        height, width = self.height or side, self.width or side
+        return self.hires.size(height, width) if self.hires else (height, width)
+
     def pixel_keys(self) -> dict:
         """The keys that decide the pixels, beyond the environment (device, dtype) the manifest records."""
         # spacing decides which frames a video shows, not the pixels of a frame at a given t (goldens are uniform)
@@ -221,9 +226,9 @@ class JobConfig(Section):
         """The second pass runs at least one step, and its frames stay within limits.max_size."""
         if self.hires is None:
             return self
-        steps, key = self.hires.num_inference_steps or self.num_inference_steps, \
+        steps, key = self.hires.schedule(self.num_inference_steps), \
             "hires.num_inference_steps" if self.hires.num_inference_steps else "num_inference_steps"
-        if self.hires.steps(self.num_inference_steps) < 1:
+        if self.hires.steps(steps) < 1:
             raise MorphError(f"hires.strength: {self.hires.strength:g} of {key} {steps} is no step of the second "
                              "pass; raise hires.strength or hires.num_inference_steps")
         for key in ("height", "width"):

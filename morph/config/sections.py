@@ -325,15 +325,20 @@ class HiresSpec(Section):
     num_inference_steps: int | None = Field(None, ge=1, le=1000)
     """The second pass's schedule; it runs the last `strength` of these steps. Default: the job's."""
     upscale: Literal["latent", "lanczos"] = "latent"
-    """latent: the base frame's latent is upscaled (bilinear); lanczos: its pixels, then encoded by the VAE."""
+    """latent: the stored base frame is encoded again by the VAE, and its latent upscaled (bilinear); lanczos: its
+    pixels are upscaled, then encoded."""
 
     def size(self, height: int, width: int) -> tuple[int, int]:
         """The frames' height and width for a base height x width: each side times scale, to a multiple of 8."""
         return 8 * round(height * self.scale / 8), 8 * round(width * self.scale / 8)
 
-    def steps(self, job_steps: int) -> int:
-        """How many denoising steps the second pass runs, as diffusers' img2img counts them."""
-        return int((self.num_inference_steps or job_steps) * self.strength)
+    def schedule(self, job_steps: int) -> int:
+        """The second pass's num_inference_steps: its own, or the job's."""
+        return self.num_inference_steps or job_steps
+
+    def steps(self, schedule: int) -> int:
+        """How many steps of a `schedule` of num_inference_steps the second pass runs, as diffusers' img2img counts."""
+        return int(schedule * self.strength)
 
 
 class Limits(Section):

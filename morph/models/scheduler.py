@@ -57,9 +57,10 @@ STABLE_DIFFUSION = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_en
                     "set_alpha_to_one": False, "clip_sample": False}
 
 
-def try_scheduler(cls, options: dict, steps: int) -> None:
+def try_scheduler(cls, options: dict, steps: int, key: str = "num_inference_steps") -> None:
     """Make the scheduler `cls` with `options` over Stable Diffusion's schedule, set `steps` timesteps and take its
-    first step on a small zero latent; what diffusers refuses (a value, a step count) is refused in one line."""
+    first step on a small zero latent; what diffusers refuses (a value, a step count) is refused in one line, which
+    names the step count `key`."""
     import torch
 
     allowed = scheduler_options(cls, options)
@@ -74,5 +75,5 @@ def try_scheduler(cls, options: dict, steps: int) -> None:
     except (ValueError, TypeError, KeyError, IndexError, NotImplementedError, RuntimeError, AssertionError) as e:
         said = " ".join(str(e).split())[:300] or type(e).__name__
         given = "".join(f", {k}: {v}" for k, v in options.items())
-        raise MorphError(f"scheduler: {cls.__name__} cannot render num_inference_steps: {steps}{given}; "
+        raise MorphError(f"scheduler: {cls.__name__} cannot render {key}: {steps}{given}; "
                          f"diffusers says: {said}") from None

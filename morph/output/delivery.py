@@ -319,8 +319,9 @@ def summary(made: dict) -> str:
 def check_platforms(config, count: int) -> None:
     """Before rendering: every platform file the job asks for can be made (duration, aspect, frame rate), or a
     MorphError that says what to change. An unset size is the model's own, square for every SD family."""
+    height, width = config.frame_size()
     for preset in config.video.platforms():
-        plan(preset, count, config.fps, config.width or 512, config.height or 512, config.video.options(),
+        plan(preset, count, config.fps, width, height, config.video.options(),
              timed=bool(config.timing))
 
 

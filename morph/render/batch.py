@@ -22,6 +22,7 @@ class RenderSettings:
     num_inference_steps: int
     guidance_scale: float
     seed: int
+    probe: bool = False  # batch_size: auto's probe: every pass runs the fewest steps it can (one, of the first)
 
 
 def on_device(pipe, tensor: torch.Tensor) -> torch.Tensor:
@@ -50,15 +51,24 @@ class Batch:
         return Batch(self.images[:n], self.nsfw[:n], self.redecoded[:n], self.broken[:n])
 
 
+def latent_moments(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The VAE's latents_mean and latents_std [1, C, 1, 1] in `like`'s device and dtype (some SDXL VAEs have them; a
+    pipeline's latents are then (z - mean) * scaling_factor / std), or None for a VAE without them."""
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    shape = (1, -1, 1, 1)
+    return torch.tensor(mean).view(shape).to(like), torch.tensor(std).view(shape).to(like)
+
+
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
     """Latents [B, C, h, w] -> images [B, 3, H, W] in -1..1, as the stock pipeline decodes them (a VAE with
     latents_mean/std, as some SDXL ones have, is denormalized with them)."""
     latents = latents.to(vae.dtype)
-    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-    if mean is not None and std is not None:
-        shape = (1, -1, 1, 1)
-        latents = latents * torch.tensor(std).view(shape).to(latents) / vae.config.scaling_factor + \
-            torch.tensor(mean).view(shape).to(latents)
+    moments = latent_moments(vae, latents)
+    if moments is not None:
+        mean, std = moments
+        latents = latents * std / vae.config.scaling_factor + mean
     else:
         latents = latents / vae.config.scaling_factor
     return vae.decode(latents, return_dict=False)[0]
@@ -154,10 +164,13 @@ class Mechanism:
         return nullcontext({})
 
     def denoise(self, pipe, first_pass: Callable[[], torch.Tensor], conds: torch.Tensor, negative: torch.Tensor,
-                walking: dict, settings: RenderSettings) -> torch.Tensor:
+                walking: dict, settings: RenderSettings, guidance_scale: float | None,
+                float32_vae: Callable[[], object] | None) -> torch.Tensor:
         """The denoised latents [B', C, h, w] of rows conds [B', L, D] with `negative` ([L, D] or [B', L, D]), inside
         `during`'s context: `first_pass()` runs the pipeline's denoising loop; a mechanism may stand in for it with
-        latents it keeps, or run a pass of its own on what it gives (a hires pass does both)."""
+        latents it keeps, or run a pass of its own on what it gives (a hires pass does both), called as the first
+        pass is: with `guidance_scale` (per_frame_guidance's; None: the settings') and decoding with decode_checked's
+        `float32_vae`."""
         return first_pass()
 
     def after(self, pipe, latents: torch.Tensor, conds: torch.Tensor, walking: dict,
@@ -170,26 +183,59 @@ class Mechanism:
         return height, width
 
 
+def pass_inputs(pipe, conds: torch.Tensor, negative: torch.Tensor, seed: int, num_inference_steps: int,
+                guidance_scale: float) -> dict:
+    """The keyword arguments of a denoising pass (the pipeline's, or a second pass's img2img) over conditionings
+    [B, L, D] with `negative` ([L, D] or [B, L, D]), its latents left undecoded."""
+    batch = conds.shape[0]
+    negative = on_device(pipe, negative)
+    return dict(
+        **pipeline_inputs(pipe, on_device(pipe, conds), negative if negative.dim() == 3 else
+                          negative.expand(batch, -1, -1)),
+        # One generator per frame, all on the same seed: schedulers that add noise while sampling
+        # give every frame the same noise, whatever batch the frame falls in.
+        generator=[torch.Generator("cpu").manual_seed(seed) for _ in range(batch)],
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        output_type="latent",  # decoded by decode_checked, so that a bad decode can be redone in float32
+    )
+
+
 def _denoise(pipe, conds, negative, latent, settings: RenderSettings, guidance_scale: float | None,
              extra: dict | None = None):
     """The pipeline's denoising loop for conditionings [B, L, D]: latents [B, C, h, w], not yet decoded. `extra`: more
     of the pipeline's keyword arguments (from mechanisms)."""
-    batch = conds.shape[0]
-    negative = on_device(pipe, negative)
     return pipe(
-        **pipeline_inputs(pipe, on_device(pipe, conds), negative if negative.dim() == 3 else
-                          negative.expand(batch, -1, -1)),
-        latents=on_device(pipe, latent).expand(batch, -1, -1, -1),
-        # One generator per frame, all on the same seed: schedulers that add noise while sampling
-        # give every frame the same noise, whatever batch the frame falls in.
-        generator=[torch.Generator("cpu").manual_seed(settings.seed) for _ in range(batch)],
+        **pass_inputs(pipe, conds, negative, settings.seed, settings.num_inference_steps,
+                      settings.guidance_scale if guidance_scale is None else guidance_scale),
+        latents=on_device(pipe, latent).expand(conds.shape[0], -1, -1, -1),
         height=settings.height,
         width=settings.width,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale if guidance_scale is None else guidance_scale,
-        output_type="latent",  # decoded below, so that a bad decode can be redone in float32
         **(extra or {}),
     ).images
+
+
+def batch_vae(pipe, float32_vae: Callable[[], object] | None):
+    """The VAE that encodes and decodes every batch: `float32_vae()` where the family's VAE overflows in float16
+    (SDXL's), else the pipeline's own."""
+    upcast = float32_vae is not None and vae_decodes_in_float32(pipe) and pipe.vae.dtype != torch.float32
+    return float32_vae() if upcast else pipe.vae
+
+
+def decode_checked(pipe, latents: torch.Tensor, float32_vae: Callable[[], object] | None = None) \
+        -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Latents [B, C, h, w] -> images [B, 3, H, W] in -1..1, which were decoded again in float32 [B] and which are
+    still broken (NaN/inf or all black) [B]. A half-precision VAE can overflow to NaN or black: such frames are decoded
+    again by `float32_vae()` (built only when needed)."""
+    vae = batch_vae(pipe, float32_vae)
+    images = decode(vae, latents)  # SDXL's in float32, and post-processed in float32, as diffusers does
+    bad = broken_frames(images)
+    redecoded = torch.zeros_like(bad)
+    if bad.any() and float32_vae is not None and vae.dtype != torch.float32:  # decoded in half precision: try float32
+        redecoded = bad.clone()
+        images[bad] = decode(float32_vae(), latents[bad].float()).to(images.dtype)
+        bad = broken_frames(images)
+    return images, redecoded, bad
 
 
 @torch.no_grad()
@@ -215,22 +261,11 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
             extra.update(stack.enter_context(mechanism.during(pipe, conds, walking, settings)))
         denoise = partial(_denoise, pipe, conds, negative, latent, settings, scale, extra)
         for mechanism in mechanisms:
-            denoise = partial(mechanism.denoise, pipe, denoise, conds, negative, walking, settings)
+            denoise = partial(mechanism.denoise, pipe, denoise, conds, negative, walking, settings, scale, float32_vae)
         latents = denoise()
         for mechanism in mechanisms:
             latents = mechanism.after(pipe, latents, conds, walking, settings)
-    upcast = float32_vae is not None and vae_decodes_in_float32(pipe) and pipe.vae.dtype != torch.float32
-    if upcast:  # SDXL's VAE overflows in float16
-        images = decode(float32_vae(), latents.float())  # post-processed in float32, as diffusers does
-    else:
-        images = decode(pipe.vae, latents)
-    in_float32 = upcast or pipe.vae.dtype == torch.float32
-    bad = broken_frames(images)
-    redecoded = torch.zeros_like(bad)
-    if bad.any() and float32_vae is not None and not in_float32:  # decoded in half precision: try float32
-        redecoded = bad.clone()
-        images[bad] = decode(float32_vae(), latents[bad].float()).to(images.dtype)
-        bad = broken_frames(images)
+    images, redecoded, bad = decode_checked(pipe, latents, float32_vae)
     nsfw = None
     if hasattr(pipe, "run_safety_checker"):  # SDXL pipelines have none
         images, nsfw = pipe.run_safety_checker(images, pipe.device, images.dtype)
@@ -299,7 +334,7 @@ class BatchRenderer:
     def probe(self, frames: int) -> Batch:
         """Render `frames` copies of frame 0 in one batch with a single denoising step, with what walks along and
         decoded as real batches are (batch_size: auto measures the memory this takes)."""
-        settings, self.settings = self.settings, replace(self.settings, num_inference_steps=1)
+        settings, self.settings = self.settings, replace(self.settings, num_inference_steps=1, probe=True)
         try:
             return self._render_frames([0] * frames)
         finally:
@@ -335,8 +370,9 @@ class BatchRenderer:
     def _back_off(self, failed: int) -> None:
         """After a batch of `failed` frames ran out of memory: half that size from now on."""
         if failed == 1:
-            raise MorphError(f"out of GPU memory rendering a single {self.settings.width} x {self.settings.height} "
-                             "frame; use a smaller height/width, dtype float16, or a GPU with more memory")
+            height, width = self.frame_size()
+            raise MorphError(f"out of GPU memory rendering a single {width} x {height} frame; use a smaller "
+                             "height/width, dtype float16, or a GPU with more memory")
         if self.pipe.device.type == "cuda":
             torch.cuda.empty_cache()
         smaller = failed // 2

@@ -11,7 +11,6 @@ only the second pass.
 """
 
 import hashlib
-from contextlib import contextmanager
 from dataclasses import asdict
 
 import numpy as np
@@ -20,8 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..config.sections import HiresSpec
-from ..models.family import pipeline_inputs, vae_decodes_in_float32
-from .batch import Mechanism, RenderSettings, broken_frames, decode, on_device, to_uint8
+from .batch import Mechanism, RenderSettings, batch_vae, decode_checked, latent_moments, pass_inputs, to_uint8
 from .produce import render_identity
 from .store import FrameStore, digest
 
@@ -35,7 +33,6 @@ class HiresPass(Mechanism):
         self.spec = spec
         self.noise_seed = (seed + 1) % 2**64  # not the first pass's seed: its noise would repeat in the larger one
         self.store, self.base_identity, self.fresh = None, None, False  # set by keep_base_frames
-        self._img2img = None
 
     def identity(self) -> dict:
         return {**self.spec.model_dump(), "noise_seed": self.noise_seed}
@@ -43,15 +40,15 @@ class HiresPass(Mechanism):
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
         return self.spec.size(height, width)
 
-    def denoise(self, pipe, first_pass, conds, negative, walking, settings):
+    def denoise(self, pipe, first_pass, conds, negative, walking, settings, guidance_scale, float32_vae):
         keys = self._base_keys(conds, negative, walking, settings)
         base = self._stored(keys, (settings.height, settings.width, 3))
         if base is None:
-            base, broken = _pixels(pipe, first_pass())
-            if keys:
-                for key, image, bad in zip(keys, base.cpu().numpy(), broken.tolist()):
-                    self.store.put(key, image, ["broken"] if bad else [])
-        return self._second_pass(pipe, self._upscaled(pipe, base.to(pipe.device)), conds, negative, walking, settings)
+            base, flags = _pixels(pipe, first_pass(), float32_vae)
+            for key, image, flagged in zip(keys or (), base.cpu().numpy(), flags):
+                self.store.put(key, image, flagged)
+        latents = self._upscaled(pipe, base.to(pipe.device), float32_vae)
+        return self._second_pass(pipe, latents, conds, negative, settings, guidance_scale)
 
     def _base_keys(self, conds, negative, walking, settings: RenderSettings) -> list[str] | None:
         """Each row's base frame's key: the job's render identity without the hires pass, the settings, and every row
@@ -69,42 +66,45 @@ class HiresPass(Mechanism):
             return None
         return torch.from_numpy(np.stack([self.store.read(key) for key in keys]))
 
-    def _upscaled(self, pipe, base: torch.Tensor) -> torch.Tensor:
+    def _upscaled(self, pipe, base: torch.Tensor, float32_vae) -> torch.Tensor:
         """Base frames [B, H, W, 3] uint8 -> the second pass's starting latents [B, C, sH/8, sW/8]."""
         height, width = self.spec.size(*base.shape[1:3])
         if self.spec.upscale == "lanczos":
             resized = [np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))
                        for image in base.cpu().numpy()]
-            return encode(pipe, torch.from_numpy(np.stack(resized)).to(pipe.device))
-        latents = encode(pipe, base)
+            return encode(pipe, torch.from_numpy(np.stack(resized)).to(pipe.device), float32_vae)
+        latents = encode(pipe, base, float32_vae)
         return F.interpolate(latents.float(), size=(height // pipe.vae_scale_factor, width // pipe.vae_scale_factor),
                              mode="bilinear").to(latents.dtype)
 
-    def _second_pass(self, pipe, latents, conds, negative, walking, settings: RenderSettings) -> torch.Tensor:
-        """img2img from latents [B, C, h, w] at `strength`, each row with its own conditioning, negative and guidance
-        (the per-frame guidance and LoRA rows patch the UNet both pipelines share), and one noise for all."""
-        if self._img2img is None:
-            import diffusers
+    def _second_pass(self, pipe, latents, conds, negative, settings: RenderSettings,
+                     guidance_scale: float | None) -> torch.Tensor:
+        """img2img from latents [B, C, h, w] at `strength`, each row with its own conditioning, negative and guidance,
+        and one noise for all."""
+        import diffusers
 
-            # StableDiffusion(XL)Pipeline's img2img sibling (diffusers' AutoPipeline would import every pipeline), with
-            # a scheduler of its own: img2img sets a begin index on it, which must not reach the first pass
-            img2img = getattr(diffusers, type(pipe).__name__.replace("Pipeline", "Img2ImgPipeline"))
-            self._img2img = img2img.from_pipe(pipe, scheduler=type(pipe.scheduler).from_config(pipe.scheduler.config))
-            self._img2img.set_progress_bar_config(disable=True)
-        batch = conds.shape[0]
-        negative = on_device(pipe, negative)
-        steps = self.spec.num_inference_steps or settings.num_inference_steps
-        while self.spec.steps(steps) < 1:  # batch_size: auto's probe renders one step of each pass
-            steps += 1
-        guidance = walking.get("guidance")
-        return self._img2img(
-            **pipeline_inputs(pipe, on_device(pipe, conds), negative if negative.dim() == 3 else
-                              negative.expand(batch, -1, -1)),
-            image=latents, strength=self.spec.strength, num_inference_steps=steps,
-            guidance_scale=settings.guidance_scale if guidance is None else float(guidance.max()),
-            generator=[torch.Generator("cpu").manual_seed(self.noise_seed) for _ in range(batch)],
-            output_type="latent",
+        # StableDiffusion(XL)Pipeline's img2img sibling (diffusers' AutoPipeline would import every pipeline), made for
+        # each batch: it then runs the pipeline's UNet as it is now (compiled after batch_size: auto's probe; its
+        # forward patched by per_frame_guidance and the LoRA rows); with a scheduler of its own, as img2img sets a
+        # begin index on it that must not reach the first pass
+        img2img = getattr(diffusers, type(pipe).__name__.replace("Pipeline", "Img2ImgPipeline")).from_pipe(
+            pipe, scheduler=type(pipe.scheduler).from_config(pipe.scheduler.config))
+        img2img.set_progress_bar_config(disable=True)
+        return img2img(
+            **pass_inputs(pipe, conds, negative, self.noise_seed, self.schedule(settings),
+                          settings.guidance_scale if guidance_scale is None else guidance_scale),
+            image=latents, strength=self.spec.strength,
         ).images
+
+    def schedule(self, settings: RenderSettings) -> int:
+        """The second pass's num_inference_steps (it runs the last `strength` of them); batch_size: auto's probe takes
+        the fewest that give it one step."""
+        if not settings.probe:
+            return self.spec.schedule(settings.num_inference_steps)
+        steps = 1
+        while self.spec.steps(steps) < 1:
+            steps += 1
+        return steps
 
 
 def keep_base_frames(job, store: FrameStore, fresh: bool = False) -> None:
@@ -125,42 +125,27 @@ def _tensors_digest(tensors: list[torch.Tensor]) -> str:
     return sha.hexdigest()[:32]
 
 
-@contextmanager
-def _float32_vae(pipe):
-    """The pipeline's VAE in float32 while inside, where its family's decodes in float32 (SDXL's overflows in
-    float16), as diffusers' own SDXL pipelines upcast it."""
-    if not vae_decodes_in_float32(pipe):
-        yield pipe.vae
-        return
-    pipe.vae.to(torch.float32)
-    try:
-        yield pipe.vae
-    finally:
-        pipe.vae.to(torch.float16)
-
-
-def _pixels(pipe, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Denoised latents [B, C, h, w] -> base frames [B, H, W, 3] uint8 as the stock pipeline decodes them, and which
-    are broken (NaN/inf or black) [B]."""
-    with _float32_vae(pipe) as vae:
-        images = decode(vae, latents.to(vae.dtype))
-    broken = broken_frames(images)
+def _pixels(pipe, latents: torch.Tensor, float32_vae) -> tuple[torch.Tensor, list[list[str]]]:
+    """Denoised latents [B, C, h, w] -> base frames [B, H, W, 3] uint8, decoded and checked as render_batch decodes
+    a batch's frames (before their safety check: the second pass starts from them), and each one's flags."""
+    images, redecoded, broken = decode_checked(pipe, latents, float32_vae)
     images = pipe.image_processor.postprocess(images, output_type="pt", do_denormalize=[True] * len(images))
-    return to_uint8(images.permute(0, 2, 3, 1)), broken
+    flags = [[name for name, flagged in (("redecoded", r), ("broken", b)) if flagged]
+             for r, b in zip(redecoded.tolist(), broken.tolist())]
+    return to_uint8(images.permute(0, 2, 3, 1)), flags
 
 
-def encode(pipe, images: torch.Tensor) -> torch.Tensor:
+def encode(pipe, images: torch.Tensor, float32_vae=None) -> torch.Tensor:
     """Images [B, H, W, 3] uint8 -> latents [B, C, H/8, W/8] in the UNet's dtype: the VAE's most likely latent,
-    scaled as `decode` unscales it."""
-    with _float32_vae(pipe) as vae:
-        # contiguous: frames read from the store and frames just decoded then take the same kernels, and bits
-        pixels = images.permute(0, 3, 1, 2).contiguous().to(vae.dtype) / 127.5 - 1
-        latents = vae.encode(pixels).latent_dist.mode()
-    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-    if mean is not None and std is not None:
-        shape = (1, -1, 1, 1)
-        latents = (latents - torch.tensor(mean).view(shape).to(latents)) * vae.config.scaling_factor / \
-            torch.tensor(std).view(shape).to(latents)
+    scaled as `decode` unscales it, by the VAE that decodes the batch (batch_vae)."""
+    vae = batch_vae(pipe, float32_vae)
+    # contiguous: frames read from the store and frames just decoded then take the same kernels, and bits
+    pixels = images.permute(0, 3, 1, 2).contiguous().to(vae.dtype) / 127.5 - 1
+    latents = vae.encode(pixels).latent_dist.mode()
+    moments = latent_moments(vae, latents)
+    if moments is not None:
+        mean, std = moments
+        latents = (latents - mean) * vae.config.scaling_factor / std
     else:
         latents = latents * vae.config.scaling_factor
     return latents.to(pipe.unet.dtype)

@@ -88,7 +88,8 @@ def _settings(config) -> dict:
     return {"model": config.model, "vae": config.vae, "height": config.height, "width": config.width,
             "device": config.device, "dtype": config.dtype, "compile": config.compile,
             "guidance": config.classifier_free_guidance(), "scheduler": config.to_dict()["scheduler"],
-            **({"loras": config.lora_names()} if config.loras else {})}
+            **({"loras": config.lora_names()} if config.loras else {}),
+            **({"hires": [config.hires.scale, config.hires.upscale]} if config.hires else {})}
 
 
 def resumed_batch_size(config, previous: dict | None):

@@ -31,8 +31,8 @@ PREVIEWS = ".preview"  # beside a job's output folder: one folder per job name, 
 
 def preview_config(config: JobConfig) -> JobConfig:
     """The same job made cheap: a dozen uniformly spaced frames (walks and edits), the size and steps reduced, no
-    music timing, no deliveries, no attribution renders; it writes beside the job's output, in .preview/<name>
-    (outputs/.preview/<name> for a job written to outputs/<name>)."""
+    hires pass, no music timing, no deliveries, no attribution renders; it writes beside the job's output, in
+    .preview/<name> (outputs/.preview/<name> for a job written to outputs/<name>)."""
     raw = config.to_dict()
     steps = config.num_inference_steps
     raw["num_inference_steps"] = min(steps, max(PREVIEW_MIN_STEPS, steps // PREVIEW_STEP_SHARE))
@@ -47,7 +47,8 @@ def preview_config(config: JobConfig) -> JobConfig:
         raw["frames"] = max(PREVIEW_FRAMES, len(config.keyframe_sources()))
         raw.update(spacing="uniform", timing=None, video={})
     raw["analysis"] = {**raw["analysis"], "explain": False}
-    raw.update(compile=False, output=str(config.output_dir.parent / PREVIEWS / config.name))
+    # the base walk: no hires pass, whose strength may give no step of the preview's fewer ones
+    raw.update(hires=None, compile=False, output=str(config.output_dir.parent / PREVIEWS / config.name))
     return validate(raw, default_name=config.name)
 
 
