@@ -150,7 +150,7 @@ def prepare_job(config: JobConfig, verbose: bool = False, agree=lambda batch_siz
     width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     settings = RenderSettings(height, width, config.num_inference_steps, config.guidance_scale, config.seed)
     latent = shared_latent(pipe, config.seed, height, width)
-    if config.kind != "grid" and (config.varying() or config.loras or config.ip_adapter):
+    if config.kind != "grid" and (config.varying() or config.loras or config.controlnets or config.ip_adapter):
         walk_along(path, config, encoder, pipe, height, width)
 
     # 5. The batch size (auto: probe renders, decoded as the real ones are, before compiling so that they compile
