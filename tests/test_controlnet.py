@@ -221,13 +221,15 @@ def test_a_controlnets_family_is_read_from_its_config_or_its_file_and_another_is
                                    "controlnets": [{"path": str(folder), "name": "c", "image": str(image)}]}))
 
 
-def test_a_file_in_the_original_layout_is_read_by_its_tensor_names(tmp_path):
-    """A header-only stand-in of an original SD 2.x ControlNet (control_model. keys, linear projections)."""
-    block = "control_model.input_blocks.1.1"
-    save_file({"control_model.input_hint_block.0.weight": torch.zeros(16, 3, 3, 3),
-               f"{block}.proj_in.weight": torch.zeros(320, 320),
+@pytest.mark.parametrize("prefix", ["control_model.", ""])
+def test_a_file_in_the_original_layout_is_read_by_its_tensor_names(tmp_path, prefix):
+    """A header-only stand-in of an original SD 2.x ControlNet (linear projections), its keys under control_model. or
+    bare (one saved apart from its model)."""
+    block = f"{prefix}input_blocks.1.1"
+    save_file({f"{prefix}input_hint_block.0.weight": torch.zeros(16, 3, 3, 3),
+               f"{prefix}time_embed.0.weight": torch.zeros(1280, 320), f"{block}.proj_in.weight": torch.zeros(320, 320),
                f"{block}.transformer_blocks.0.attn2.to_k.weight": torch.zeros(320, 1024),
-               **{f"control_model.zero_convs.{i}.0.weight": torch.zeros(c, c, 1, 1) for i, c in enumerate([320, 640])}},
+               **{f"{prefix}zero_convs.{i}.0.weight": torch.zeros(c, c, 1, 1) for i, c in enumerate([320, 640])}},
               tmp_path / "sd2.safetensors")
     family = read_controlnet("c", "c", str(tmp_path / "sd2.safetensors")).family
     assert family.words() == "SD 2.x (its cross-attention reads 1024 channels)" and family.residuals == (320, 640)
