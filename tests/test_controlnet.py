@@ -19,8 +19,9 @@ from morph.models.pipeline import load_model
 from morph.prompts.encode import prompt_encoder
 from morph.prompts.latent import shared_latent
 from morph.render.batch import RenderSettings, render_batch
-from morph.render.control_image import canny, fitted
-from morph.render.controlnet import acts, controlnets
+from morph.render.control_image import canny, control_image, fitted
+from morph.render.controlnet import controlnets
+from morph.render.controlnet_math import acts
 from morph.render.mechanisms import unet_mechanisms
 from morph.testing import make_controlnet
 
@@ -82,8 +83,7 @@ def test_constant_strengths_equal_diffusers_own_controlnet_pipeline_with_two_con
     common = dict(prompt_embeds=conds, negative_prompt_embeds=encoder.negative("").expand(2, -1, -1), latents=latent,
                   height=32, width=32, num_inference_steps=SETTINGS.num_inference_steps, guidance_scale=7.5,
                   output_type="latent")
-    with mechanism.during(tiny.pipe, conds, {}, SETTINGS) as extra:
-        ours = tiny.pipe(**common, **extra).images
+    ours = mechanism.denoise(tiny.pipe, lambda: tiny.pipe(**common).images, conds, None, {}, SETTINGS)
     stock = StableDiffusionControlNetPipeline.from_pipe(tiny.pipe, controlnet=[c.net for c in mechanism.controls])
     image = Image.open(files["image"])
     theirs = stock(**common, image=[image, image], controlnet_conditioning_scale=[0.5, 1.0],
@@ -109,17 +109,46 @@ def test_a_controlnet_acts_in_the_steps_diffusers_gives_it(step, start, end, exp
     assert acts(step, 4, start, end) is expected
 
 
-def test_a_walk_of_strength_starts_as_the_model_and_changes_the_middle_frame(files, write_config):
+def test_a_walk_of_strength_starts_as_the_model_and_changes_the_middle_frame_and_a_held_0_is_the_model(
+        files, write_config):
     net = {"path": files["net"], "name": "edges", "image": files["image"]}
     small = {"height": 32, "width": 32, "num_inference_steps": 2}
-    walk = run_job(load_config(write_config(name="walk", frames=3, controlnets=[net], **small, prompts=[
-        {"prompt": CAT, "controlnets": {"edges": 0}}, {"prompt": CAT, "controlnets": {"edges": 2}}])), quiet=True)
-    plain = run_job(load_config(write_config(name="plain", frames=3, **small, prompts=[CAT, CAT])), quiet=True)
-    assert [f["controlnet_scales"] for f in walk["frames"]] == [[0.0], [1.0], [2.0]]
-    assert set(walk["controlnets"]) == {"edges"} and walk["controlnets"]["edges"]["scale"] == 1.0
-    frames, first = [pixels(walk, i) for i in range(3)], pixels(plain, 0)
-    assert torch.equal(frames[0], first)
+
+    def job(name, *strengths, **keys):
+        return run_job(load_config(write_config(name=name, frames=3, **small, **keys, prompts=[
+            {"prompt": CAT, "controlnets": {"edges": s}} if keys else CAT for s in strengths])), quiet=True)
+
+    walk, held, plain = job("walk", 0, 2, controlnets=[net]), job("held", 0, 0, controlnets=[net]), job("plain", 0, 0)
+    assert [f["controlnet_scales"] for f in walk["frames"]] == [{"edges": 0.0}, {"edges": 1.0}, {"edges": 2.0}]
+    assert set(walk["controlnets"]) == {"edges"} and "scale" not in walk["controlnets"]["edges"]  # the records key it
+    frames = [pixels(walk, i) for i in range(3)]
+    assert torch.equal(frames[0], pixels(plain, 0))
     assert (frames[1] - frames[0]).abs().max() > 10 and (frames[2] - frames[1]).abs().max() > 10
+    # every keyframe at 0 (the top level's 1 set by none): the strength does not walk, and is still each frame's own
+    assert [f["controlnet_scales"] for f in held["frames"]] == [{"edges": 0.0}] * 3
+    assert all(torch.equal(pixels(held, i), pixels(plain, i)) for i in range(3))
+
+
+def test_a_hires_pass_starts_from_controlled_base_frames_and_runs_without_the_controlnets(files, tmp_path,
+                                                                                         monkeypatch):
+    """ControlNets act in the first pass alone, a fresh run's and a run reusing its stored base frames (which met
+    the base-size control image with the larger latents, before)."""
+    import morph.render.controlnet
+
+    steps = []  # (step, steps) of every step a ControlNet was asked about
+    monkeypatch.setattr(morph.render.controlnet, "acts", lambda step, n, *a: steps.append((step, n)) or acts(step, n, *a))
+
+    def job(output, strength, **keys):
+        return run_job(validate({"model": "tiny", "prompts": [CAT, CAT], "frames": 2, "height": 32, "width": 32,
+                                 "num_inference_steps": 2, "device": "cpu", "output": str(tmp_path / output),
+                                 "hires": {"strength": strength}, **keys}), quiet=True)
+
+    held = [{"path": files["net"], "image": files["image"]}]
+    fresh, raised = job("walk", 0.5, controlnets=held), job("walk", 0.75, controlnets=held)
+    assert steps == [(0, 2), (1, 2)] and fresh["rendered"] == raised["rendered"] == 2  # one base batch, 2 steps
+    plain = job("plain", 0.75)
+    assert pixels(raised, 0).shape == pixels(plain, 0).shape == (64, 64, 3)
+    assert (pixels(raised, 0) - pixels(plain, 0)).abs().max() > 10  # from the controlled base frames
 
 
 def pixels(manifest: dict, i: int) -> torch.Tensor:
@@ -156,12 +185,23 @@ def test_canny_marks_the_edges_of_a_drawn_square_and_nothing_else():
         assert (side.max(axis=0 if side.shape[0] == 4 else 1) == 255).all()
 
 
+def test_a_control_image_is_read_upright_as_its_exif_orientation_says(tmp_path):
+    tall = np.zeros((20, 10, 3), np.uint8)
+    tall[:5] = 255  # white on top as stored; orientation 6: shown turned 90 degrees clockwise, white on the right
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(tall).save(tmp_path / "phone.png", exif=exif)
+    shown = (control_image(str(tmp_path / "phone.png"), 20, 10)[0, 0] * 255).round()  # [10, 20]
+    assert (shown[:, -4:] == 255).all() and (shown[:, :14] == 0).all()
+
+
 def test_a_control_image_of_another_shape_is_covered_and_its_centre_cut_not_stretched():
     wide = np.zeros((10, 40, 3), np.uint8)
-    wide[:, 15:25] = 255  # a white band in the middle quarter
+    wide[:, 17:23] = 255  # a white band, 6 of 40 columns
     square = np.asarray(fitted(Image.fromarray(wide), 20, 20))
     assert square.shape == (20, 20, 3)
-    assert (square[:, 1:-1] > 128).all() and (square[:, 0] <= 255).all()  # the band, at twice its size, fills it
+    # the band at twice its size: columns 4 to 16 of 20 (stretched, it would be 3 columns; letterboxed, 1.5 rows high)
+    assert (square[:, 5:15] > 190).all() and (square[:, :3] < 30).all() and (square[:, -3:] < 30).all()
 
 
 @pytest.mark.parametrize("model, family", [("tiny", "SD 1.x"), ("tiny-sd2", "SD 2.x"), ("tiny-sdxl", "SDXL")])
@@ -181,13 +221,15 @@ def test_a_controlnets_family_is_read_from_its_config_or_its_file_and_another_is
                                    "controlnets": [{"path": str(folder), "name": "c", "image": str(image)}]}))
 
 
-def test_a_file_in_the_original_layout_is_read_by_its_tensor_names(tmp_path):
-    """A header-only stand-in of an original SD 2.x ControlNet (control_model. keys, linear projections)."""
-    block = "control_model.input_blocks.1.1"
-    save_file({"control_model.input_hint_block.0.weight": torch.zeros(16, 3, 3, 3),
-               f"{block}.proj_in.weight": torch.zeros(320, 320),
+@pytest.mark.parametrize("prefix", ["control_model.", ""])
+def test_a_file_in_the_original_layout_is_read_by_its_tensor_names(tmp_path, prefix):
+    """A header-only stand-in of an original SD 2.x ControlNet (linear projections), its keys under control_model. or
+    bare (one saved apart from its model)."""
+    block = f"{prefix}input_blocks.1.1"
+    save_file({f"{prefix}input_hint_block.0.weight": torch.zeros(16, 3, 3, 3),
+               f"{prefix}time_embed.0.weight": torch.zeros(1280, 320), f"{block}.proj_in.weight": torch.zeros(320, 320),
                f"{block}.transformer_blocks.0.attn2.to_k.weight": torch.zeros(320, 1024),
-               **{f"control_model.zero_convs.{i}.0.weight": torch.zeros(c, c, 1, 1) for i, c in enumerate([320, 640])}},
+               **{f"{prefix}zero_convs.{i}.0.weight": torch.zeros(c, c, 1, 1) for i, c in enumerate([320, 640])}},
               tmp_path / "sd2.safetensors")
     family = read_controlnet("c", "c", str(tmp_path / "sd2.safetensors")).family
     assert family.words() == "SD 2.x (its cross-attention reads 1024 channels)" and family.residuals == (320, 640)

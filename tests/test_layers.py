@@ -22,7 +22,8 @@ LAYERS = [
      "morph"},
 ]
 PURE_MATH = ["prompts/ops.py", "prompts/path.py", "prompts/easing.py", "analysis/spacing.py", "analysis/metrics.py",
-             "analysis/storm.py", "models/ip_rows.py", "render/attention_math.py"]
+             "analysis/storm.py", "models/ip_rows.py", "render/attention_math.py",
+             "render/controlnet_math.py"]
 
 
 def module_name(path: Path) -> str:

@@ -375,6 +375,34 @@ def test_a_refusal_reads_the_same_whether_what_lies_outside_the_root_exists(tmp_
     assert refusal(output=None, name="loop").startswith("output: outputs/loop leads out")  # the default output
 
 
+def test_a_controlnets_weights_and_image_are_read_only_under_the_root_or_from_the_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from PIL import Image
+
+    root, cache = tmp_path / "root", tmp_path / "hub"
+    (root / "models" / "edges").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "square.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "secret.png")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    snapshot = cache / "models--owner--canny" / "snapshots" / "abc"  # a ControlNet the local cache holds
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (cache / "models--owner--canny" / "refs").mkdir()
+    (cache / "models--owner--canny" / "refs" / "main").write_text("abc")
+
+    def walk(path="../models/edges", image="../square.png") -> str:
+        return walk_yaml(controlnets=[{"path": path, "image": image}])
+
+    for path in ("../models/edges", "owner/canny"):  # under the root, or a hub id the cache holds
+        assert studio_config(walk(path=path), root).controlnets[0].image == str(root / "square.png")
+    for text, refused in ((walk(path="../../elsewhere/edges"), "controlnets: ../../elsewhere/edges is outside"),
+                          (walk(path="secret/canny"), "controlnets: secret/canny is neither a file under"),
+                          (walk(image="../../secret.png"), r"controlnets\[0\]\.image: \.\./\.\./secret\.png is outside")):
+        with pytest.raises(MorphError, match=refused) as e:
+            studio_config(text, root)
+        assert "\n" not in str(e.value)
+
+
 def test_the_studio_writes_nothing_through_a_link_out_of_its_outputs(tmp_path):
     from morph.studio.previews import preview
 

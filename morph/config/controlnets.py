@@ -35,9 +35,9 @@ class ControlNetSpec(Section):
     def check(self, where: str) -> None:
         """What one key cannot say alone (called with the entry's key, controlnets[i]): start before end, canny's
         thresholds in order and only canny taking them, and the image a file (refused here, before anything loads)."""
-        if self.start > self.end:
-            raise MorphError(f"{where}: start {self.start:g} is after end {self.end:g}; both are fractions of the "
-                             "denoising steps, start <= end")
+        if self.start >= self.end:  # start == end: no step would take it
+            raise MorphError(f"{where}: start {self.start:g} is not before end {self.end:g}; both are fractions of the "
+                             "denoising steps, and it acts between them: start < end")
         thresholds = sorted({"low", "high"} & self.model_fields_set)
         if thresholds and self.preprocess != "canny":
             raise MorphError(f"{where}.{thresholds[0]}: a threshold of preprocess: canny; set that, or remove "

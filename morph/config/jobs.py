@@ -218,7 +218,7 @@ class JobConfig(Section):
         for i, (name, lora) in enumerate(zip(names, self.loras)):
             if name in names[:i]:
                 raise MorphError(f"loras[{i}]: a second LoRA named {name!r}; give each a name: of its own")
-            self._check_lora_scale(f"loras[{i}].scale", lora.scale)
+            self._check_strength(f"loras[{i}].scale", lora.scale, "max_lora_scale")
         return self
 
     @model_validator(mode="after")
@@ -246,13 +246,14 @@ class JobConfig(Section):
             if name in names[:i]:
                 raise MorphError(f"controlnets[{i}]: a second ControlNet named {name!r}; give each a name: of its own")
             controlnet.check(f"controlnets[{i}]")
+            self._check_strength(f"controlnets[{i}].scale", controlnet.scale, "max_controlnet_scale")
         return self
 
-    def _check_lora_scale(self, key: str, scale: float) -> None:
-        cap = self.limits.max_lora_scale
+    def _check_strength(self, key: str, scale: float, limit: str) -> None:
+        """A LoRA's or a ControlNet's strength within the limit `limit` (limits.max_lora_scale, ...), either sign."""
+        cap = getattr(self.limits, limit)
         if abs(scale) > cap:
-            raise bad(key, scale, f"expected a strength from {-cap:g} to {cap:g} (raise limits.max_lora_scale to go "
-                                  "beyond)")
+            raise bad(key, scale, f"expected a strength from {-cap:g} to {cap:g} (raise limits.{limit} to go beyond)")
 
 
 def segment_steps(frames: int | list[int], n_keyframes: int) -> list[int]:
@@ -466,7 +467,7 @@ class WalkJob(_Keyframed):
                     raise MorphError(f"prompts[{i}].loras: {name!r} is not a LoRA of loras:; "
                                      f"{did_you_mean(name, names)}" + (f"its LoRAs are {', '.join(names)}" if names else
                                         "declare it there first: loras: [{path: ..., name: ...}]"))
-                self._check_lora_scale(f"prompts[{i}].loras.{name}", scale)
+                self._check_strength(f"prompts[{i}].loras.{name}", scale, "max_lora_scale")
         return self
 
     def keyframe_controlnet_scales(self) -> list[list[float]]:
@@ -478,11 +479,12 @@ class WalkJob(_Keyframed):
     def _check_keyframe_controlnets(self):
         names = self.controlnet_names()
         for i, keyframe in enumerate(self.prompts):
-            for name in keyframe.controlnets or {}:
+            for name, scale in (keyframe.controlnets or {}).items():
                 if name not in names:
                     raise MorphError(f"prompts[{i}].controlnets: {name!r} is not a ControlNet of controlnets:; "
                                      f"{did_you_mean(name, names)}" + (f"its ControlNets are {', '.join(names)}" if
                                         names else "declare it there first: controlnets: [{path: ..., image: ...}]"))
+                self._check_strength(f"prompts[{i}].controlnets.{name}", scale, "max_controlnet_scale")
         return self
 
     @model_validator(mode="after")

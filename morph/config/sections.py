@@ -350,6 +350,8 @@ class Limits(Section):
     """Most pixels of height and of width."""
     max_lora_scale: float = Field(10.0, gt=0)
     """Largest strength of a LoRA, either sign; beyond it a LoRA only burns the picture, so it is usually a typo."""
+    max_controlnet_scale: float = Field(10.0, gt=0)
+    """Largest strength of a ControlNet, either sign; as a LoRA's, one beyond it only burns the picture."""
     max_image_pixels: int = Field(50_000_000, ge=1)
     """Most pixels (width x height) of a keyframe's image, read from its header before it is decoded."""
 

@@ -57,9 +57,11 @@ class ControlNetFile:
 
 
 def _family_of_header(where: str, path: str) -> Family:
-    """A single file's family from its tensor names and shapes: diffusers' keys, or the original control_model.'s."""
+    """A single file's family from its tensor names and shapes: diffusers' keys, or the original layout's, under
+    control_model. or bare (a ControlNet saved apart from its model, as diffusers' conversion reads it too)."""
     shapes = tensor_shapes(where, path)
-    if not any(k.startswith(("controlnet_cond_embedding.", "control_model.input_hint_block.")) for k in shapes):
+    if not any(k.startswith(("controlnet_cond_embedding.", "control_model.input_hint_block.", "input_hint_block."))
+               for k in shapes):
         raise MorphError(f"{where}: {path!r} holds no ControlNet weights (no controlnet_cond_embedding or "
                          f"input_hint_block tensors among its {len(shapes)})")
     keys = sorted(shapes)
@@ -69,9 +71,9 @@ def _family_of_header(where: str, path: str) -> Family:
         raise MorphError(f"{where}: {path!r} is a ControlNet without cross-attention, which morph cannot check "
                          "against the model's family")
     # the zero convolutions that hand each residual over: diffusers' controlnet_down_blocks.N, the original zero_convs.N
-    zero = re.compile(r"^(?:controlnet_down_blocks\.(\d+)|control_model\.zero_convs\.(\d+)\.0)\.weight$")
+    zero = re.compile(r"^(?:controlnet_down_blocks\.(\d+)|(?:control_model\.)?zero_convs\.(\d+)\.0)\.weight$")
     convs = sorted((int(m[1] or m[2]), shapes[k][0]) for k in keys if (m := zero.match(k)))
-    return Family(width, len(projection) == 2, any(k.startswith(("add_embedding.", "control_model.label_emb."))
+    return Family(width, len(projection) == 2, any(k.startswith(("add_embedding.", "control_model.label_emb.", "label_emb."))
                                                    for k in keys), tuple(c for _, c in convs))
 
 

@@ -46,8 +46,9 @@ def build_path(config: JobConfig, encoder: PromptEncoder, timing=None) -> WalkPa
 
 def walk_along(path: WalkPath, config: JobConfig, encoder: PromptEncoder, pipe, height: int, width: int) -> None:
     """Where keyframes set their own seed, negative_prompt or guidance_scale, those walk with the prompts: the
-    path's `along` (the seeds' noise, the negatives, the guidance) and its frames' `labels`. LoRA strengths always
-    go along (every frame records its own), with labels where keyframes set their own."""
+    path's `along` (the seeds' noise, the negatives, the guidance) and its frames' `labels`. LoRA and ControlNet
+    strengths always go along (every frame records its own), LoRAs with labels where keyframes set their own; an
+    IP-Adapter's reference embeddings and strength go along where the job has one."""
     settings, varying, along, labels = config.keyframe_settings(), config.varying(), {}, {}
     if "seed" in varying:
         along["latent"] = torch.cat([shared_latent(pipe, s["seed"], height, width) for s in settings])
@@ -68,8 +69,9 @@ def walk_along(path: WalkPath, config: JobConfig, encoder: PromptEncoder, pipe, 
         path.lora_names = config.lora_names()
         if "loras" in varying:
             labels["loras"] = [dict(zip(path.lora_names, own)) for own in scales]
-    if "controlnets" in varying:  # else every frame takes the top level's strengths (render/controlnet.py)
+    if config.controlnets:  # always: every frame records its own strengths, which key its pixels
         along["controlnets"] = torch.tensor(config.keyframe_controlnet_scales(), dtype=torch.float64)
+        path.controlnet_names = config.controlnet_names()
     references, named = walk_references(config, pipe)  # an IP-Adapter's reference images, where the job has one
     path.along, path.labels = {**along, **references}, {**labels, **named}
 

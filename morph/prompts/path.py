@@ -41,7 +41,7 @@ class WalkPath:
     `along`: what else walks between the keyframes, each only where keyframes differ: "negative"
     [K, L, D] (interpolated like the prompts), "latent" [K, C, h, w] (the seeds' noise, slerped),
     "guidance" [K] (linear), "loras" [K, n] (each LoRA's strength, linear; named by `lora_names`), "controlnets"
-    [K, m] (each ControlNet's strength, linear), "ip_embeds" [K, 1, E] (an IP-Adapter's reference embeddings,
+    [K, m] (each ControlNet's strength, linear; named by `controlnet_names`), "ip_embeds" [K, 1, E] (an IP-Adapter's reference embeddings,
     slerped) and "ip_scale" [K] (their strengths, linear).
     `labels`: per keyframe, what the frame records name (seeds, negatives, LoRA strengths).
     """
@@ -52,6 +52,7 @@ class WalkPath:
         self.along, self.labels = along or {}, labels or {}
         self.eases = None  # per segment, the easing its t went through (None: linear throughout)
         self.lora_names = []  # the LoRAs whose strengths along["loras"] holds, in its column order
+        self.controlnet_names = []  # the ControlNets whose strengths along["controlnets"] holds, likewise
 
     def __len__(self):
         return len(self.t)
@@ -106,7 +107,7 @@ class WalkPath:
         if "loras" in inputs:
             record["lora_scales"] = dict(zip(self.lora_names, inputs["loras"][0].tolist()))
         if "controlnets" in inputs:
-            record["controlnet_scales"] = inputs["controlnets"][0].tolist()
+            record["controlnet_scales"] = dict(zip(self.controlnet_names, inputs["controlnets"][0].tolist()))
         if self.eases:
             record["ease"] = self.eases[int(self.segment[i])]
         return record

@@ -3,7 +3,7 @@ an edge map with OpenCV."""
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import MorphError
 
@@ -32,7 +32,8 @@ def control_image(path: str, width: int, height: int, preprocess: str = "none", 
     """The control image the ControlNet reads: [1, 3, height, width] float32 in 0..1, RGB (as diffusers' control image
     processor gives it). Canny runs on the fitted image, so its edges are one pixel wide at the job's size."""
     with Image.open(path) as image:
-        rgb = np.asarray(fitted(image.convert("RGB"), width, height))
+        # upright as a viewer shows it: a phone's photo is stored sideways with an EXIF orientation
+        rgb = np.asarray(fitted(ImageOps.exif_transpose(image).convert("RGB"), width, height))
     if preprocess == "canny":
         rgb = canny(rgb, low, high)
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255

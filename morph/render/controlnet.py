@@ -1,5 +1,6 @@
-"""ControlNets hold a composition while the prompt walks: around each UNet call, each ControlNet runs on the same
-inputs and its residuals, scaled per row, are added to the UNet's (one batch.Mechanism).
+"""ControlNets hold a composition while the prompt walks: around each UNet call of the first pass, each ControlNet runs
+on the same inputs and its residuals, scaled per row, are added to the UNet's (one batch.Mechanism). A second pass (a
+hires pass's img2img) runs without them: the composition is held in the base frames it starts from.
 
 diffusers takes one controlnet_conditioning_scale per ControlNet per call; here each row of the batch takes its own
 frame's strength (walking between keyframes through the path's `along`, as LoRA strengths do), over both halves of
@@ -18,18 +19,8 @@ from ..models.controlnet import load_controlnet
 from ..models.controlnet_files import read_controlnet
 from .batch import Mechanism, RenderSettings, replaced_forward
 from .control_image import control_image
+from .controlnet_math import acts, scaled
 from .store import content_digest, file_digest
-
-
-def scaled(residuals: list[torch.Tensor], weights: torch.Tensor) -> list[torch.Tensor]:
-    """Residuals [N, C, h, w] each times its row's weight [N] (float32: each product rounded once, as diffusers'
-    float scale is), in the residuals' dtype."""
-    return [(r * weights.view(-1, 1, 1, 1)).to(r.dtype) for r in residuals]
-
-
-def acts(step: int, steps: int, start: float, end: float) -> bool:
-    """Whether a ControlNet acts at denoising step `step` of `steps`: diffusers' controlnet_keep."""
-    return not (step / steps < start or (step + 1) / steps > end)
 
 
 @dataclass
@@ -47,25 +38,30 @@ class ControlNets(Mechanism):
 
     name = "controlnets"
 
-    def __init__(self, controls: list[Control], scales: list[float]):
+    def __init__(self, controls: list[Control], scales: list[float], walking: bool):
         self.controls, self.scales = controls, torch.tensor(scales, dtype=torch.float64)
+        self.walking = walking  # the strengths walk with the path: each frame's record keys its own
         self._images = {}  # (ControlNet, height, width) -> its control image on the device
 
     def identity(self) -> dict:
-        """Each ControlNet by name: its weights' and its image's content, and its settings."""
-        return {c.name: {"weights": c.weights, "image": file_digest(Path(c.spec.image)), "scale": c.spec.scale,
+        """Each ControlNet by name: its weights' and its image's content, and its settings (its strength too where
+        the frames' records do not hold it: a grid's)."""
+        return {c.name: {"weights": c.weights, "image": file_digest(Path(c.spec.image)),
+                         **({} if self.walking else {"scale": c.spec.scale}),
                          "start": c.spec.start, "end": c.spec.end, "preprocess": c.spec.preprocess,
                          **({"low": c.spec.low, "high": c.spec.high} if c.spec.preprocess == "canny" else {})}
                 for c in self.controls}
 
-    def during(self, pipe, conds, walking, settings: RenderSettings):
+    def denoise(self, pipe, first_pass, conds, negative, walking, settings: RenderSettings):
+        """The first pass with the ControlNets on the UNet, and only it: a pass after it (hires) runs without."""
         rows = walking.get("controlnets", self.scales.expand(conds.shape[0], -1))  # [B', m]
         active = [(i, c) for i, c in enumerate(self.controls) if bool((rows[:, i] != 0).any())]
-        return self._controlled(pipe, rows, active, settings) if active else nullcontext({})
+        with self._controlled(pipe, rows, active, settings) if active else nullcontext():
+            return first_pass()
 
     @contextmanager
     def _controlled(self, pipe, rows: torch.Tensor, active: list, settings: RenderSettings):
-        forward, calls = pipe.unet.forward, [0]
+        forward, calls = pipe.unet.forward, [0]  # the steps of this pass alone
         images = [self._image(pipe, i, c, settings) for i, c in active]
 
         def controlled(sample, timestep, *args, **kwargs):
@@ -90,7 +86,7 @@ class ControlNets(Mechanism):
             return forward(sample, timestep, *args, **kwargs)
 
         with replaced_forward(pipe.unet, controlled):
-            yield {}
+            yield
 
     def _image(self, pipe, i: int, control: Control, settings: RenderSettings) -> torch.Tensor:
         """Its control image [1, 3, H, W] at the batch's size, on the device in the UNet's dtype; made once per size."""
@@ -112,4 +108,4 @@ def controlnets(config: JobConfig, loaded, path) -> ControlNets | None:
         file = read_controlnet(where, name, spec.path)
         controls.append(Control(load_controlnet(loaded.pipe, config.model, where, file), spec, name,
                                 content_digest(file.location, file.location)))
-    return ControlNets(controls, [spec.scale for spec in config.controlnets])
+    return ControlNets(controls, [spec.scale for spec in config.controlnets], "controlnets" in getattr(path, "along", {}))

@@ -7,12 +7,13 @@ import os
 from pathlib import Path
 
 from ..errors import MorphError
+from ..models.controlnet_files import CONFIG as CONTROLNET_CONFIG
 from ..models.lora_files import HUB_FILE
 
 LOOPBACK_NAMES = ("localhost",)
-# the file a cached hub repo holds for what each key loads from it: a pipeline, a VAE, a LoRA
+# the file a cached hub repo holds for what each key loads from it: a pipeline, a VAE, a LoRA, a ControlNet
 CACHED_FILE = {"model": "model_index.json", "configs_from": "model_index.json", "vae": "config.json",
-               "loras": HUB_FILE}
+               "loras": HUB_FILE, "controlnets": CONTROLNET_CONFIG}
 
 
 def is_loopback(host: str) -> bool:

@@ -58,6 +58,9 @@ def read_paths(raw: dict) -> list[tuple[str, str]]:
     for key in ("embeddings", "loras"):
         entries = raw.get(key) if isinstance(raw.get(key), list) else []
         found += [(key, e.get("path") if isinstance(e, dict) else e) for e in entries]
+    controlnets = raw.get("controlnets") if isinstance(raw.get("controlnets"), list) else []
+    for i, entry in enumerate(e for e in controlnets if isinstance(e, dict)):  # a hub id or a path; its image a file
+        found += [("controlnets", entry.get("path")), (f"controlnets[{i}].image", entry.get("image"))]
     timing = raw.get("timing")
     found += [("timing.audio", timing.get("audio"))] if isinstance(timing, dict) else []
     keyframes = raw.get("prompts") if isinstance(raw.get("prompts"), list) else []
