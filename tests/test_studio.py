@@ -403,6 +403,18 @@ def test_a_controlnets_weights_and_image_are_read_only_under_the_root_or_from_th
         assert "\n" not in str(e.value)
 
 
+def test_an_ip_adapter_and_its_image_encoder_are_read_only_under_the_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "configs").mkdir(parents=True)
+    (tmp_path / "secret.safetensors").write_bytes(b"")
+    for adapter, refused in (({"path": "../../secret.safetensors"}, "ip_adapter.path: ../../secret.safetensors is"),
+                             ({"path": "../a.safetensors", "image_encoder": "/elsewhere/encoder"},
+                              "ip_adapter.image_encoder: /elsewhere/encoder is outside")):
+        with pytest.raises(MorphError, match=refused) as e:
+            studio_config(walk_yaml(ip_adapter=adapter), root)
+        assert "\n" not in str(e.value) and "secret" not in str(e.value).replace(adapter["path"], "")
+
+
 def test_the_studio_writes_nothing_through_a_link_out_of_its_outputs(tmp_path):
     from morph.studio.previews import preview
 

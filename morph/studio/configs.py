@@ -61,6 +61,9 @@ def read_paths(raw: dict) -> list[tuple[str, str]]:
     controlnets = raw.get("controlnets") if isinstance(raw.get("controlnets"), list) else []
     for i, entry in enumerate(e for e in controlnets if isinstance(e, dict)):  # a hub id or a path; its image a file
         found += [("controlnets", entry.get("path")), (f"controlnets[{i}].image", entry.get("image"))]
+    adapter = raw.get("ip_adapter")
+    found += [(f"ip_adapter.{key}", adapter.get(key)) for key in ("path", "image_encoder")] \
+        if isinstance(adapter, dict) else []
     timing = raw.get("timing")
     found += [("timing.audio", timing.get("audio"))] if isinstance(timing, dict) else []
     keyframes = raw.get("prompts") if isinstance(raw.get("prompts"), list) else []
