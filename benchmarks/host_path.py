@@ -117,13 +117,17 @@ def measure(frames: torch.Tensor, count: int, size: int, threads: int, presets: 
             "steps_s": {name: steps.seconds[name] for name in STEPS if name != "produce"}}
 
 
-def peak_rss_mib(frames: int, size: int, threads: int, presets: list[str]) -> float:
-    """The peak resident memory of a whole run of `frames` frames, measured in a fresh process."""
+def peak_rss_mib(frames: int, size: int, threads: int, presets: list[str]) -> tuple[float, float]:
+    """The peak resident memory of a whole run of `frames` frames, measured in a fresh process: its own, and its
+    largest child's (an ffmpeg: the MP4's or a platform file's; at least the process's own size when it started the
+    child, since Linux keeps a child's peak from before its exec: flat in the frames is what it can show)."""
     code = ("import resource, sys; sys.path.insert(0, 'benchmarks'); import host_path as h; "
             f"h.measure(h.precomputed_frames({frames}, {size}), {frames}, {size}, {threads}, {presets!r}); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            "print(*(resource.getrusage(who).ru_maxrss / 1024 "
+            "for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
+    own, child = result.stdout.strip().splitlines()[-1].split()
+    return float(own), float(child)
 
 
 def main():
@@ -148,9 +152,11 @@ def main():
         if 1 in rate and 2 in rate:
             print(f"{size} px: 2 encoder threads absorb {rate[2] / rate[1]:.2f}x the frames/s of 1", flush=True)
     for count in args.rss:
-        mib = peak_rss_mib(count, args.sizes[0], os.cpu_count(), args.preset)
-        figures.append({"size": args.sizes[0], "frames": count, "peak_rss_mib": round(mib, 1)})
-        print(f"{args.sizes[0]} px, {count} frames: peak RSS {mib:.0f} MiB", flush=True)
+        mib, child = peak_rss_mib(count, args.sizes[0], os.cpu_count(), args.preset)
+        figures.append({"size": args.sizes[0], "frames": count, "peak_rss_mib": round(mib, 1),
+                        "largest_child_peak_rss_mib": round(child, 1)})
+        print(f"{args.sizes[0]} px, {count} frames: peak RSS {mib:.0f} MiB, its largest child's {child:.0f} MiB",
+              flush=True)
     print(f"load average after: {os.getloadavg()}", file=sys.stderr)
     print(json.dumps(figures))
 

@@ -207,14 +207,16 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
         # 7. Render this rank's batches that miss frames; a background thread stores each frame while the next batch
         #    renders and, for a full walk in one process, feeds the MP4, the storm map and the platform files in
         #    order (under torchrun: the leader, once all are done). Every output is written into a staging folder
-        #    first, and replaces the previous run's only once all are whole (step 11)
+        #    first, and replaces the previous run's only once all are whole (step 11); a failure anywhere up to then
+        #    kills the platform files' ffmpegs still running
         make_video = checked.full and not checked.grid and shard.leader
-        with Staging(out) if shard.leader else nullcontext() as stage:
-            video_path = stage.path(f"{config.name}.mp4") if make_video else None
+        with Staging(out) if shard.leader else nullcontext() as stage, \
+                LiveDeliveries(config, stage.path(f"{config.name}.mp4") if make_video else None) as platforms:
+            video_path = platforms.master
             writer = VideoWriter(video_path, *job.renderer.frame_size()[::-1], config.fps) if make_video else \
                 nullcontext()
             measured = RunningStorms(config.analysis.metric)  # step 9's distances, measured as the frames arrive
-            with writer as video, LiveDeliveries(config, video_path) as platforms:
+            with writer as video:
                 arriving = video and Tee(video, measured, platforms)  # every frame of the walk, in order
                 streaming = arriving if shard.world == 1 else None
                 rendered = produce(job, plan, store, shard, video=streaming, on_frame=lambda: bar.update(1))
@@ -253,7 +255,7 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             if checked.full and not checked.grid and len(selection) >= 3:
                 storms = storm_map(stage.folder, files, config.fps,
                                    keyframes_of(records, [source for _, source in config.prompt_sources()]),
-                                   measured.analysis(config.analysis.storm_factor),
+                                   measured.analysis(config.analysis.storm_factor, frames=len(selection)),
                                    before=uniform_curve(spaced.uniform, spaced.uniform_estimated) if spaced else None)
                 if config.analysis.explain:
                     attribution = explain_storms(job, store, storms, stage.folder, bar)

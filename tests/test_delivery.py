@@ -1,6 +1,7 @@
 """Platform files: rates, order and geometry planned exactly; files read back against the presets (= the docs)."""
 
 import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -11,11 +12,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import morph.job
 import morph.output.delivery
 from conftest import tiny_job
 from morph.cli import cli
 from morph.config.yaml_file import load_config
-from morph.output.delivery import export, probe
+from morph.output.delivery import FileEncoder, export, probe
 from morph.errors import MorphError
 from morph.job import run_job
 from morph.config.presets import PRESETS, VideoOptions, container_rate, plan, shape, timeline
@@ -247,3 +249,52 @@ def test_files_encoded_while_rendering_show_what_files_made_afterwards_show(writ
         shown = decoded(made)
         assert len(shown) == 10 and probe(made)["frames"] == after["frames"]
         assert all(np.array_equal(a, b) for a, b in zip(shown, decoded(Path(after["file"]))))
+
+
+def ffmpeg_children() -> set[int]:
+    """This process's children running ffmpeg, or ended but not waited for (Linux's /proc), by pid."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().rsplit(")", 1)
+        except OSError:  # ended meanwhile
+            continue
+        if "ffmpeg" in name and int(rest.split()[1]) == os.getpid():
+            found.add(int(stat.parent.name))
+    return found
+
+
+def leftovers(out: Path) -> list[str]:
+    return [p.name for p in out.rglob("*") if ".partial" in p.name or ".making" in p.name or p.name == ".staging"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts child processes in /proc")
+def test_a_failure_after_the_render_kills_the_platform_files_ffmpegs_and_leaves_no_partial_file(write_config,
+                                                                                                  monkeypatch):
+    config = load_config(write_config(frames=10, batch_size=2, video={"presets": ["x", "gif"]}))
+    before = ffmpeg_children()
+
+    def fails(*args):
+        raise MorphError("publish failed (injected)")
+
+    monkeypatch.setattr(morph.job, "publish", fails)  # after every frame was fed to the files' ffmpegs
+    with pytest.raises(MorphError, match="injected"):
+        run_job(config, quiet=True)
+    assert ffmpeg_children() - before == set() and leftovers(config.output_dir) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts child processes in /proc")
+def test_an_ffmpeg_that_dies_while_rendering_stops_the_run_and_every_other_ffmpeg(write_config, monkeypatch):
+    config = load_config(write_config(frames=10, batch_size=2, video={"presets": ["x", "gif"]}))
+    before, arrived = ffmpeg_children(), FileEncoder.arrived
+
+    def dies(encoder, index, image):
+        if index == 3 and encoder.delivery.preset.name == "x":
+            encoder._process.kill()
+            encoder._process.wait()
+        arrived(encoder, index, image)
+
+    monkeypatch.setattr(FileEncoder, "arrived", dies)
+    with pytest.raises(MorphError, match="ffmpeg could not write "):
+        run_job(config, quiet=True)
+    assert ffmpeg_children() - before == set() and leftovers(config.output_dir) == []

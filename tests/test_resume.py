@@ -263,7 +263,11 @@ def test_torchrun_with_two_ranks_gives_the_same_frames_and_one_video(clean, tmp_
     assert frame_hashes(out, 40) == frame_hashes(clean_out, 40)
     assert [p.name for p in out.glob("*.mp4")] == ["walk.mp4"]
     assert video_frames(out / "walk.mp4") == video_frames(clean_out / "walk.mp4")
-    assert json.loads((out / "manifest.json").read_text())["rendered"] == 40  # both ranks' renders
+    manifests = [json.loads((o / "manifest.json").read_text()) for o in (out, clean_out)]
+    assert manifests[0]["rendered"] == 40  # both ranks' renders
+    # the leader measured the storm map from the store as the one process did from the frames arriving
+    leader, one = ({k: v for k, v in m["analysis"].items() if k not in ("plot", "filmstrip")} for m in manifests)
+    assert leader == one and len(one["distances"]) == 39
 
 
 SMALL_GPU_ON_RANK_1 = """

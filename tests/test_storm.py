@@ -13,6 +13,7 @@ from morph.errors import MorphError
 from morph.job import run_job
 from morph.analysis.storm import blinks, downscale, gini, pixel_distance, ssim_distance, storm_zones, summarize
 from morph.media.video import write_png
+from morph.render.store import FrameStore
 
 
 def grey(value, size=16):
@@ -94,6 +95,10 @@ def test_every_walk_gets_a_storm_map_and_morph_analyze_recomputes_it(write_confi
 def test_the_storm_map_measured_as_frames_arrive_equals_the_one_read_back_from_the_pngs(write_config):
     config = load_config(write_config(frames=7, batch_size=2))
     run_job(config, frames="2-4", quiet=True)  # a resumed run: frames 2-4 come from the store, fed in their turn
+    # frame 4 is reused inside the batch [4, 5] rendered again: what is measured is its stored pixels, not the batch's
+    store = FrameStore(config.output_dir)
+    key = store.plan()["keys"][4]
+    store.put(key, 255 - store.read(key))
     manifest = run_job(config, quiet=True)
     assert manifest["reused"] == 3
     files = [config.output_dir / "frames" / r["file"] for r in manifest["frames"]]
@@ -110,6 +115,15 @@ def test_running_storms_measure_nothing_before_the_third_frame(monkeypatch):
     for value in (1, 2):
         running.write(grey(value).numpy())
     assert running.frames == 2 and running.neighbours == []
+
+
+def test_a_storm_map_measured_on_fewer_frames_than_the_walk_has_is_an_internal_error():
+    running = RunningStorms("pixel")
+    for value in (1, 2, 3):
+        running.write(grey(value).numpy())
+    assert len(running.analysis(frames=3).distances) == 2
+    with pytest.raises(RuntimeError, match="measured 3 frames of a walk of 4"):
+        running.analysis(frames=4)
 
 
 def test_analyze_refuses_a_partial_render(write_config):

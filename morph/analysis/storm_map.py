@@ -88,8 +88,10 @@ class RunningStorms:
         self.skips.append(self._distance(before, frame))
         del self._recent[0]
 
-    def analysis(self, storm_factor: float = 3.0) -> Analysis:
-        """The storm zones and blinks of the frames written so far (at least 3)."""
+    def analysis(self, storm_factor: float = 3.0, frames: int | None = None) -> Analysis:
+        """The storm zones and blinks of the frames written so far (at least 3; exactly `frames`, when given)."""
+        if frames is not None and frames != self.frames:  # a frame not fed or fed twice: morph's bug, not the user's
+            raise RuntimeError(f"internal error: the storm map measured {self.frames} frames of a walk of {frames}")
         if self.frames < 3:
             distance_function(self.metric)  # an unknown metric is named first
             raise MorphError(f"a storm map needs at least 3 frames; this render has {self.frames}")

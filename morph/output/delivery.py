@@ -8,6 +8,7 @@ file is read back and checked against its preset before it takes its final name.
 import os
 import re
 import subprocess
+from contextlib import suppress
 from dataclasses import fields, replace
 from fractions import Fraction
 from pathlib import Path
@@ -117,7 +118,8 @@ class FileEncoder:
     """One file's ffmpeg, fed rendered frames (uint8 [H, W, 3]) in the order of `delivery`'s timeline: `arrived(i,
     image)` for each frame of the walk in order writes as much of the timeline as the frames so far allow (a walk
     shown forwards: all of it, while rendering), `finish(frames)` the rest from the PNG `frames`, then waits for the
-    file, which appears under `path` only once whole. Use as a context manager: on an error ffmpeg is stopped."""
+    file, which appears under `path` only once whole. Use as a context manager: leaving it kills an ffmpeg
+    not finished."""
 
     def __init__(self, delivery: DeliveryPlan, path: Path, pad: str, width: int, height: int):
         self.delivery, self.path, self._partial, self._next = delivery, path, own_partial_name(path), 0
@@ -157,16 +159,20 @@ class FileEncoder:
             self._failed()
         self._partial.replace(self.path)
 
+    def stop(self) -> None:
+        """Kill ffmpeg unless finish() returned, and remove what it wrote; once finished, only its pipes close."""
+        self._process.kill()  # nothing once ffmpeg was waited for
+        self._process.wait()
+        self._partial.unlink(missing_ok=True)  # gone already once whole: renamed
+        with suppress(BrokenPipeError):  # what was buffered for a killed ffmpeg is dropped
+            self._process.stdin.close()
+        self._process.stderr.close()
+
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self._process.kill()
-            self._process.wait()
-            self._partial.unlink(missing_ok=True)
-        for pipe in (self._process.stdin, self._process.stderr):
-            pipe.close()
+        self.stop()
 
 
 def encode(delivery: DeliveryPlan, frames: list[Path], path: Path, pad: str = "black") -> None:
@@ -327,8 +333,9 @@ def check_platforms(config, count: int) -> None:
 
 class LiveDeliveries:
     """A job's platform files encoded while its frames are rendered: `write(image)` for each frame of the walk in order
-    (the first starts an ffmpeg per file beside the `master`), and deliver_all finishes them. On an error every one
-    is stopped; use as a context manager."""
+    (the first starts an ffmpeg per file beside the `master`), and deliver_all finishes them. Use as a context
+    manager around everything up to the delivery: leaving it, by any way, kills every ffmpeg not finished and
+    removes what it wrote (a failure after the render, before or during the delivery, leaves none running)."""
 
     def __init__(self, config, master: Path | None):
         self.config, self.master, self.encoders, self.frames = config, master, {}, 0
@@ -353,9 +360,8 @@ class LiveDeliveries:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            for encoder in self.encoders.values():
-                encoder.__exit__(exc_type, exc, tb)
+        for encoder in self.encoders.values():
+            encoder.stop()
 
 
 def deliver_all(config, frames: list[Path], master: Path, live: LiveDeliveries | None = None) -> list[dict]:
@@ -363,10 +369,9 @@ def deliver_all(config, frames: list[Path], master: Path, live: LiveDeliveries |
     files beside it, from its published frames (`live`: those started while rendering, finished)."""
     if config.timing:
         mux(master, config.timing, PRESETS["master"].audio_bitrate, PRESETS["master"].audio_rate)
-    live = live or LiveDeliveries(config, master)
-    with live:  # a file that fails stops those still being made
-        return [deliver(preset, frames, config.fps, live.path(preset), config.video.options(), config.timing,
-                        live.encoders.get(preset)) for preset in config.video.platforms()]
+    live = live or LiveDeliveries(config, master)  # none started: every file made from the frames
+    return [deliver(preset, frames, config.fps, live.path(preset), config.video.options(), config.timing,
+                    live.encoders.get(preset)) for preset in config.video.platforms()]
 
 
 def export(output: Path, preset: str, out: Path | None = None, overrides: dict | None = None) -> dict:

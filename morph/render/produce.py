@@ -176,13 +176,15 @@ def stored_plan(job, keys: list[str]) -> FramePlan:
 
 
 class StoredFrames:
-    """Frames already in the store, read by the writer thread when their turn in the video comes."""
+    """A batch's frames as the store holds them, read by the writer thread when their turn in the video comes:
+    `keys` [B], each row's store key, or None for a row `rendered` (a HostCopy) gives."""
 
-    def __init__(self, store: FrameStore, keys: list[str]):
-        self.store, self.keys = store, keys
+    def __init__(self, store: FrameStore, keys: list[str | None], rendered: HostCopy | None = None):
+        self.store, self.keys, self.rendered = store, keys, rendered
 
     def wait(self) -> np.ndarray:
-        return np.stack([self.store.read(key) for key in self.keys])
+        images = self.rendered.wait() if self.rendered else None
+        return np.stack([images[j] if key is None else self.store.read(key) for j, key in enumerate(self.keys)])
 
 
 @contextmanager
@@ -243,8 +245,11 @@ def produce(job, plan: FramePlan, store: FrameStore, shard, video=None, on_frame
                 resized = {i: size for i, n in zip(chunk, new) if n and size != plan.sizes[i]}
                 plan.resize(resized)
                 plan.resized.update(resized)
+                images = HostCopy(batch.images)
+                if video is not None and not all(new):  # a reused row as stored (what `morph analyze` reads)
+                    images = StoredFrames(store, [None if n else plan.keys[i] for i, n in zip(chunk, new)], images)
                 writer.put([(plan.keys[i], batch.flags(j)) if n else None for j, (i, n) in enumerate(zip(chunk, new))],
-                           HostCopy(batch.images))
+                           images)
                 rendered += sum(new)
                 # with compile: true, the first batch carries the compilation
                 job.timings.setdefault("first_batch_s", time.perf_counter() - started)

@@ -4,7 +4,8 @@ The render loop hands over a batch and goes on with the next one, so PNG encodin
 overlap the GPU's work. Encoding a PNG takes one core for tens of milliseconds (zlib releases the
 GIL meanwhile), so `encode` (the store's put: encode, hash, rename) runs on a few threads at once,
 each frame on one of them; one thread waits for each batch's host copy, hands its frames to the
-pool, and calls `write` (the MP4, the progress bar) for each frame in order once it is encoded.
+pool, and calls `write` for each frame in order once it is encoded (produce: the progress bar and, for a
+full walk in one process, the MP4, the running storm map and the platform files, through `Tee`).
 The queue of batches and the frames in the pool are bounded (memory stays flat), and an error on
 any thread stops the render loop at its next batch with that same error.
 """
@@ -112,7 +113,7 @@ class FrameWriter:
 
 class Tee:
     """Hands each frame written to every one of `sinks` (each with write(image [H, W, 3] uint8)), in order: the MP4
-    and what is measured as the frames arrive (the storm map's distances)."""
+    and what is measured or encoded as the frames arrive (the storm map's distances, the platform files)."""
 
     def __init__(self, *sinks):
         self.sinks = sinks
