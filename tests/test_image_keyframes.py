@@ -64,6 +64,7 @@ def test_the_keyframe_frame_redraws_a_picture_the_toy_drew(image_walk):
     recorded = manifest["image_keyframes"]
     assert [r["keyframe"] for r in recorded["keyframes"]] == [0] and recorded["keyframes"][0]["fit"] == "crop"
     assert len(recorded["psnr"]) == 1 and recorded["psnr"][0] >= 32
+    assert recorded["inversion_s"] > 0  # reading, fitting and inverting the picture, and redrawing it
     assert manifest["scheduler"] == "DDIMScheduler"
 
 

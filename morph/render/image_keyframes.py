@@ -8,6 +8,7 @@ never a measurement, so every rank and every re-run keys a frame alike) joins ev
 manifest; how well each keyframe's frame redraws its picture joins the manifest alone.
 """
 
+import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,14 +36,14 @@ class ImageKeyframes(Mechanism):
 
     name = "image_keyframes"
 
-    def __init__(self, inversion: dict, keyframes: list[dict], psnr: list[float]):
-        self.inversion, self.keyframes, self.psnr = inversion, keyframes, psnr
+    def __init__(self, inversion: dict, keyframes: list[dict], psnr: list[float], seconds: float):
+        self.inversion, self.keyframes, self.psnr, self.seconds = inversion, keyframes, psnr, seconds
 
     def identity(self) -> dict:
         return {"inversion": self.inversion, "keyframes": self.keyframes}
 
     def measured(self) -> dict:
-        return {"psnr": self.psnr}
+        return {"psnr": self.psnr, "inversion_s": self.seconds}
 
 
 def image_keyframes(config: JobConfig, loaded, path) -> ImageKeyframes | None:
@@ -63,6 +64,7 @@ def image_keyframes(config: JobConfig, loaded, path) -> ImageKeyframes | None:
     latents = along["latent"] if "latent" in along else \
         torch.cat([shared_latent(pipe, s["seed"], height, width) for s in settings])
     encoder, store, records, measured = prompt_encoder(pipe, loaded.loras), FrameStore(config.output_dir), [], []
+    started = time.perf_counter()
     for k, image_path, fit in images:
         picture = fitted(read_picture(image_path, config.limits.max_image_pixels, f"prompts[{k}].image"), width,
                          height, fit)
@@ -92,7 +94,7 @@ def image_keyframes(config: JobConfig, loaded, path) -> ImageKeyframes | None:
                           f"(below {WARN_BELOW_DB:g}); lower inversion.guidance_scale and the keyframe's "
                           "guidance_scale towards 1, or use more num_inference_steps", stacklevel=2)
     along["latent"] = latents
-    return ImageKeyframes(inversion, records, measured)
+    return ImageKeyframes(inversion, records, measured, round(time.perf_counter() - started, 3))
 
 
 def _check_spacing(pipe, k: int) -> None:
