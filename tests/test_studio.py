@@ -67,6 +67,13 @@ def test_an_edited_cell_keeps_the_keyframes_keys_that_have_no_column():
         "a red circle", "a blue square"]
 
 
+def test_clearing_a_keyframes_image_cell_takes_its_fit_with_it():
+    raw = parse("prompts: [{prompt: a red circle, image: ../inputs/red.png, fit: pad, seed: 3}, a blue square]\n")
+    values = form_of(raw)
+    values["keyframes"][0][4] = ""  # the image cell emptied
+    assert with_form(raw, values)["prompts"] == [{"prompt": "a red circle", "seed": 3}, "a blue square"]
+
+
 def test_the_form_shows_the_walks_frames_and_the_spacing_it_renders():
     from morph.config.jobs import validate
 
@@ -263,7 +270,8 @@ def test_an_uploaded_picture_is_kept_under_inputs_and_named_in_its_keyframe(tmp_
     assert message.startswith("✓ walk") and studio_config(text, tmp_path).prompts[0].image == str(kept[0])
     assert studio.form_values(text)[-2]["data"][0][4] == f"../inputs/{kept[0].name}"
     again, _ = studio.attach(text, str(picture), 1, "reference")  # the same bytes: the same file
-    assert parse(again)["prompts"][1]["reference"] == f"../inputs/{kept[0].name}" and len(kept) == 1
+    assert parse(again)["prompts"][1]["reference"] == f"../inputs/{kept[0].name}"
+    assert list((tmp_path / "inputs").iterdir()) == kept
     (tmp_path / "notes.txt").write_text("not a picture")
     for upload, keyframe, refused in ((tmp_path / "notes.txt", 0, "is not an image"),
                                       (picture, 5, "keyframe 5 is not")):

@@ -1,6 +1,7 @@
 """A user's picture read through PIL: checked before any model loads, then fitted to the job's size.
 
-What a file may be: one still image that PIL reads whole, of at most `limits.max_image_pixels`. Converted,
+What a file may be: one still image that PIL reads whole, of at most `limits.max_image_pixels` (a camera's MPO
+JPEG: its first picture), turned upright as its EXIF orientation says. Converted,
 because nothing is lost: greyscale, palette and bilevel images (to RGB), 16-bit greyscale (scaled to 8 bits, as
 the VAE sees 8), an alpha channel that is opaque everywhere. Refused, with the reason: CMYK (PIL converts it
 without the file's colour profile, so its colours would shift without a word), an alpha channel with any
@@ -42,13 +43,14 @@ def read_picture(path: str | Path, max_pixels: int, where: str) -> Image.Image:
             raise MorphError(f"{where}: {str(path)!r} is {image.width} x {image.height} = {pixels} pixels, more than "
                              f"limits.max_image_pixels ({max_pixels}); shrink it, or raise the limit")
         frames = getattr(image, "n_frames", 1)
-        if frames > 1:
+        if frames > 1 and image.format != "MPO":  # a camera's JPEG with previews after it: its first is the picture
             raise MorphError(f"{where}: {str(path)!r} holds {frames} frames (an animation); save the one frame you "
                              "mean as a PNG")
         try:
             image.load()
         except (OSError, ValueError, SyntaxError) as e:
             raise MorphError(f"{where}: {str(path)!r} cannot be decoded whole ({e})") from None
+        ImageOps.exif_transpose(image, in_place=True)  # upright, as a photo viewer shows it
         return _as_rgb(image, path, where)
 
 

@@ -66,8 +66,8 @@ def manifest(job, records: list[dict], flags: dict[str, list[int]], counts: dict
         "loras": _loras(job),
         "classifier_free_guidance": config.classifier_free_guidance(),  # else the UNet runs once a step
         "attention": sorted(attention),
-        # what each UNet-side mechanism (render/mechanisms.py) does, as the store key holds it
-        **{mechanism.name: mechanism.identity() for mechanism in renderer.mechanisms},
+        # what each UNet-side mechanism (render/mechanisms.py) does, as the store key holds it, and what it measured
+        **{mechanism.name: {**mechanism.identity(), **mechanism.measured()} for mechanism in renderer.mechanisms},
         "memory_format": "channels_last" if pipe.unet.conv_in.weight.is_contiguous(
             memory_format=torch.channels_last) else "contiguous",
         "compiled": config.compile,

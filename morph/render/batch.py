@@ -152,6 +152,11 @@ class Mechanism:
         the manifest. A job without the mechanism has no mechanism to ask, and keeps its keys."""
         return {}
 
+    def measured(self) -> dict:
+        """What it measured while preparing (never in a store key: a measurement may differ between ranks and runs):
+        joins its identity in the manifest only."""
+        return {}
+
     def widen(self, conds: torch.Tensor, walking: dict) -> tuple[torch.Tensor, dict]:
         """Rows appended after the batch's frames (keyframes its frames attend to): conds [B', L, D] and `walking`
         with each per-row entry [B', ...] (shared ones, absent from it, apply to every row). Their images are

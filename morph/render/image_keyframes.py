@@ -3,16 +3,21 @@
 The inverted noise joins the seeds' noise in the path's along["latent"] [K, C, h, w], which frames slerp between
 as a seed walk's do (WalkPath.frame_inputs); a keyframe without an image keeps its seed's noise. Each inversion is
 kept in the frame store, keyed by the picture's bytes and everything else that decides it, so a re-run or a
-resume never inverts again. The mechanism itself only names what it put into the walk: its identity joins every
-frame's store key and the manifest, with how well each keyframe's frame redraws its picture.
+resume never inverts again. The mechanism itself only names what it put into the walk: its identity (the inputs,
+never a measurement, so every rank and every re-run keys a frame alike) joins every frame's store key and the
+manifest; how well each keyframe's frame redraws its picture joins the manifest alone.
 """
 
+import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from ..config.image_keys import INVERTIBLE_SPACING
 from ..config.jobs import JobConfig
+from ..errors import MorphError
 from ..media.picture import fitted, read_picture
 from ..prompts.conditioning import negative_tensor
 from ..prompts.encode import prompt_encoder
@@ -31,11 +36,14 @@ class ImageKeyframes(Mechanism):
 
     name = "image_keyframes"
 
-    def __init__(self, inversion: dict, keyframes: list[dict]):
-        self.inversion, self.keyframes = inversion, keyframes
+    def __init__(self, inversion: dict, keyframes: list[dict], psnr: list[float], seconds: float):
+        self.inversion, self.keyframes, self.psnr, self.seconds = inversion, keyframes, psnr, seconds
 
     def identity(self) -> dict:
         return {"inversion": self.inversion, "keyframes": self.keyframes}
+
+    def measured(self) -> dict:
+        return {"psnr": self.psnr, "inversion_s": self.seconds}
 
 
 def image_keyframes(config: JobConfig, loaded, path) -> ImageKeyframes | None:
@@ -46,6 +54,7 @@ def image_keyframes(config: JobConfig, loaded, path) -> ImageKeyframes | None:
     if not images:
         return None
     pipe = loaded.pipe
+    _check_spacing(pipe, images[0][0])
     height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
     width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     spec = config.inversion.model_dump() if config.inversion else {"guidance_scale": 1.0, "num_inference_steps": None}
@@ -54,7 +63,8 @@ def image_keyframes(config: JobConfig, loaded, path) -> ImageKeyframes | None:
     settings, along = config.keyframe_settings(), path.along
     latents = along["latent"] if "latent" in along else \
         torch.cat([shared_latent(pipe, s["seed"], height, width) for s in settings])
-    encoder, store, records = prompt_encoder(pipe, loaded.loras), FrameStore(config.output_dir), []
+    encoder, store, records, measured = prompt_encoder(pipe, loaded.loras), FrameStore(config.output_dir), [], []
+    started = time.perf_counter()
     for k, image_path, fit in images:
         picture = fitted(read_picture(image_path, config.limits.max_image_pixels, f"prompts[{k}].image"), width,
                          height, fit)
@@ -65,23 +75,36 @@ def image_keyframes(config: JobConfig, loaded, path) -> ImageKeyframes | None:
         key = digest(_decides(config, loaded, k, image_path, fit, inversion, render))
         kept = store.tensor(key)
         if kept is None:
-            noise = invert(pipe, picture, path.keyframes[k:k + 1], negative, render, inversion["num_inference_steps"],
-                           inversion["guidance_scale"])
             rows = along["loras"][k:k + 1] if "loras" in along else None
+            # the keyframe's own LoRA strengths, as its frame renders with them
+            with loaded.loras.rows(rows) if loaded.loras else nullcontext():
+                noise = invert(pipe, picture, path.keyframes[k:k + 1], negative, render,
+                               inversion["num_inference_steps"], inversion["guidance_scale"], f"prompts[{k}].image")
             frame = render_batch(pipe, path.keyframes[k:k + 1], negative, noise, render, loras=loaded.loras,
                                  lora_rows=rows).images[0].cpu().numpy()
             kept = noise, {"psnr": round(min(psnr(frame, picture), MAX_DB), 2)}
             store.put_tensor(key, *kept)
-        noise, measured = kept
+        noise, redrawn = kept
         latents = torch.cat([latents[:k], noise.to(latents), latents[k + 1:]])
         # by content: the path is the config's (in the manifest), and moving the picture moves no pixel
-        records.append({"keyframe": k, "sha256": file_digest(Path(image_path)), "fit": fit, "psnr": measured["psnr"]})
-        if measured["psnr"] < WARN_BELOW_DB:
-            warnings.warn(f"prompts[{k}].image: its frame redraws the picture at only {measured['psnr']:.1f} dB PSNR "
+        records.append({"keyframe": k, "sha256": file_digest(Path(image_path)), "fit": fit, "inversion": key})
+        measured.append(redrawn["psnr"])
+        if redrawn["psnr"] < WARN_BELOW_DB:
+            warnings.warn(f"prompts[{k}].image: its frame redraws the picture at only {redrawn['psnr']:.1f} dB PSNR "
                           f"(below {WARN_BELOW_DB:g}); lower inversion.guidance_scale and the keyframe's "
                           "guidance_scale towards 1, or use more num_inference_steps", stacklevel=2)
     along["latent"] = latents
-    return ImageKeyframes(inversion, records)
+    return ImageKeyframes(inversion, records, measured, round(time.perf_counter() - started, 3))
+
+
+def _check_spacing(pipe, k: int) -> None:
+    """The model's own scheduler options (which the config check cannot see) are ones DDIMInverseScheduler runs."""
+    spacing = pipe.scheduler.config.get("timestep_spacing", "leading")
+    if spacing not in INVERTIBLE_SPACING or pipe.scheduler.config.get("thresholding"):
+        raise MorphError(f"prompts[{k}].image: the model's scheduler has timestep_spacing {spacing}"
+                         f"{' and thresholding' if pipe.scheduler.config.get('thresholding') else ''}, which DDIM "
+                         f"inversion cannot run; set scheduler: {{name: DDIMScheduler, timestep_spacing: leading, "
+                         "thresholding: false}")
 
 
 def _decides(config: JobConfig, loaded, k: int, image_path: str, fit: str, inversion: dict,

@@ -194,6 +194,8 @@ def _keyframe(row: list, shown: list | None, entry, columns: list[str]):
     for key, cell in changed.items():
         if not key.startswith("lora:"):
             _set(entry, key, _prompt(row) if key == "prompt" else _value(cell))
+    if "image" in changed and "image" not in entry:
+        entry.pop("fit", None)  # how the image meets the frame: it goes with the image
     strengths = {key.removeprefix("lora:"): _value(cell) for key, cell in changed.items() if key.startswith("lora:")}
     if strengths:
         loras = dict(entry["loras"]) if isinstance(entry.get("loras"), dict) else {}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config.sections import Limits
 from ..errors import MorphError
+from ..files import write_atomic
 from ..media.picture import read_picture
 from .access import inside
 from .configs import INPUTS
@@ -21,7 +22,8 @@ def keep_input(upload: Path, root: Path) -> Path:
     """Copy the uploaded picture into <root>/inputs/ (refused: not a picture morph reads, or a link there leading out
     of it); the path kept."""
     read_picture(upload, Limits().max_image_pixels, "upload")
-    digest = hashlib.sha256(upload.read_bytes()).hexdigest()[:12]
+    with upload.open("rb") as read:
+        digest = hashlib.file_digest(read, "sha256").hexdigest()[:12]  # streamed: an upload may be large
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", upload.stem)[:80].strip("._") or "picture"
     suffix = upload.suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,5}", upload.suffix) else ""
     folder = root.resolve() / INPUTS
@@ -32,7 +34,8 @@ def keep_input(upload: Path, root: Path) -> Path:
     try:
         folder.mkdir(exist_ok=True)
         if not kept.is_file():
-            shutil.copyfile(upload, kept)
+            # whole or not at all: a half-copied picture would be read as this content's
+            write_atomic(kept, lambda partial: shutil.copyfile(upload, partial))
     except OSError as e:
         raise MorphError(f"upload: cannot keep the picture in {folder}: {e.strerror}") from None
     return kept
