@@ -11,10 +11,7 @@ nothing else on the machine.
 """
 
 import argparse
-import random
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +22,8 @@ from morph.job import prepare_job
 from morph.models.pipeline import quiet_libraries
 from morph.testing import make_controlnet
 
+from interleaved import interleaved, print_rates, ratio
+
 PROMPTS = ["a red circle", "a blue square"]
 PLAIN, CONSTANT, WALKING = "plain walk", "ControlNet at 1", "walking ControlNet (0 to 1)"
 
@@ -34,12 +33,6 @@ def prepared(folder: Path, name: str, model: str, frames: int, steps: int, **key
                        "num_inference_steps": steps, "guidance_scale": 5.0, "batch_size": 8, "device": "cpu",
                        "output": str(folder / name), **keys})
     return prepare_job(config)
-
-
-def seconds(job, indices: list[int]) -> float:
-    started = time.perf_counter()
-    assert len(list(job.frames(indices))) == len(indices)
-    return time.perf_counter() - started
 
 
 def main():
@@ -62,26 +55,10 @@ def main():
         ways = {PLAIN: {}, CONSTANT: {"controlnets": [net]}, WALKING: {"prompts": walking, "controlnets": [net]}}
         jobs = {name: prepared(folder, f"way{i}", args.model, args.frames, args.steps,
                                  **keys) for i, (name, keys) in enumerate(ways.items())}
-        size = jobs[PLAIN].renderer.batch_size
-        batches = [list(range(start, min(start + size, args.frames))) for start in range(0, args.frames, size)]
-        for job in jobs.values():  # the first batch of a job pays for warming up
-            seconds(job, batches[0])
-        took = {name: [] for name in ways}  # [rounds][batches] seconds
-        order, shuffle = list(ways), random.Random(0).shuffle
-        for _ in range(args.rounds):
-            for name in ways:
-                took[name].append([])
-            for batch in batches:
-                shuffle(order)
-                for name in order:
-                    took[name][-1].append(seconds(jobs[name], batch))
-    for name, rounds in took.items():
-        rates = [args.frames / sum(round_) for round_ in rounds]
-        print(f"{name:<34} {statistics.median(rates):8.2f} frames/s (rounds: {', '.join(f'{r:.2f}' for r in rates)})")
+        took = interleaved(jobs, args.frames, args.rounds)
+    print_rates(took, args.frames, 34)
     for name in (CONSTANT, WALKING):
-        pairs = sorted(w / p for plain, way in zip(took[PLAIN], took[name]) for p, w in zip(plain, way))
-        print(f"{name}: {statistics.median(pairs):.3f}x the plain walk's time per frame (quartiles of {len(pairs)} "
-              f"batches {pairs[len(pairs) // 4]:.3f}-{pairs[3 * len(pairs) // 4]:.3f})")
+        print(f"{name}: {ratio(took, PLAIN, name)} the plain walk's time per frame")
 
 
 if __name__ == "__main__":

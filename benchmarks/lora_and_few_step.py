@@ -14,16 +14,15 @@ round) and the ratios. Run it with nothing else on the machine: another process 
 """
 
 import argparse
-import random
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from morph.config.jobs import validate
 from morph.job import prepare_job
 from morph.models.pipeline import quiet_libraries
 from morph.testing import make_lora
+
+from interleaved import interleaved, print_rates, ratio
 
 PROMPTS = ["a red circle", "a blue square"]
 PLAIN, FEW_STEP, CONSTANT, WALKING = ("25 steps, CFG", "4 LCM steps, no CFG", "25 steps, CFG, LoRA at 0.5",
@@ -35,12 +34,6 @@ def prepared(folder: Path, name: str, frames: int, **keys):
                        "num_inference_steps": 25, "guidance_scale": 5.0, "batch_size": 8, "device": "cpu",
                        "output": str(folder / name), **keys})
     return prepare_job(config)
-
-
-def seconds(job, indices: list[int]) -> float:
-    started = time.perf_counter()
-    assert len(list(job.frames(indices))) == len(indices)
-    return time.perf_counter() - started
 
 
 def main():
@@ -60,32 +53,12 @@ def main():
             WALKING: {"prompts": walking, "loras": [{"path": str(lora), "name": "style"}]},
         }
         jobs = {name: prepared(folder, f"way{i}", args.frames, **keys) for i, (name, keys) in enumerate(ways.items())}
-        size = jobs[PLAIN].renderer.batch_size
-        batches = [list(range(start, min(start + size, args.frames))) for start in range(0, args.frames, size)]
-        for job in jobs.values():  # the first batch of a job pays for warming up
-            seconds(job, batches[0])
-        took = {name: [] for name in ways}  # [rounds][batches] seconds
-        order, shuffle = list(ways), random.Random(0).shuffle
-        for _ in range(args.rounds):
-            for name in ways:
-                took[name].append([])
-            for batch in batches:
-                shuffle(order)
-                for name in order:
-                    took[name][-1].append(seconds(jobs[name], batch))
-    for name, rounds in took.items():
-        rates = [args.frames / sum(round_) for round_ in rounds]
-        print(f"{name:<30} {statistics.median(rates):8.2f} frames/s (rounds: {', '.join(f'{r:.2f}' for r in rates)})")
+        took = interleaved(jobs, args.frames, args.rounds)
+    print_rates(took, args.frames)
 
-    def ratio(name: str, slower: bool) -> str:
-        pairs = sorted((w / p if slower else p / w) for plain, way in zip(took[PLAIN], took[name])
-                       for p, w in zip(plain, way))
-        low, high = pairs[len(pairs) // 4], pairs[3 * len(pairs) // 4]
-        return f"{statistics.median(pairs):.3f}x (quartiles of {len(pairs)} batches {low:.3f}-{high:.3f})"
-
-    print(f"few-step speed-up: {ratio(FEW_STEP, False)} (target >= 5)")
-    print(f"walking LoRA's cost: {ratio(WALKING, True)} the plain walk's time per frame (target <= 1.15)")
-    print(f"a constant strength's cost: {ratio(CONSTANT, True)}")
+    print(f"few-step speed-up: {ratio(took, PLAIN, FEW_STEP, slower=False)} (target >= 5)")
+    print(f"walking LoRA's cost: {ratio(took, PLAIN, WALKING)} the plain walk's time per frame (target <= 1.15)")
+    print(f"a constant strength's cost: {ratio(took, PLAIN, CONSTANT)}")
 
 
 if __name__ == "__main__":

@@ -195,7 +195,8 @@ class Doubler(Mechanism):
         yield {"rows": conds.shape[0]}
         self.seen.append(("left", conds.shape[0]))
 
-    def after(self, pipe, latents, conds, walking, settings):
+    def denoise(self, pipe, first_pass, conds, negative, walking, settings, guidance_scale, float32_vae):
+        latents = first_pass()
         self.seen.append(("after", latents.shape[0]))
         return latents + 0.125
 

@@ -178,11 +178,6 @@ class Mechanism:
         `float32_vae`."""
         return first_pass()
 
-    def after(self, pipe, latents: torch.Tensor, conds: torch.Tensor, walking: dict,
-              settings: RenderSettings) -> torch.Tensor:
-        """The denoised latents [B', C, h, w] -> the latents to decode (a second pass), inside `during`'s context."""
-        return latents
-
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
         """The height and width of the frames it leaves, for a batch rendered at height x width."""
         return height, width
@@ -268,8 +263,6 @@ def render_batch(pipe, conds: torch.Tensor, negative: torch.Tensor, latent: torc
         for mechanism in mechanisms:
             denoise = partial(mechanism.denoise, pipe, denoise, conds, negative, walking, settings, scale, float32_vae)
         latents = denoise()
-        for mechanism in mechanisms:
-            latents = mechanism.after(pipe, latents, conds, walking, settings)
     images, redecoded, bad = decode_checked(pipe, latents, float32_vae)
     nsfw = None
     if hasattr(pipe, "run_safety_checker"):  # SDXL pipelines have none

@@ -52,7 +52,8 @@ class ControlNets(Mechanism):
                          **({"low": c.spec.low, "high": c.spec.high} if c.spec.preprocess == "canny" else {})}
                 for c in self.controls}
 
-    def denoise(self, pipe, first_pass, conds, negative, walking, settings: RenderSettings):
+    def denoise(self, pipe, first_pass, conds, negative, walking, settings: RenderSettings, guidance_scale=None,
+                float32_vae=None):
         """The first pass with the ControlNets on the UNet, and only it: a pass after it (hires) runs without."""
         rows = walking.get("controlnets", self.scales.expand(conds.shape[0], -1))  # [B', m]
         active = [(i, c) for i, c in enumerate(self.controls) if bool((rows[:, i] != 0).any())]
