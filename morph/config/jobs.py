@@ -178,7 +178,7 @@ class JobConfig(Section):
         # spacing decides which frames a video shows, not the pixels of a frame at a given t (goldens are uniform)
         skip = {"name", "output", "batch_size", "golden", "fps", "device", "dtype", "compile", "limits", "analysis",
                 "spacing", "video"}
-        skip |= {key for key in ADDED_LATER if not getattr(self, key)}  # a job without them keeps the hash it had
+        skip |= {key for key in ADDED_LATER if not getattr(self, key, None)}  # a job without them keeps the hash it had
         return {k: v for k, v in self.to_dict().items() if k not in skip}
 
     def pixel_hash(self) -> str:
