@@ -460,14 +460,18 @@ class WalkJob(_Keyframed):
 
     @model_validator(mode="after")
     def _check_keyframe_loras(self):
-        names = self.lora_names()
+        return self._check_keyframe_strengths("loras", self.lora_names(), "LoRA", "loras: [{path: ..., name: ...}]",
+                                              "max_lora_scale")
+
+    def _check_keyframe_strengths(self, key: str, names: list[str], kind: str, declare: str, limit: str):
+        """Each keyframe's {name: strength} under `key` names one the top level's `key` declares, within `limit`."""
         for i, keyframe in enumerate(self.prompts):
-            for name, scale in (keyframe.loras or {}).items():
+            for name, scale in (getattr(keyframe, key) or {}).items():
                 if name not in names:
-                    raise MorphError(f"prompts[{i}].loras: {name!r} is not a LoRA of loras:; "
-                                     f"{did_you_mean(name, names)}" + (f"its LoRAs are {', '.join(names)}" if names else
-                                        "declare it there first: loras: [{path: ..., name: ...}]"))
-                self._check_strength(f"prompts[{i}].loras.{name}", scale, "max_lora_scale")
+                    raise MorphError(f"prompts[{i}].{key}: {name!r} is not a {kind} of {key}:; "
+                                     f"{did_you_mean(name, names)}" + (f"its {kind}s are {', '.join(names)}" if names
+                                                                       else f"declare it there first: {declare}"))
+                self._check_strength(f"prompts[{i}].{key}.{name}", scale, limit)
         return self
 
     def keyframe_controlnet_scales(self) -> list[list[float]]:
@@ -477,15 +481,8 @@ class WalkJob(_Keyframed):
 
     @model_validator(mode="after")
     def _check_keyframe_controlnets(self):
-        names = self.controlnet_names()
-        for i, keyframe in enumerate(self.prompts):
-            for name, scale in (keyframe.controlnets or {}).items():
-                if name not in names:
-                    raise MorphError(f"prompts[{i}].controlnets: {name!r} is not a ControlNet of controlnets:; "
-                                     f"{did_you_mean(name, names)}" + (f"its ControlNets are {', '.join(names)}" if
-                                        names else "declare it there first: controlnets: [{path: ..., image: ...}]"))
-                self._check_strength(f"prompts[{i}].controlnets.{name}", scale, "max_controlnet_scale")
-        return self
+        return self._check_keyframe_strengths("controlnets", self.controlnet_names(), "ControlNet",
+                                              "controlnets: [{path: ..., image: ...}]", "max_controlnet_scale")
 
     @model_validator(mode="after")
     def _check_images(self):
