@@ -11,7 +11,8 @@ whose noise compresses worse than a photograph (about 2.3 bytes a pixel against 
 times are on the high side. Printed per size and thread count (0: all
 cores): the frames/s the host path absorbs while rendering (the manifest's frames_per_s), and the
 seconds that run after the last frame is stored (MP4 flush, published frames, platform files,
-storm map, report, manifest), in all, per frame and by step; how encoding scales from 1 thread to 2;
+storm map, report, manifest), in all, per frame and by step; how the whole path, and the store's encoding
+alone (nothing else running), scale from 1 encoder thread to 2;
 and the peak memory (RSS) of whole runs of the first size with --rss's frame counts, each in a fresh
 process (the stand-in keeps at most CYCLE frames, shown in turn: memory that grows is morph's).
 Run it alone: it measures the cores.
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +33,9 @@ import torch
 import morph.job
 import morph.render.writer
 from morph.config.jobs import validate
-from morph.render.batch import Batch, BatchRenderer
+from morph.render.batch import Batch, BatchRenderer, HostCopy
+from morph.render.store import FrameStore
+from morph.render.writer import FrameWriter
 
 PROMPTS = ["a photo of a cat", "a drawing of a dog in kyoto"]
 
@@ -117,6 +121,20 @@ def measure(frames: torch.Tensor, count: int, size: int, threads: int, presets: 
             "steps_s": {name: steps.seconds[name] for name in STEPS if name != "produce"}}
 
 
+def encoding_rate(frames: torch.Tensor, count: int, threads: int) -> float:
+    """Frames/s of the store's writes alone (PNG encode, hash, atomic rename, record) on `threads` encoder threads,
+    fed in batches of 8 as the renderer does, with nothing else running: how encoding scales with threads."""
+    with tempfile.TemporaryDirectory() as out:
+        store = FrameStore(Path(out))
+        started = time.perf_counter()
+        with FrameWriter(lambda item, image: None, encode=lambda key, image: store.put(key, image),
+                         threads=threads) as writer:
+            for first in range(0, count, 8):
+                indices = range(first, min(first + 8, count))
+                writer.put([f"frame-{i}" for i in indices], HostCopy(frames[[i % len(frames) for i in indices]]))
+        return count / (time.perf_counter() - started)
+
+
 def peak_rss_mib(frames: int, size: int, threads: int, presets: list[str]) -> tuple[float, float]:
     """The peak resident memory of a whole run of `frames` frames, measured in a fresh process: its own, and its
     largest child's (an ffmpeg: the MP4's or a platform file's; at least the process's own size when it started the
@@ -150,7 +168,12 @@ def main():
                   + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in row["steps_s"].items()) + ")", flush=True)
         rate = {row["threads"]: row["frames_per_s"] for row in figures if row["size"] == size}
         if 1 in rate and 2 in rate:
-            print(f"{size} px: 2 encoder threads absorb {rate[2] / rate[1]:.2f}x the frames/s of 1", flush=True)
+            print(f"{size} px: the whole path on 2 encoder threads absorbs {rate[2] / rate[1]:.2f}x the frames/s of "
+                  "1", flush=True)
+        alone = {threads: encoding_rate(frames, args.frames, threads) for threads in (1, 2)}
+        figures.append({"size": size, "encoding_alone_frames_per_s": {t: round(r, 1) for t, r in alone.items()}})
+        print(f"{size} px, encoding alone: {alone[1]:.1f} frames/s on 1 thread, {alone[2]:.1f} on 2 "
+              f"({alone[2] / alone[1]:.2f}x)", flush=True)
     for count in args.rss:
         mib, child = peak_rss_mib(count, args.sizes[0], os.cpu_count(), args.preset)
         figures.append({"size": args.sizes[0], "frames": count, "peak_rss_mib": round(mib, 1),

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from morph.analysis.metrics import compare, heat_map, psnr, ssim
+from morph.analysis.metrics import compare, heat_map, psnr, ssim, ssim_of_stats, ssim_stats
 
 
 def image(seed, shape=(32, 32, 3)):
@@ -42,3 +42,24 @@ def test_heat_map_marks_where_the_images_differ():
     outside = heat.clone()
     outside[4:8, 10:14] = 0
     assert outside.max() == 0
+
+
+def test_ssim_from_each_image_s_statistics_equals_the_windowed_formula():
+    """SSIM from per-image statistics (each image's computed once, as the storm map does) equals Wang et al.'s
+    formula evaluated directly with the full 2-D 11 x 11 Gaussian window."""
+    generator = torch.Generator().manual_seed(5)
+    a = torch.randint(0, 256, (24, 20, 3), dtype=torch.uint8, generator=generator)
+    b = (a.int() + torch.randint(-40, 41, a.shape, generator=generator)).clamp(0, 255).to(torch.uint8)
+    x = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-(x**2) / (2 * 1.5**2))
+    window = (g[:, None] * g[None, :]) / g.sum() ** 2
+    patches = lambda img: img.double().permute(2, 0, 1).unfold(1, 11, 1).unfold(2, 11, 1)  # [3, h, w, 11, 11]
+    mean = lambda p: (p * window).sum((-1, -2))  # noqa: E731
+    pa, pb = patches(a), patches(b)
+    mu_a, mu_b = mean(pa), mean(pb)
+    var_a, var_b, cov = mean(pa * pa) - mu_a**2, mean(pb * pb) - mu_b**2, mean(pa * pb) - mu_a * mu_b
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    expected = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    assert 0.3 < float(expected.mean()) < 0.95  # a pair neither identical nor unrelated
+    assert ssim(a, b) == pytest.approx(float(expected.mean()), abs=1e-12)
+    assert ssim_of_stats(ssim_stats(a), ssim_stats(b)) == ssim(a, b)

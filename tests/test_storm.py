@@ -164,3 +164,16 @@ def test_the_legend_of_storm_png_hides_neither_curves_nor_keyframe_labels(tmp_pa
     figure = fig.bbox
     assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1  # and it is not cut off
     plt.close(fig)
+
+
+@pytest.mark.parametrize("metric, distance", [("ssim", ssim_distance), ("pixel", pixel_distance)])
+def test_running_storms_prepare_each_frame_once_and_measure_the_same_pairs(metric, distance):
+    generator = torch.Generator().manual_seed(3)
+    frames = [torch.randint(0, 256, (160, 144, 3), dtype=torch.uint8, generator=generator) for _ in range(6)]
+    running = RunningStorms(metric)
+    for frame in frames:
+        running.write(frame.numpy())
+    small = [downscale(frame) for frame in frames]
+    assert running.neighbours == [distance(a, b) for a, b in zip(small, small[1:])]
+    assert running.skips == [distance(a, b) for a, b in zip(small, small[2:])]
+    assert len(set(running.neighbours)) == 5  # different pairs: a shifted index could not pass

@@ -26,19 +26,32 @@ def _gaussian(size=11, sigma=1.5):
     return g / g.sum()
 
 
-def ssim(a, b):
-    """Mean structural similarity (Wang et al. 2004; 11x11 Gaussian, sigma 1.5) of uint8 images [H, W, 3], per channel."""
-    x = a.double().permute(2, 0, 1)[:, None]  # [3, 1, H, W]
-    y = b.double().permute(2, 0, 1)[:, None]
-    g = _gaussian(min(11, x.shape[-1], x.shape[-2]))
+def ssim_stats(a):
+    """What SSIM needs of one uint8 image [H, W, 3], computed once however many images it is compared with: the image
+    as float64 [3, 1, H, W] and its local means and means of squares [6, 1, h, w] (11x11 Gaussian, sigma 1.5)."""
+    x = a.double().permute(2, 0, 1)[:, None]
+    return x, _blurred(torch.cat([x, x * x]))
+
+
+def _blurred(stacked):
+    """[N, 1, H, W] float64 -> [N, 1, h, w]: the separable Gaussian window, rows then columns (valid positions)."""
+    g = _gaussian(min(11, stacked.shape[-1], stacked.shape[-2]))
+    return torch.nn.functional.conv2d(torch.nn.functional.conv2d(stacked, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+
+
+def ssim_of_stats(sx, sy):
+    """Mean SSIM of two images given as ssim_stats: only their product's local means are new."""
+    (x, (mu_x, xx)), (y, (mu_y, yy)) = ((image, blurred.chunk(2)) for image, blurred in (sx, sy))
+    xy = _blurred(x * y)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    # the five local statistics in one pass of the separable window (rows, then columns)
-    stacked = torch.cat([x, y, x * x, y * y, x * y])
-    blurred = torch.nn.functional.conv2d(torch.nn.functional.conv2d(stacked, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
-    mu_x, mu_y, xx, yy, xy = blurred.chunk(5)
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return float(s.mean())
+
+
+def ssim(a, b):
+    """Mean structural similarity (Wang et al. 2004; 11x11 Gaussian, sigma 1.5) of uint8 images [H, W, 3], per channel."""
+    return ssim_of_stats(ssim_stats(a), ssim_stats(b))
 
 
 def heat_map(a, b, gain=8.0):

@@ -4,9 +4,11 @@ Frames are uint8 tensors [H, W, 3]; a walk of N frames has N - 1 neighbour dista
 (d[i] between frames i and i + 1) and N - 2 skip distances s [N - 2] (s[i] between i and i + 2).
 """
 
+from typing import Callable, NamedTuple
+
 import torch
 
-from .metrics import ssim
+from .metrics import ssim_of_stats, ssim_stats
 
 ANALYSIS_SIZE = 128  # frames are compared at most this large: cheap, and what the eye sees as change
 
@@ -21,15 +23,21 @@ def downscale(frame, size=ANALYSIS_SIZE):
     return small[0].permute(1, 2, 0).round().to(torch.uint8)
 
 
-def pixel_distance(a, b):
-    """Mean absolute difference of uint8 [H, W, 3] frames, in 0..1."""
-    return float((a.double() - b.double()).abs().mean() / 255)
+class Distance(NamedTuple):
+    """A change between frames in two parts, so that a walk prepares each frame once however many frames it is
+    compared with: `prepare(frame)` of a uint8 frame [H, W, 3], `between(p, q)` of two prepared frames -> float."""
+
+    prepare: Callable
+    between: Callable
+
+    def __call__(self, a, b) -> float:
+        return self.between(self.prepare(a), self.prepare(b))
 
 
-def ssim_distance(a, b):
-    """1 - SSIM of uint8 [H, W, 3] frames: 0 for identical frames."""
-    return 1.0 - ssim(a, b)
-
+pixel_distance = Distance(torch.Tensor.double, lambda a, b: float((a - b).abs().mean() / 255))
+"""Mean absolute difference of uint8 [H, W, 3] frames, in 0..1."""
+ssim_distance = Distance(ssim_stats, lambda a, b: 1.0 - ssim_of_stats(a, b))
+"""1 - SSIM of uint8 [H, W, 3] frames: 0 for identical frames."""
 
 DISTANCES = {"pixel": pixel_distance, "ssim": ssim_distance}
 

@@ -3,6 +3,7 @@
 storm.png (the distance curve) and filmstrip.png (the biggest jumps)."""
 
 import functools
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from ..errors import MorphError
 from ..files import write_atomic
 from .sheet import contact_sheet
-from .storm import DISTANCES, blinks, downscale, storm_zones, summarize
+from .storm import DISTANCES, Distance, blinks, downscale, storm_zones, summarize
 from ..media.video import read_png, write_png
 
 METRICS = ("ssim", "pixel", "lpips")
@@ -44,12 +45,11 @@ def _lpips_distance():
         raise MorphError(f"metric: lpips needs the lpips package and its weights ({type(e).__name__}); "
                          "`pip install lpips` on a connected machine, or use ssim or pixel") from None
 
-    def distance(a, b):
-        to_input = lambda x: x.permute(2, 0, 1)[None].float() / 127.5 - 1  # noqa: E731
+    def between(a, b):
         with torch.no_grad():
-            return float(model(to_input(a), to_input(b)))
+            return float(model(a, b))
 
-    return distance
+    return Distance(lambda frame: frame.permute(2, 0, 1)[None].float() / 127.5 - 1, between)
 
 
 def measure_name(metric: str) -> str:
@@ -57,7 +57,7 @@ def measure_name(metric: str) -> str:
     return "1 - SSIM" if metric == "ssim" else metric
 
 
-def distance_function(metric: str):
+def distance_function(metric: str) -> Distance:
     """The change between two downscaled uint8 frames [h, w, 3] under `metric`: ssim, pixel or lpips."""
     if metric not in METRICS:
         raise MorphError(f"metric: {metric!r} is not allowed; expected one of: {', '.join(METRICS)}")
@@ -73,7 +73,7 @@ class RunningStorms:
         self.metric, self.frames = metric, 0
         self.neighbours: list[float] = []  # d[i]: frames i and i + 1
         self.skips: list[float] = []  # s[i]: frames i and i + 2
-        self._recent: list[torch.Tensor] = []  # the last frames, downscaled: two of them once measuring
+        self._recent: list = []  # the last frames, downscaled (prepared for the metric once measuring): two
 
     def write(self, image) -> None:
         self._recent.append(downscale(torch.from_numpy(image)))
@@ -82,10 +82,14 @@ class RunningStorms:
             return
         if self.frames == 3:
             self._distance = distance_function(self.metric)
-            self.neighbours.append(self._distance(self._recent[0], self._recent[1]))
+            # storm.png follows the last frame: its plotting library loads meanwhile (0.4 s here), off that path
+            threading.Thread(target=_plotting, name="morph-storm-plot-import", daemon=True).start()
+            self._recent[:2] = map(self._distance.prepare, self._recent[:2])
+            self.neighbours.append(self._distance.between(*self._recent[:2]))
+        self._recent[-1] = self._distance.prepare(self._recent[-1])  # once per frame, for both its distances
         before, previous, frame = self._recent
-        self.neighbours.append(self._distance(previous, frame))
-        self.skips.append(self._distance(before, frame))
+        self.neighbours.append(self._distance.between(previous, frame))
+        self.skips.append(self._distance.between(before, frame))
         del self._recent[0]
 
     def analysis(self, storm_factor: float = 3.0, frames: int | None = None) -> Analysis:
@@ -114,11 +118,20 @@ def uniform_curve(distances: list[float], estimated: bool) -> tuple[list[float],
     return distances, "the same frame count, uniform spacing" + (" (estimated, not rendered)" if estimated else "")
 
 
+def _plotting():
+    """matplotlib's pyplot, drawing into images only (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
 def storm_plot(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]], path: Path,
                before: tuple[list[float], str] | None = None) -> None:
     """storm.png: see storm_figure."""
-    from matplotlib import pyplot as plt
-
+    plt = _plotting()
     fig = storm_figure(analysis, fps, keyframes, before)
     write_atomic(path, lambda partial: fig.savefig(partial, dpi=STORM_DPI, format="png"))
     plt.close(fig)
@@ -132,11 +145,7 @@ def storm_figure(analysis: Analysis, fps: int, keyframes: list[tuple[int, str]],
     """The figure of storm.png: the distance of every step against video time, storm zones shaded, blinks and
     keyframes marked; below, the cumulative change against the walk's position. `before`: uniform_curve, drawn in
     grey. The legend sits right of the plot, where it hides neither a curve nor a keyframe's label."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    from matplotlib import pyplot as plt
-
+    plt = _plotting()
     d = analysis.distances
     time = [(i + 0.5) / fps for i in range(len(d))]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 6.5), height_ratios=[3, 2], constrained_layout=True)
