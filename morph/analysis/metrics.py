@@ -41,7 +41,8 @@ def _blurred(stacked):
 
 def ssim_of_stats(sx, sy):
     """Mean SSIM of two images given as ssim_stats: only their product's local means are new."""
-    (x, (mu_x, xx)), (y, (mu_y, yy)) = ((image, blurred.chunk(2)) for image, blurred in (sx, sy))
+    (x, blurred_x), (y, blurred_y) = sx, sy
+    (mu_x, xx), (mu_y, yy) = blurred_x.chunk(2), blurred_y.chunk(2)
     xy = _blurred(x * y)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
