@@ -215,8 +215,8 @@ def run_job(config: JobConfig, frames: str | None = None, quiet: bool = False, v
             video_path = platforms.master
             writer = VideoWriter(video_path, *job.renderer.frame_size()[::-1], config.fps) if make_video else \
                 nullcontext()
-            measured = RunningStorms(config.analysis.metric)  # step 9's distances, measured as the frames arrive
-            with writer as video:
+            # step 9's distances, measured as the frames arrive (on a thread of their own)
+            with writer as video, RunningStorms(config.analysis.metric) as measured:
                 arriving = video and Tee(video, measured, platforms)  # every frame of the walk, in order
                 streaming = arriving if shard.world == 1 else None
                 rendered = produce(job, plan, store, shard, video=streaming, on_frame=lambda: bar.update(1))

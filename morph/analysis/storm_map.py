@@ -3,6 +3,7 @@
 storm.png (the distance curve) and filmstrip.png (the biggest jumps)."""
 
 import functools
+import queue
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,22 +66,45 @@ def distance_function(metric: str) -> Distance:
 
 
 class RunningStorms:
-    """The distances of a walk's frames measured as they arrive, in order: `write(image)` for each uint8 frame
-    [H, W, 3], then `analysis(storm_factor)`. Each distance needs only the two frames before it (downscaled); nothing
-    is measured, nor the metric loaded, before the third frame, since a storm map needs three."""
+    """The distances of a walk's frames measured as they arrive, in order, on a thread of its own: `write(image)` for
+    each uint8 frame [H, W, 3], then `analysis(storm_factor)` (which waits for the last frame to be measured). Use as
+    a context manager: leaving it stops the thread. Each distance needs only the two frames before it (downscaled);
+    nothing is measured, nor the metric loaded, before the third frame, since a storm map needs three."""
 
-    def __init__(self, metric: str = "ssim"):
-        self.metric, self.frames = metric, 0
+    def __init__(self, metric: str = "ssim", depth: int = 8):
+        self.metric, self.frames = metric, 0  # frames: how many were written
         self.neighbours: list[float] = []  # d[i]: frames i and i + 1
         self.skips: list[float] = []  # s[i]: frames i and i + 2
         self._recent: list = []  # the last frames, downscaled (prepared for the metric once measuring): two
+        self._measured = 0
+        # the writer's order thread hands a frame over and goes on: measuring one at 512 px takes milliseconds that
+        # would otherwise hold back the MP4, the platform files and, through the order, the encoders
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def write(self, image) -> None:
-        self._recent.append(downscale(torch.from_numpy(image)))
+        self._raise_if_failed()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="morph-storm-map", daemon=True)
+            self._thread.start()
+        self._queue.put(image)
         self.frames += 1
-        if self.frames < 3:
+
+    def _work(self) -> None:
+        while (image := self._queue.get()) is not None:
+            if self._error is None:  # after a failure, drain: write() must never block for good
+                try:
+                    self._measure(image)
+                except BaseException as e:  # raised on the writing thread, at its next write or at the analysis
+                    self._error = e
+
+    def _measure(self, image) -> None:
+        self._recent.append(downscale(torch.from_numpy(image)))
+        self._measured += 1
+        if self._measured < 3:
             return
-        if self.frames == 3:
+        if self._measured == 3:
             self._distance = distance_function(self.metric)
             # storm.png follows the last frame: its plotting library loads meanwhile (0.4 s here), off that path
             threading.Thread(target=_plotting, name="morph-storm-plot-import", daemon=True).start()
@@ -92,8 +116,32 @@ class RunningStorms:
         self.skips.append(self._distance.between(before, frame))
         del self._recent[0]
 
+    def close(self) -> None:
+        """Measure every frame written, stop the thread, and raise the error measuring had, if any."""
+        self._stop()
+        self._raise_if_failed()
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._stop()
+        if exc_type is None:  # leaving on another error reports that one
+            self._raise_if_failed()
+
     def analysis(self, storm_factor: float = 3.0, frames: int | None = None) -> Analysis:
         """The storm zones and blinks of the frames written so far (at least 3; exactly `frames`, when given)."""
+        self.close()
         if frames is not None and frames != self.frames:  # a frame not fed or fed twice: morph's bug, not the user's
             raise RuntimeError(f"internal error: the storm map measured {self.frames} frames of a walk of {frames}")
         if self.frames < 3:
@@ -107,10 +155,10 @@ class RunningStorms:
 
 def analyze_frames(files: list[Path], metric: str = "ssim", storm_factor: float = 3.0) -> Analysis:
     """Distances between neighbouring frames (and frames two apart, for blinks), streaming through the PNGs."""
-    running = RunningStorms(metric)
-    for path in files:
-        running.write(read_png(path))
-    return running.analysis(storm_factor)
+    with RunningStorms(metric) as running:  # the next PNG decodes while the last is measured
+        for path in files:
+            running.write(read_png(path))
+        return running.analysis(storm_factor)
 
 
 def uniform_curve(distances: list[float], estimated: bool) -> tuple[list[float], str]:
