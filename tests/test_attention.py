@@ -147,25 +147,40 @@ def test_until_stops_after_its_fraction_of_the_steps(tmp_path, monkeypatch):
     import morph.render.attention_math as math
     from morph.render import attention
 
-    # every call of inner in order: True for a self-attention, then "stop" where plain attention begins (counted by
-    # what the processors are told, not by comparing keys: rows of one batch may differ by float32 rounding)
-    calls, own, stop = [], math.inner, attention._Rows.stop
+    # every call of inner in order: True for a self-attention, then "stop" where plain attention begins; and at every
+    # self-attention layer, the rows its frames attend to (by index, not by comparing keys: rows of one batch may
+    # differ by float32 rounding)
+    calls, attended, own, stop = [], [], math.inner, attention._Rows.stop
+    layer = attention.InterpolatingProcessor.__call__
     monkeypatch.setattr(math, "inner", lambda q, ka, va, kb, vb, t, mine=None: calls.append(mine is not None)
                         or own(q, ka, va, kb, vb, t, mine))
     monkeypatch.setattr(attention._Rows, "stop", lambda rows: calls.append("stop") or stop(rows))
-    counted, counted_steps = {}, ((0.3, 1), (0.5, 2), (1.0, 3))
+
+    def attending(processor, attn, hidden_states, encoder_hidden_states=None, *args, **kwargs):
+        if processor.rows is not None and encoder_hidden_states is None:
+            rows = processor.rows
+            mine = rows.pairs == torch.arange(rows.frames)[:, None]  # [frames, 2]: a frame's own row
+            attended.append("own" if mine.all() else "keyframes" if (rows.pairs >= rows.frames).all() else "mixed")
+        return layer(processor, attn, hidden_states, encoder_hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(attention.InterpolatingProcessor, "__call__", attending)
+    counted, seen, counted_steps = {}, {}, ((0.3, 1), (0.5, 2), (1.0, 3))
     job = prepare_job(load_config(tiny_job(tmp_path, frames=3, attention="inner")))
     for until, _ in counted_steps:
         spec = AttentionSpec(mode="inner", until=until, fuse_self=True)
         job.renderer.mechanisms = (AttentionInterpolation(spec, job.path, fixed_shape=False),)
-        calls.clear()
+        calls.clear(), attended.clear()
         list(job.frames([1]))
         before = calls[:calls.index("stop")] if "stop" in calls else calls
         counted[until] = (sum(c is True for c in before), sum(c != "stop" for c in calls))
+        seen[until] = list(attended)
     calls.clear()
     assert job.renderer.probe(2).images.shape[0] == 2 and len(calls) == counted[1.0][1] // 3  # one step
     layers = counted[1.0][1] // 12  # self-attention layers, as many cross-attention ones; 2 halves of guidance, 3 steps
     assert layers > 1 and counted == {until: (2 * steps * layers, 12 * layers) for until, steps in counted_steps}
+    # the keyframes' rows while interpolating, then each frame's own row: the stop switches what the layers attend to
+    assert seen == {until: ["keyframes"] * steps * layers + ["own"] * (3 - steps) * layers
+                    for until, steps in counted_steps}
 
 
 def test_a_compiled_unet_renders_batches_of_other_keyframes_without_compiling_again(tmp_path):

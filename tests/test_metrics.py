@@ -62,4 +62,7 @@ def test_ssim_from_each_image_s_statistics_equals_the_windowed_formula():
     expected = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     assert 0.3 < float(expected.mean()) < 0.95  # a pair neither identical nor unrelated
     assert ssim(a, b) == pytest.approx(float(expected.mean()), abs=1e-12)
-    assert ssim_of_stats(ssim_stats(a), ssim_stats(b)) == ssim(a, b)
+    kept = ssim_stats(a)  # computed once and compared twice, as the storm map does: comparing leaves it as it was
+    assert ssim_of_stats(kept, ssim_stats(b)) == pytest.approx(float(expected.mean()), abs=1e-12)
+    assert ssim_of_stats(kept, ssim_stats(a.flip(0))) == ssim(a, a.flip(0)) != ssim(a, b)
+    assert ssim_of_stats(kept, ssim_stats(b)) == ssim(a, b)

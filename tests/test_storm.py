@@ -12,7 +12,7 @@ from morph.cli import cli
 from morph.config.yaml_file import load_config
 from morph.errors import MorphError
 from morph.job import run_job
-from morph.analysis.storm import blinks, downscale, gini, pixel_distance, ssim_distance, storm_zones, summarize
+from morph.analysis.storm import Distance, blinks, downscale, gini, pixel_distance, ssim_distance, storm_zones, summarize
 from morph.media.video import write_png
 from morph.render.store import FrameStore
 
@@ -65,7 +65,7 @@ def test_downscale_keeps_small_frames_and_averages_large_ones():
     assert small.shape == (128, 128, 3) and int(small.float().mean().round()) == 64
 
 
-@pytest.mark.parametrize("shape", [(512, 512), (768, 384), (384, 640), (300, 200), (1000, 700)])
+@pytest.mark.parametrize("shape", [(512, 512), (768, 384), (384, 384), (384, 640), (300, 200), (1000, 700)])
 def test_downscale_is_the_mean_of_each_area_whether_or_not_whole_blocks_fit(shape):
     frame = torch.from_numpy(np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8))
     scale = 128 / max(shape)
@@ -144,6 +144,7 @@ def test_an_error_measuring_on_the_storm_maps_thread_is_raised_where_the_frames_
         with RunningStorms("pixel", depth=1) as running:
             for value in range(20):  # more than the queue holds: after the failure it is still drained
                 running.write(grey(value).numpy())
+    assert running.frames < 20  # raised by a write, not only when leaving
 
 
 def test_leaving_the_storm_map_on_another_error_reports_that_error(monkeypatch):
@@ -153,6 +154,24 @@ def test_leaving_the_storm_map_on_another_error_reports_that_error(monkeypatch):
             for value in range(3):
                 running.write(grey(value).numpy())
             raise ValueError("the render failed")
+
+
+def test_the_analysis_waits_for_every_frame_and_no_thread_is_left(monkeypatch):
+    import threading
+    import time
+
+    import morph.analysis.storm_map
+
+    slow = Distance(pixel_distance.prepare, lambda a, b: time.sleep(0.02) or pixel_distance.between(a, b))
+    monkeypatch.setattr(morph.analysis.storm_map, "distance_function", lambda name: slow)
+    with RunningStorms("pixel") as running:
+        for value in range(12):
+            running.write(grey(value).numpy())
+        analysis = running.analysis()  # the frames are still being measured when it is asked
+        with pytest.raises(RuntimeError, match="after its analysis"):
+            running.write(grey(0).numpy())
+    assert len(analysis.distances) == 11 and len(running.skips) == 10
+    assert not [t for t in threading.enumerate() if t.name == "morph-storm-map"]
 
 
 def test_a_storm_map_measured_on_fewer_frames_than_the_walk_has_is_an_internal_error():
@@ -205,12 +224,18 @@ def test_the_legend_of_storm_png_hides_neither_curves_nor_keyframe_labels(tmp_pa
 
 
 @pytest.mark.parametrize("metric, distance", [("ssim", ssim_distance), ("pixel", pixel_distance)])
-def test_running_storms_prepare_each_frame_once_and_measure_the_same_pairs(metric, distance):
+def test_running_storms_prepare_each_frame_once_and_measure_the_same_pairs(metric, distance, monkeypatch):
+    import morph.analysis.storm_map
+
     generator = torch.Generator().manual_seed(3)
     frames = [torch.randint(0, 256, (160, 144, 3), dtype=torch.uint8, generator=generator) for _ in range(6)]
+    prepared = []
+    counting = Distance(lambda frame: prepared.append(frame) or distance.prepare(frame), distance.between)
+    monkeypatch.setattr(morph.analysis.storm_map, "distance_function", lambda name: counting)
     with RunningStorms(metric) as running:
         for frame in frames:
             running.write(frame.numpy())
+    assert len(prepared) == len(frames)
     small = [downscale(frame) for frame in frames]
     assert running.neighbours == [distance(a, b) for a, b in zip(small, small[1:])]
     assert running.skips == [distance(a, b) for a, b in zip(small, small[2:])]

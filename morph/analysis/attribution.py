@@ -148,10 +148,12 @@ def attribute(job, store, steps: list[int], distances: list[float], progress=Non
             moving = [g for g in groups if not torch.equal(now[g.rows], after[g.rows])]
             cases = [(step, step + 1, [])] + [(step, step + 1, g.rows) for g in moving]
             keys = renderer.render_path(MovedRows(walk, job.config, cases))
-            frames = [downscale(torch.from_numpy(store.read(key))) for key in keys]
+            # prepared for the metric once: every group's render is compared with the same first frame
+            frames = [distance.prepare(downscale(torch.from_numpy(store.read(key)))) for key in keys]
             renders = dict(zip(map(id, moving), zip(frames[1:], keys[1:])))
             found = [renders.get(id(g), (None, None)) for g in groups]  # (frame, key); a group that does not move: none
-            parts, remainder = shares([0.0 if frame is None else distance(frames[0], frame) for frame, _ in found],
+            parts, remainder = shares([0.0 if frame is None else distance.between(frames[0], frame)
+                                       for frame, _ in found],
                                       distances[step])
             records.append({"step": step, "groups": [
                 {"label": g.label, "slots": [g.rows[0], g.rows[-1]], "share": share, "key": key}

@@ -21,7 +21,8 @@ class Sample:
 
 
 class Samples:
-    """Every segment's samples in order, their frames downscaled for measuring, and the changes measured."""
+    """Every segment's samples in order, their frames downscaled and prepared for measuring, and the changes
+    measured."""
 
     def __init__(self, store, metric: str):
         self.store, self.distance = store, distance_function(metric)
@@ -32,13 +33,14 @@ class Samples:
 
     def change(self, a: Sample, b: Sample) -> float:
         if (a.key, b.key) not in self._changes:
-            change = self.distance(self._frame(a.key), self._frame(b.key))
+            change = self.distance.between(self._frame(a.key), self._frame(b.key))
             self._changes[a.key, b.key] = change if change > ROUNDING else 0.0
         return self._changes[a.key, b.key]
 
     def _frame(self, key: str):
+        """The sample's frame downscaled and prepared for the metric, once however many samples it is compared with."""
         if key not in self._frames:
-            self._frames[key] = downscale(torch.from_numpy(self.store.read(key)))
+            self._frames[key] = self.distance.prepare(downscale(torch.from_numpy(self.store.read(key))))
         return self._frames[key]
 
     def changes(self, segment: int) -> list[float]:

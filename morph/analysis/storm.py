@@ -1,10 +1,12 @@
-"""How violently a walk changes from frame to frame: distances, smoothness, storm zones, blinks. Imports only torch.
+"""How violently a walk changes from frame to frame: distances, smoothness, storm zones, blinks. Imports only torch
+and the standard library.
 
 Frames are uint8 tensors [H, W, 3]; a walk of N frames has N - 1 neighbour distances d [N - 1]
 (d[i] between frames i and i + 1) and N - 2 skip distances s [N - 2] (s[i] between i and i + 2).
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -41,10 +43,18 @@ class Distance(NamedTuple):
         return self.between(self.prepare(a), self.prepare(b))
 
 
-pixel_distance = Distance(torch.Tensor.double, lambda a, b: float((a - b).abs().mean() / 255))
-"""Mean absolute difference of uint8 [H, W, 3] frames, in 0..1."""
-ssim_distance = Distance(ssim_stats, lambda a, b: 1.0 - ssim_of_stats(a, b))
-"""1 - SSIM of uint8 [H, W, 3] frames: 0 for identical frames."""
+def _mean_absolute(a, b) -> float:
+    """Mean absolute difference of two float64 frames [h, w, 3] of 0..255, in 0..1."""
+    return float((a - b).abs().mean() / 255)
+
+
+def _one_minus_ssim(a, b) -> float:
+    """1 - SSIM of two frames' ssim_stats: 0 for identical frames."""
+    return 1.0 - ssim_of_stats(a, b)
+
+
+pixel_distance = Distance(torch.Tensor.double, _mean_absolute)  # of uint8 frames [H, W, 3], in 0..1
+ssim_distance = Distance(ssim_stats, _one_minus_ssim)  # 1 - SSIM of uint8 frames [H, W, 3]
 
 DISTANCES = {"pixel": pixel_distance, "ssim": ssim_distance}
 

@@ -67,9 +67,9 @@ def distance_function(metric: str) -> Distance:
 
 class RunningStorms:
     """The distances of a walk's frames measured as they arrive, in order, on a thread of its own: `write(image)` for
-    each uint8 frame [H, W, 3], then `analysis(storm_factor)` (which waits for the last frame to be measured). Use as
-    a context manager: leaving it stops the thread. Each distance needs only the two frames before it (downscaled);
-    nothing is measured, nor the metric loaded, before the third frame, since a storm map needs three."""
+    each uint8 frame [H, W, 3], then `analysis(storm_factor)` once (it waits for the last frame to be measured). Use
+    as a context manager: leaving it stops the thread. Each distance needs only the two frames before it
+    (downscaled); nothing is measured, nor the metric loaded, before the third frame, since a storm map needs three."""
 
     def __init__(self, metric: str = "ssim", depth: int = 8):
         self.metric, self.frames = metric, 0  # frames: how many were written
@@ -77,37 +77,40 @@ class RunningStorms:
         self.skips: list[float] = []  # s[i]: frames i and i + 2
         self._recent: list = []  # the last frames, downscaled (prepared for the metric once measuring): two
         self._measured = 0
-        # the writer's order thread hands a frame over and goes on: measuring one at 512 px takes milliseconds that
-        # would otherwise hold back the MP4, the platform files and, through the order, the encoders
+        # the writer's order thread hands a frame over and goes on: measuring it at 512 px takes milliseconds that
+        # would otherwise hold back the MP4, the platform files and, through the order, the encoders. The queue
+        # holds downscaled frames (ANALYSIS_SIZE), never a batch's full-size pixels
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._closed = self._abandoned = False
 
     def write(self, image) -> None:
+        if self._closed:  # a frame after the analysis would be lost: morph's bug
+            raise RuntimeError("internal error: a frame was written to the storm map after its analysis")
         self._raise_if_failed()
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="morph-storm-map", daemon=True)
             self._thread.start()
-        self._queue.put(image)
+        self._queue.put(downscale(torch.from_numpy(image)))
         self.frames += 1
 
     def _work(self) -> None:
-        while (image := self._queue.get()) is not None:
-            if self._error is None:  # after a failure, drain: write() must never block for good
+        while (small := self._queue.get()) is not None:
+            if self._error is None and not self._abandoned:  # otherwise drain: write() must never block for good
                 try:
-                    self._measure(image)
+                    self._measure(small)
                 except BaseException as e:  # raised on the writing thread, at its next write or at the analysis
                     self._error = e
 
-    def _measure(self, image) -> None:
-        self._recent.append(downscale(torch.from_numpy(image)))
+    def _measure(self, small) -> None:
+        self._recent.append(small)
         self._measured += 1
         if self._measured < 3:
             return
         if self._measured == 3:
             self._distance = distance_function(self.metric)
-            # storm.png follows the last frame: its plotting library loads meanwhile (0.4 s here), off that path
-            threading.Thread(target=_plotting, name="morph-storm-plot-import", daemon=True).start()
+            _preload_plotting()
             self._recent[:2] = map(self._distance.prepare, self._recent[:2])
             self.neighbours.append(self._distance.between(*self._recent[:2]))
         self._recent[-1] = self._distance.prepare(self._recent[-1])  # once per frame, for both its distances
@@ -117,11 +120,13 @@ class RunningStorms:
         del self._recent[0]
 
     def close(self) -> None:
-        """Measure every frame written, stop the thread, and raise the error measuring had, if any."""
+        """Measure every frame written, stop the thread, and raise the error measuring had, if any; no frame may
+        follow."""
         self._stop()
         self._raise_if_failed()
 
     def _stop(self) -> None:
+        self._closed = True
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
@@ -135,8 +140,10 @@ class RunningStorms:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:  # leaving on another error (a failed render, Ctrl-C): report it, measure no more
+            self._abandoned = True
         self._stop()
-        if exc_type is None:  # leaving on another error reports that one
+        if exc_type is None:
             self._raise_if_failed()
 
     def analysis(self, storm_factor: float = 3.0, frames: int | None = None) -> Analysis:
@@ -164,6 +171,16 @@ def analyze_frames(files: list[Path], metric: str = "ssim", storm_factor: float 
 def uniform_curve(distances: list[float], estimated: bool) -> tuple[list[float], str]:
     """The uniform walk's neighbour changes [F - 1] with their label in storm.png (spacing: even's "before")."""
     return distances, "the same frame count, uniform spacing" + (" (estimated, not rendered)" if estimated else "")
+
+
+@functools.cache  # once per process
+def _preload_plotting() -> None:
+    """Import pyplot on a thread of its own: storm.png follows the last frame, and the import takes 0.4 s here. Not a
+    daemon: a process that ends meanwhile waits for the import rather than stopping it half-done."""
+    try:
+        threading.Thread(target=_plotting, name="morph-storm-plot-import").start()
+    except RuntimeError:  # no thread to be had: storm_plot imports it when it draws
+        pass
 
 
 def _plotting():
