@@ -1,15 +1,16 @@
 """Attention interpolation on eight toy walks (not even_spacing_walks.py's six): slerp, inner and outer, each at
 uniform and even spacing, at the same frame budget; one table per walk and the medians.
 
-    python benchmarks/attention_walks.py            # every walk at the config's defaults: hours on 2 cores
+    python benchmarks/attention_walks.py            # every walk at the config's defaults: 27 minutes on 2 cores
     python benchmarks/attention_walks.py --walks hues,trio --frames 16 --no-even          # a reduced set
-    python benchmarks/attention_walks.py --settings until=1 until=0.5,fuse_self=true      # settings compared
+    python benchmarks/attention_walks.py --modes inner --settings until=0.5 fuse_self=true  # settings compared
 
 Per walk and method: smoothness and max/median of the neighbour changes at uniform spacing, and at even spacing
-without the steps across discontinuities (and uniform's figures without them too); consistency (the mean neighbour change); keyframe drift (how far the
-keyframes' own frames move from slerp's: the largest pixel difference, in 1/255); render time against plain slerp
-(uniform, batch 8). Targets (issue 36): median smoothness at uniform >= slerp's + 0.10 and largest step <= half of
-slerp's; with even spacing >= 0.90; time <= 1.5 x slerp. Run it with nothing else on the machine.
+without the steps across discontinuities (uniform's without them too); consistency (the mean neighbour change);
+keyframe drift (how far the keyframes' own frames move from slerp's: the largest pixel difference, in 1/255); render
+time against plain slerp (uniform, batch 8). Targets (issue 36): median smoothness at uniform >= slerp's + 0.10 and
+largest step <= half of slerp's; with even spacing >= 0.90; time <= 1.5 x slerp. Run it with nothing else on the
+machine.
 """
 
 import argparse

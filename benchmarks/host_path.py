@@ -9,14 +9,15 @@ threads), streamed into the MP4, published under its name, made into the platfor
 (`--preset`) and analysed (storm map, filmstrip, report), exactly as in a run on a GPU. The
 precomputed frames are blends of two real renders of the tiny model at that size (one step),
 whose noise compresses worse than a photograph (about 2.3 bytes a pixel against 1.5): encoding
-times are on the high side. Printed per size and thread count (0: all
-cores): the frames/s the host path absorbs while rendering (the manifest's frames_per_s), and the
-seconds that run after the last frame is stored (MP4 flush, published frames, platform files,
-storm map, report, manifest), in all, per frame and by step; how the whole path, and the store's encoding
-alone (nothing else running), scale from 1 encoder thread to 2;
-each the best of --rounds runs taken in turn (on a shared machine the others' load only slows a run; every round
-is printed too); and the peak memory (RSS) of whole runs of the first size with --rss's frame counts, each in a fresh
-process (the stand-in keeps at most CYCLE frames, shown in turn: memory that grows is morph's).
+times are on the high side. Printed per size and thread count (0: all cores): the frames/s the host
+path absorbs while rendering (the manifest's frames_per_s), and the seconds that run after the last
+frame is stored (MP4 flush, published frames, platform files, storm map, report, manifest), in all,
+per frame and by step; how the whole path, and the store's encoding alone (nothing else running),
+scale from 1 encoder thread to 2. Each is the best of --rounds runs taken in turn (on a shared
+machine the others' load only slows a run; every round is printed too; the seconds after the last
+frame are those of the run with the best frames/s). Then the peak memory (RSS) of whole runs of the
+first size with --rss's frame counts, each in a fresh process (the stand-in keeps at most CYCLE
+frames, shown in turn: memory that grows is morph's).
 Run it alone: it measures the cores.
 """
 
@@ -163,11 +164,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=3,
                         help="runs of each thread count, taken in turn; the best counts (a shared machine only slows)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
     print(f"load average before: {os.getloadavg()}; {os.cpu_count()} cores", file=sys.stderr)
     figures = []
     for size in args.sizes:
         frames = precomputed_frames(args.frames, size)
-        counts = [threads or os.cpu_count() for threads in args.threads]
+        counts = list(dict.fromkeys(threads or os.cpu_count() for threads in args.threads))  # 0 may be 2 again
         runs = {threads: [] for threads in counts}
         for _ in range(args.rounds):
             for threads in counts:

@@ -174,6 +174,21 @@ def test_the_analysis_waits_for_every_frame_and_no_thread_is_left(monkeypatch):
     assert not [t for t in threading.enumerate() if t.name == "morph-storm-map"]
 
 
+def test_a_storm_map_left_on_another_error_measures_no_more_frames(monkeypatch):
+    import time
+
+    import morph.analysis.storm_map
+
+    slow = Distance(pixel_distance.prepare, lambda a, b: time.sleep(0.05) or pixel_distance.between(a, b))
+    monkeypatch.setattr(morph.analysis.storm_map, "distance_function", lambda name: slow)
+    with pytest.raises(ValueError, match="cancelled"):
+        with RunningStorms("pixel") as running:
+            for value in range(10):  # queued far faster than measured
+                running.write(grey(value).numpy())
+            raise ValueError("cancelled")
+    assert len(running.neighbours) < 9  # all 9 had the queue been measured before leaving
+
+
 def test_a_storm_map_measured_on_fewer_frames_than_the_walk_has_is_an_internal_error():
     running = RunningStorms("pixel")
     for value in (1, 2, 3):

@@ -1,6 +1,7 @@
 """The samples spacing: even renders along a walk: where each sits, its frame measured against its neighbours,
 and how it is rendered through the job's renderer and the frame store (respace.py decides where they go)."""
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +11,7 @@ from ..render.produce import plan_frames, produce
 from .storm import downscale
 
 ROUNDING = 1e-9  # a smaller change is the arithmetic's, between identical frames
+PREPARED = 64  # frames kept prepared for the metric (about 1 MiB each for ssim at 128 px)
 
 
 @dataclass
@@ -21,15 +23,14 @@ class Sample:
 
 
 class Samples:
-    """Every segment's samples in order, their frames downscaled and prepared for measuring, and the changes
-    measured."""
+    """Every segment's samples in order, their frames downscaled for measuring, and the changes measured."""
 
     def __init__(self, store, metric: str):
         self.store, self.distance = store, distance_function(metric)
         self.segments: list[list[Sample]] = []
         self.jumps: set[tuple[int, str]] = set()  # (segment, key of the sample before it) of every discontinuity
         self.growth = 1.0  # change grows about as distance ** growth along t; measured by respace._calibrate
-        self._frames, self._changes = {}, {}
+        self._frames, self._changes, self._prepared = {}, {}, OrderedDict()
 
     def change(self, a: Sample, b: Sample) -> float:
         if (a.key, b.key) not in self._changes:
@@ -38,10 +39,17 @@ class Samples:
         return self._changes[a.key, b.key]
 
     def _frame(self, key: str):
-        """The sample's frame downscaled and prepared for the metric, once however many samples it is compared with."""
+        """The sample's frame prepared for the metric. Every sample's downscaled frame is kept; the prepared ones
+        (SSIM's statistics: 20 times the bytes) only for the last PREPARED used, since neighbours are compared."""
+        if key in self._prepared:
+            self._prepared.move_to_end(key)
+            return self._prepared[key]
         if key not in self._frames:
-            self._frames[key] = self.distance.prepare(downscale(torch.from_numpy(self.store.read(key))))
-        return self._frames[key]
+            self._frames[key] = downscale(torch.from_numpy(self.store.read(key)))
+        self._prepared[key] = self.distance.prepare(self._frames[key])
+        if len(self._prepared) > PREPARED:
+            self._prepared.popitem(last=False)
+        return self._prepared[key]
 
     def changes(self, segment: int) -> list[float]:
         samples = self.segments[segment]

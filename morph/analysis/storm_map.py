@@ -67,7 +67,7 @@ def distance_function(metric: str) -> Distance:
 
 class RunningStorms:
     """The distances of a walk's frames measured as they arrive, in order, on a thread of its own: `write(image)` for
-    each uint8 frame [H, W, 3], then `analysis(storm_factor)` once (it waits for the last frame to be measured). Use
+    each uint8 frame [H, W, 3], then `analysis(storm_factor)` (it waits for the last frame to be measured). Use
     as a context manager: leaving it stops the thread. Each distance needs only the two frames before it
     (downscaled); nothing is measured, nor the metric loaded, before the third frame, since a storm map needs three."""
 
@@ -178,7 +178,8 @@ def _preload_plotting() -> None:
     """Import pyplot on a thread of its own: storm.png follows the last frame, and the import takes 0.4 s here. Not a
     daemon: a process that ends meanwhile waits for the import rather than stopping it half-done."""
     try:
-        threading.Thread(target=_plotting, name="morph-storm-plot-import").start()
+        # said outright: a thread started by the storm map's own (a daemon) would be a daemon too
+        threading.Thread(target=_plotting, name="morph-storm-plot-import", daemon=False).start()
     except RuntimeError:  # no thread to be had: storm_plot imports it when it draws
         pass
 
