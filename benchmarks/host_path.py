@@ -22,6 +22,7 @@ Run it alone: it measures the cores.
 """
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -141,6 +142,16 @@ def encoding_rate(frames: torch.Tensor, count: int, threads: int) -> float:
         return count / (time.perf_counter() - started)
 
 
+def in_turn(ways: dict, rounds: int) -> dict:
+    """Each way's results (way() for each, a callable) over `rounds` rounds, the ways taken in turn within a round,
+    so that a machine whose speed drifts slows every way alike."""
+    results = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, way in ways.items():
+            results[name].append(way())
+    return results
+
+
 def peak_rss_mib(frames: int, size: int, threads: int, presets: list[str]) -> tuple[float, float]:
     """The peak resident memory of a whole run of `frames` frames, measured in a fresh process: its own, and its
     largest child's (an ffmpeg: the MP4's or a platform file's; at least the process's own size when it started the
@@ -171,29 +182,26 @@ def main():
     for size in args.sizes:
         frames = precomputed_frames(args.frames, size)
         counts = list(dict.fromkeys(threads or os.cpu_count() for threads in args.threads))  # 0 may be 2 again
-        runs = {threads: [] for threads in counts}
-        for _ in range(args.rounds):
-            for threads in counts:
-                runs[threads].append(measure(frames, args.frames, size, threads, args.preset))
+        runs = in_turn({threads: functools.partial(measure, frames, args.frames, size, threads, args.preset)
+                        for threads in counts}, args.rounds)
+        rate = {}
         for threads, rows in runs.items():
             row = max(rows, key=lambda r: r["frames_per_s"])
             row["rounds_frames_per_s"] = [r["frames_per_s"] for r in rows]
             row["rounds_after_last_frame_ms_per_frame"] = [r["after_last_frame_ms_per_frame"] for r in rows]
             figures.append(row)
+            rate[threads] = row["frames_per_s"]
             print(f"{size} px, {threads} encoder thread(s): {row['frames_per_s']:.1f} frames/s (rounds: "
                   + ", ".join(f"{r:.1f}" for r in row["rounds_frames_per_s"]) + f"); after the last frame, that run: "
                   f"{row['after_last_frame_s']:.2f} s ({row['after_last_frame_ms_per_frame']:.1f} ms a frame: "
                   + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in row["steps_s"].items())
                   + "; rounds: " + ", ".join(f"{ms:.1f}" for ms in row["rounds_after_last_frame_ms_per_frame"])
                   + " ms a frame)", flush=True)
-        rate = {row["threads"]: row["frames_per_s"] for row in figures if row["size"] == size and "threads" in row}
         if 1 in rate and 2 in rate:
             print(f"{size} px: the whole path on 2 encoder threads absorbs {rate[2] / rate[1]:.2f}x the frames/s of "
                   "1 (best runs)", flush=True)
-        alone = {1: [], 2: []}
-        for _ in range(args.rounds):
-            for threads in alone:
-                alone[threads].append(encoding_rate(frames, args.frames, threads))
+        alone = in_turn({threads: functools.partial(encoding_rate, frames, args.frames, threads) for threads in (1, 2)},
+                        args.rounds)
         best = {threads: max(rates) for threads, rates in alone.items()}
         figures.append({"size": size, "encoding_alone_frames_per_s": {t: round(r, 1) for t, r in best.items()},
                         "encoding_alone_rounds": {t: [round(r, 1) for r in rates] for t, rates in alone.items()}})
