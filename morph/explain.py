@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .analysis.attribution import attribute, biggest_steps, publish
 from .analysis.respace import use_placement
+from .config.common_keys import OUTER_UNEXPLAINED
 from .config.jobs import validate
 from .errors import MorphError
 from .files import read_walk
@@ -38,6 +39,8 @@ def explain_output(output: Path, steps: list[int], top: int, verbose: bool = Fal
     settings = {**(manifest["config"].get("analysis") or {}), "metric": manifest["analysis"]["metric"]}
     config = validate({**manifest["config"], "output": str(output), "analysis": settings},
                       default_name=manifest["name"])
+    if config.attention and config.attention.mode == "outer":
+        raise MorphError(f"{output}: {OUTER_UNEXPLAINED}; render the walk with attention: inner to explain it")
     with OutputLock(output):
         job = prepare_job(config, verbose=verbose)
         use_placement(job, manifest)  # the frames the video shows, which the distances were measured between

@@ -35,7 +35,7 @@ def test_attend_is_softmax_of_scaled_products_times_values(qkv):
 def test_inner_at_t_0_is_plain_attention_on_keyframe_a_and_at_t_1_on_b(qkv):
     q, ka, va, kb, vb = qkv
     assert torch.equal(inner(q, ka, va, kb, vb, torch.zeros(B)), attend(q, ka, va))
-    assert torch.allclose(inner(q, ka, va, kb, vb, torch.ones(B)), attend(q, kb, vb), atol=1e-12)
+    assert torch.equal(inner(q, ka, va, kb, vb, torch.ones(B)), attend(q, kb, vb))
     # in between it is one attention over interpolated keys and values, not a blend of two attentions
     half = torch.full((B,), 0.5)
     assert torch.allclose(inner(q, ka, va, kb, vb, half), attend(q, (ka + kb) / 2, (va + vb) / 2), atol=1e-12)
@@ -77,7 +77,7 @@ def test_widen_appends_the_keyframes_the_frames_need_with_what_walks_along_at_th
     mechanism = AttentionInterpolation(validate({"model": "tiny", "prompts": ["a", "b"], "attention": "inner"})
                                        .attention, path, fixed_shape=False)
     indices = [3, 4, 6]  # segment 0 at t 3/4, 1 (keyframe 1) and segment 1 at t 1/2
-    conds, walking = mechanism.widen(path.conditionings(indices), path.frame_inputs(indices))
+    conds, walking = mechanism.widen(path.conditionings(indices), path.frame_inputs(indices), False)
     assert conds[:, 0, 0].tolist() == [0.75, 1.0, 1.5, 0.0, 1.0, 2.0]  # then keyframes 0, 1 and 2
     assert walking["attends"].tolist() == [[3, 4], [3, 4], [4, 5], [3, 3], [4, 4], [5, 5]]
     assert walking["guidance"].tolist() == [5.75, 6.0, 6.5, 5.0, 6.0, 7.0]
@@ -90,7 +90,8 @@ def test_with_a_fixed_shape_every_batch_gets_the_same_number_of_keyframe_rows():
     path = _walk()
     mechanism = AttentionInterpolation(validate({"model": "tiny", "prompts": ["a", "b"], "attention": "outer"})
                                        .attention, path, fixed_shape=True)
-    rows = [mechanism.widen(path.conditionings(i), path.frame_inputs(i))[0].shape[0] for i in ([0, 1], [3, 5], [12])]
+    rows = [mechanism.widen(path.conditionings(i), path.frame_inputs(i), False)[0].shape[0]
+            for i in ([0, 1], [3, 5], [12])]
     assert rows == [5, 5, 4]  # three keyframe rows each (the last: 1 frame, keyframes 2, 3 and 3 again)
 
 
@@ -134,16 +135,17 @@ def test_a_batch_of_frames_is_each_frame_rendered_alone_with_its_keyframes(tmp_p
 def test_a_job_without_it_keeps_its_keys_and_a_job_with_it_keys_its_settings(tmp_path):
     plain = prepare_job(load_config(tiny_job(tmp_path, frames=3)))
     inner = prepare_job(load_config(tiny_job(tmp_path, frames=3, attention="inner")))
-    outer = prepare_job(load_config(tiny_job(tmp_path, frames=3, attention={"mode": "inner", "until": 0.5})))
+    halfway = prepare_job(load_config(tiny_job(tmp_path, frames=3, attention={"mode": "inner", "until": 0.5})))
     assert "attention_interpolation" not in render_identity(plain) and "attention" not in plain.config.pixel_keys()
     assert render_identity(inner)["attention_interpolation"] == {"mode": "inner", "fuse_self": False, "until": 1.0}
-    assert render_identity(outer)["attention_interpolation"]["until"] == 0.5
-    assert len({plain.config.pixel_hash(), inner.config.pixel_hash(), outer.config.pixel_hash()}) == 3
+    assert render_identity(halfway)["attention_interpolation"]["until"] == 0.5
+    assert len({plain.config.pixel_hash(), inner.config.pixel_hash(), halfway.config.pixel_hash()}) == 3
 
 
 def test_until_stops_after_its_fraction_of_the_steps(tmp_path, monkeypatch):
-    """3 steps: until 0.3 interpolates in the first step only, 0.5 in the first two (the steps that start before it);
-    after it each frame's self-attention attends to its own keys twice over (plain attention)."""
+    """3 steps: until 0.3 interpolates in the first step only, 0.5 in the first two (the steps that start before it),
+    and the smallest until the first step; after it each frame's self-attention attends to its own keys twice over
+    (plain attention). Inner cross-attention is the layer's own throughout: it never calls inner."""
     import morph.render.attention_math as math
     from morph.render import attention
 
@@ -164,7 +166,7 @@ def test_until_stops_after_its_fraction_of_the_steps(tmp_path, monkeypatch):
         return layer(processor, attn, hidden_states, encoder_hidden_states, *args, **kwargs)
 
     monkeypatch.setattr(attention.InterpolatingProcessor, "__call__", attending)
-    counted, seen, counted_steps = {}, {}, ((0.3, 1), (0.5, 2), (1.0, 3))
+    counted, seen, counted_steps = {}, {}, ((1e-9, 1), (0.3, 1), (0.5, 2), (1.0, 3))
     job = prepare_job(load_config(tiny_job(tmp_path, frames=3, attention="inner")))
     for until, _ in counted_steps:
         spec = AttentionSpec(mode="inner", until=until, fuse_self=True)
@@ -176,8 +178,8 @@ def test_until_stops_after_its_fraction_of_the_steps(tmp_path, monkeypatch):
         seen[until] = list(attended)
     calls.clear()
     assert job.renderer.probe(2).images.shape[0] == 2 and len(calls) == counted[1.0][1] // 3  # one step
-    layers = counted[1.0][1] // 12  # self-attention layers, as many cross-attention ones; 2 halves of guidance, 3 steps
-    assert layers > 1 and counted == {until: (2 * steps * layers, 12 * layers) for until, steps in counted_steps}
+    layers = counted[1.0][1] // 6  # self-attention layers; 2 halves of guidance, 3 steps
+    assert layers > 1 and counted == {until: (2 * steps * layers, 6 * layers) for until, steps in counted_steps}
     # the keyframes' rows while interpolating, then each frame's own row: the stop switches what the layers attend to
     assert seen == {until: ["keyframes"] * steps * layers + ["own"] * (3 - steps) * layers
                     for until, steps in counted_steps}
@@ -185,7 +187,8 @@ def test_until_stops_after_its_fraction_of_the_steps(tmp_path, monkeypatch):
 
 def test_a_compiled_unet_renders_batches_of_other_keyframes_without_compiling_again(tmp_path):
     """compile: true pads every batch to three keyframe rows, and the rows each frame attends to reach the layers as
-    tensors: batches within a segment, across a keyframe and at the end of the walk are one graph."""
+    tensors: batches within a segment, at the end of the walk and across a keyframe (frames 2 and 4: keyframes 0, 1
+    and 2, nothing padded) are one graph."""
     config = load_config(tiny_job(tmp_path, frames=7, batch_size=2, num_inference_steps=2, compile=True,
                                   attention={"mode": "inner", "until": 0.5},
                                   prompts=["a photo of a cat", "a red square", "a drawing of a dog in kyoto"]))
@@ -199,24 +202,101 @@ def test_a_compiled_unet_renders_batches_of_other_keyframes_without_compiling_ag
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):
         rendered = {i: image.astype(int) for i, image, _ in job.frames(list(range(7)))}
+        across = {i: image.astype(int) for i, image, _ in job.frames([2, 4])}  # keyframes 0, 1 and 2: unpadded
     assert len(graphs) >= 1 and attention_interpolation(config, job.path).fixed_shape
     assert all(np.abs(rendered[i] - expected[i]).max() <= 1 for i in range(7))
+    assert all(np.abs(across[i] - expected[i]).max() <= 1 for i in (2, 4))
 
 
 def test_even_spacing_the_storm_map_and_morph_explain_work_on_such_a_walk(tmp_path):
-    """even's samples and explain's renders are frames too: each gets its keyframe rows; explain again reuses them."""
+    """even's samples and explain's renders are frames too: each gets its keyframe rows; explain again reuses them.
+    Inner cross-attention reads the frame's own prompt rows, so moving some of them moves the picture."""
     from click.testing import CliRunner
 
     from morph.cli import cli
 
-    config = load_config(tiny_job(tmp_path, frames=6, attention="outer", num_inference_steps=2,
+    config = load_config(tiny_job(tmp_path, frames=6, attention="inner", num_inference_steps=2,
                                   spacing={"mode": "even", "max_extra_renders": 3},
                                   analysis={"explain": True, "storm_factor": 1.0}))
     manifest = run_job(config, quiet=True)
-    assert manifest["attention_interpolation"]["mode"] == "outer" and manifest["spacing"]["even"]["summary"]
+    assert manifest["attention_interpolation"]["mode"] == "inner" and manifest["spacing"]["even"]["summary"]
     attributed = manifest["analysis"]["attribution"]
     assert attributed and manifest["analysis"]["summary"]["smoothness"] > 0
+    assert max(group["share"] for record in attributed for group in record["groups"]) > 0.01
     stored = sorted((config.output_dir / ".store").iterdir())
     result = CliRunner().invoke(cli, ["explain", str(config.output_dir), "--step", str(attributed[0]["step"])])
     assert result.exit_code == 0, result.output
     assert sorted((config.output_dir / ".store").iterdir()) == stored
+
+
+def test_morph_explain_refuses_an_outer_walk_in_one_line_before_the_model_loads(tmp_path, monkeypatch):
+    """Outer attention blends each keyframe's whole attention: a frame has no prompt rows of its own to move."""
+    from click.testing import CliRunner
+
+    import morph.job
+    from morph.cli import cli
+
+    config = load_config(tiny_job(tmp_path, frames=3, attention="outer", num_inference_steps=2))
+    run_job(config, quiet=True)
+    monkeypatch.setattr(morph.job, "prepare_job", lambda *a, **k: pytest.fail("the model loaded"))
+    result = CliRunner().invoke(cli, ["explain", str(config.output_dir)])
+    assert result.exit_code == 2 and "attention: outer blends each keyframe's own attention" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_inner_cross_attention_is_the_layers_own_attention_to_the_lerped_prompt_tensor():
+    """The key and value projections are affine: attention to two prompts' keys and values mixed by t is attention to
+    the two prompts mixed by t, which is what the layer's own processor gives a frame whose tensor is their lerp."""
+    from diffusers.models.attention_processor import Attention
+
+    g = torch.Generator().manual_seed(2)
+    attn = Attention(query_dim=16, cross_attention_dim=12, heads=2, dim_head=8, bias=True).double().eval()
+    x = torch.randn(3, 5, 16, generator=g, dtype=torch.float64)
+    a, b = (torch.randn(3, 7, 12, generator=g, dtype=torch.float64) for _ in range(2))
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    heads = lambda f, c: f(c).view(3, -1, 2, 8).transpose(1, 2)  # noqa: E731
+    mixed = inner(heads(attn.to_q, x), heads(attn.to_k, a), heads(attn.to_v, a), heads(attn.to_k, b),
+                  heads(attn.to_v, b), t)
+    expected = attn.to_out[0](mixed.transpose(1, 2).flatten(2))
+    assert torch.allclose(attn(x, encoder_hidden_states=a + t.view(-1, 1, 1) * (b - a)), expected, atol=1e-10)
+
+
+def test_an_inner_walk_follows_its_interpolation_and_its_keyframes_stay(tmp_path):
+    """interpolation: lerp or slerp is the tensor inner cross-attention reads: the frame between the keyframes
+    differs, the keyframes' own frames do not."""
+    frames = {}
+    for interpolation in ("lerp", "slerp"):
+        config = tiny_job(tmp_path, interpolation, frames=3, batch_size=3, attention="inner",
+                          interpolation=interpolation)
+        frames[interpolation] = _pixels(run_job(load_config(config), quiet=True), tmp_path / "out" / interpolation)
+    moved = [np.abs(a - b) for a, b in zip(frames["lerp"], frames["slerp"])]
+    assert moved[0].max() <= 1 and moved[2].max() <= 1 and moved[1].mean() > 0.1  # the plain walk's differ as much
+
+
+def test_the_keyframes_guidance_keys_every_frame_of_such_a_walk(tmp_path):
+    """A frame's self-attention reads its keyframes' renders: their own guidance decides its pixels, not only the
+    guidance at the frame's t (5 -> 9 and 3 -> 11 are both 7 halfway)."""
+    def identity(low, high):
+        config = tiny_job(tmp_path, frames=3, attention="inner", prompts=[
+            {"prompt": "a photo of a cat", "guidance_scale": low}, {"prompt": "a red square", "guidance_scale": high}])
+        return render_identity(prepare_job(load_config(config)))["attention_interpolation"]
+
+    assert identity(5.0, 9.0)["keyframe_guidance_scales"] == [5.0, 9.0]
+    assert identity(3.0, 11.0)["keyframe_guidance_scales"] == [3.0, 11.0]
+    assert "keyframe_guidance_scales" not in render_identity(prepare_job(load_config(
+        tiny_job(tmp_path, frames=3, attention="inner"))))["attention_interpolation"]
+
+
+def test_batch_size_autos_probe_carries_the_keyframe_rows_of_a_batch_across_a_keyframe(tmp_path, monkeypatch):
+    """Copies of frame 0 need keyframes 0 and 1 only; a real batch across keyframe 1 needs three."""
+    from morph.render import attention
+
+    rows, during = [], attention.AttentionInterpolation.during
+    monkeypatch.setattr(attention.AttentionInterpolation, "during",
+                        lambda self, pipe, conds, *rest: rows.append(conds.shape[0]) or during(self, pipe, conds,
+                                                                                              *rest))
+    job = prepare_job(load_config(tiny_job(tmp_path, frames=5, attention="inner", prompts=[
+        "a photo of a cat", "a red square", "a drawing of a dog in kyoto"])))
+    job.renderer.probe(2)
+    list(job.frames([1, 3]))  # segments 0 and 1: keyframes 0, 1 and 2
+    assert rows == [2 + 3, 2 + 3]

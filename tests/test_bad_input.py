@@ -243,7 +243,7 @@ SCHEMA_ERRORS = ["seed_overflow", "seed_negative", "unknown_key",
                  "nested_unknown_key", "yes_is_not_true", "string_number", "float_steps", "two_kinds", "no_kind",
                  "missing_model", "bad_device", "bad_batch", "bad_name", "bad_define_name", "empty_prompt",
                  "scheduler_injection", "edit_slots_bad", "attention_mode_sideways", "attention_until_2",
-                 "attention_on_a_keyframe"]
+                 "attention_on_a_keyframe", "attention_true"]
 
 
 @pytest.mark.parametrize("name", SCHEMA_ERRORS)

@@ -9,7 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from morph.config.jobs import JOB_KINDS, Limits, validate
+from morph.config.jobs import JOB_KINDS, validate
+from morph.config.sections import Limits
 from morph.config.yaml_file import load_config
 from morph.errors import MorphError
 from morph.config.expr import parse_number, parse_prompt_expression

@@ -186,7 +186,7 @@ class Doubler(Mechanism):
     def __init__(self):
         self.seen = []
 
-    def widen(self, conds, walking):
+    def widen(self, conds, walking, probe):
         return torch.cat([conds, 2 * conds]), {**walking, "guidance": torch.cat([walking["guidance"]] * 2)}
 
     @contextmanager

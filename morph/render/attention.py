@@ -3,12 +3,15 @@ its segment's two keyframes, rendered beside the frames in the same UNet call (b
 
 `widen` appends the keyframe rows the batch's frames need; `during` puts processors on the UNet's attention layers
 that, for the first `until` fraction of the steps, give each frame row attention_math's inner or outer attention over
-its keyframe rows' keys and values (cross-attention: each keyframe's prompt, or negative in guidance's unconditional
-half; self-attention: the keyframe renders' own hidden states at that step), in both halves of classifier-free
-guidance: interpolating the conditional half alone, guidance amplifies the halves' mismatch into artefacts (on the
-toy, a frame at t = 0.1 moved by a mean 34/255 from plain slerp, against 0.8/255 with both halves). Keyframe rows
-attend as the UNet's own processors would; after `until`, each frame attends to its own keys and values only, which
-is plain attention.
+its keyframe rows' keys and values (self-attention: the keyframe renders' own hidden states at that step; outer
+cross-attention: each keyframe's prompt, or negative in guidance's unconditional half), in both halves of
+classifier-free guidance: interpolating the conditional half alone, guidance amplifies the halves' mismatch into
+artefacts (on the toy, a frame at t = 0.1 moved by a mean 34/255 from plain slerp, against 0.8/255 with both halves).
+Inner cross-attention is the layer's own: the key and value projections are linear, so attention to the keyframes'
+keys and values mixed by t is attention to their tensors mixed by t, which is the frame's own prompt tensor under
+`interpolation: lerp` (under slerp, the slerp the walk asked for; and `morph explain` has the frame's own rows to
+move). Keyframe rows attend as the UNet's own processors would; after `until`, each frame attends to its own keys and
+values only, which is plain attention.
 """
 
 import math
@@ -52,12 +55,14 @@ class InterpolatingProcessor:
 
     def __init__(self, own, spec: AttentionSpec):
         self.own, self.combine, self.fuse_self = own, getattr(attention_math, spec.mode), spec.fuse_self
+        self.own_cross = spec.mode == "inner"  # see the module's docstring
         self.rows: _Rows | None = None
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         rows = self.rows
         plain = (rows is None or attention_mask is not None or hidden_states.dim() != 3
-                 or attn.spatial_norm is not None or attn.group_norm is not None)
+                 or attn.spatial_norm is not None or attn.group_norm is not None
+                 or (self.own_cross and encoder_hidden_states is not None))
         if plain:
             return self.own(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
@@ -92,20 +97,25 @@ class AttentionInterpolation(Mechanism):
 
     name = "attention_interpolation"  # the manifest's "attention" names the processor classes
 
-    def __init__(self, spec: AttentionSpec, path, fixed_shape: bool):
+    def __init__(self, spec: AttentionSpec, path, fixed_shape: bool, keyframes_walking: dict | None = None):
         self.spec, self.path, self.fixed_shape = spec, path, fixed_shape
+        self.keyframes_walking = keyframes_walking or {}
         self._processors = None  # made once per UNet, so that a compiled UNet sees the same objects every batch
 
     def identity(self) -> dict:
-        return self.spec.model_dump()
+        """The settings, and what walks that a frame's own record holds only at its own t: a frame's self-attention
+        reads its keyframes' renders, so their guidance and ControlNet strengths decide its pixels too."""
+        return {**self.spec.model_dump(), **self.keyframes_walking}
 
-    def widen(self, conds: torch.Tensor, walking: dict) -> tuple[torch.Tensor, dict]:
+    def widen(self, conds: torch.Tensor, walking: dict, probe: bool) -> tuple[torch.Tensor, dict]:
         """Appends the keyframe rows the frames need (segment s: keyframes s and s + 1), each with what walks along at
         its keyframe; `walking["attends"]` [B', 2]: the rows each row attends to (a keyframe row: itself)."""
         frames, last = conds.shape[0], self.path.keyframes.shape[0] - 1
         start, end = walking["segment"], (walking["segment"] + 1).clamp_max(last)
         keys = sorted(set(start.tolist()) | set(end.tolist()))
-        if self.fixed_shape:  # one shape for the compiled UNet: padded with the last keyframe again
+        # one shape for the compiled UNet, padded with the last keyframe again; the probe's copies of frame 0 carry
+        # as many rows as a batch across a keyframe does (a walk with segments shorter than a batch may need more)
+        if self.fixed_shape or probe:
             count = min(last + 1, FIXED_KEYFRAME_ROWS if len(keys) <= FIXED_KEYFRAME_ROWS else 2 * frames)
             keys += keys[-1:] * (count - len(keys))
         at = self.path.placed(keys, torch.zeros(len(keys), dtype=torch.float64))
@@ -135,8 +145,9 @@ class AttentionInterpolation(Mechanism):
         until = self.spec.until
 
         def step_ended(pipeline, i, timestep, tensors):
-            # the steps that start within the first `until` of the loop (0.5 of 25 steps: 13), float error aside
-            if i + 1 == math.ceil(round(until * pipeline.num_timesteps, 9)):
+            # the steps that start within the first `until` of the loop (0.5 of 25 steps: 13), float error aside; the
+            # first step always does (until > 0)
+            if i + 1 == max(1, math.ceil(round(until * pipeline.num_timesteps, 9))):
                 rows.stop()
             return {}
 
@@ -150,4 +161,10 @@ class AttentionInterpolation(Mechanism):
 
 def attention_interpolation(config, path) -> AttentionInterpolation | None:
     """The mechanism of a walk with `attention:` set (None without)."""
-    return AttentionInterpolation(config.attention, path, config.compile) if config.attention else None
+    if not config.attention:
+        return None
+    varying = config.varying()  # the seeds, negatives and LoRA strengths of both keyframes are in each frame's record
+    walking = {name: values for name, values, key in (
+        ("keyframe_guidance_scales", [s["guidance_scale"] for s in config.keyframe_settings()], "guidance_scale"),
+        ("keyframe_controlnet_scales", config.keyframe_controlnet_scales(), "controlnets")) if key in varying}
+    return AttentionInterpolation(config.attention, path, config.compile, walking)

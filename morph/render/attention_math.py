@@ -20,8 +20,8 @@ def _per_row(t, like):
 
 
 def lerp(a, b, t):
-    """a + t (b - a) per row: a, b [B, ...], t [B]; exactly a at t = 0."""
-    return a + _per_row(t, a) * (b - a)
+    """a + t (b - a) per row: a, b [B, ...], t [B]; exactly a at t = 0 and b at t = 1 (torch.lerp)."""
+    return torch.lerp(a, b, _per_row(t, a))
 
 
 def fused(own, other):

@@ -157,10 +157,11 @@ class Mechanism:
         joins its identity in the manifest only."""
         return {}
 
-    def widen(self, conds: torch.Tensor, walking: dict) -> tuple[torch.Tensor, dict]:
+    def widen(self, conds: torch.Tensor, walking: dict, probe: bool) -> tuple[torch.Tensor, dict]:
         """Rows appended after the batch's frames (keyframes its frames attend to): conds [B', L, D] and `walking`
         with each per-row entry [B', ...] (shared ones, absent from it, apply to every row). Their images are
-        dropped."""
+        dropped. `probe`: batch_size: auto's probe, whose copies of frame 0 should carry the rows a real batch of
+        their size carries."""
         return conds, walking
 
     def during(self, pipe, conds: torch.Tensor, walking: dict, settings: RenderSettings):
@@ -345,7 +346,7 @@ class BatchRenderer:
     def _render_frames(self, indices: list[int]) -> Batch:
         conds, walking = self.conditionings_for(indices), self.inputs_for(indices)
         for mechanism in self.mechanisms:
-            conds, walking = mechanism.widen(conds, walking)
+            conds, walking = mechanism.widen(conds, walking, self.settings.probe)
         return render_batch(self.pipe, conds, walking.get("negative", self.negative), walking.get("latent", self.latent),
                             self.settings, self._float32_vae, walking.get("guidance"), self.loras,
                             walking.get("loras"), self.mechanisms, walking).first(len(indices))
