@@ -16,8 +16,12 @@ from .render.store import FrameStore, OutputLock
 
 def chosen_steps(output: Path, steps: list[int], top: int) -> tuple[dict, list[int]]:
     """The walk's manifest and the steps to explain (`steps`, else the `top` biggest), checked before any model
-    loads: a folder without a whole walk's storm map, or a step outside the walk, is one line."""
+    loads: a folder without a whole walk's storm map, an outer attention walk, or a step outside the walk, is one
+    line."""
     manifest = read_walk(output, "an explanation")
+    attention = manifest["config"].get("attention")  # as the manifest wrote it: {mode, ...}
+    if (attention if isinstance(attention, str) else (attention or {}).get("mode")) == "outer":
+        raise MorphError(f"{output}: {OUTER_UNEXPLAINED}; render the walk with attention: inner to explain it")
     distances = (manifest.get("analysis") or {}).get("distances")
     if not distances:
         raise MorphError(f"{output}: its manifest has no storm map (a walk of fewer than 3 frames has none); "
@@ -32,15 +36,13 @@ def chosen_steps(output: Path, steps: list[int], top: int) -> tuple[dict, list[i
 def explain_output(output: Path, steps: list[int], top: int, verbose: bool = False) -> list[dict]:
     """Attribute steps of the walk in `output` (chosen_steps), through its frame store; the records go into its
     manifest (analysis.attribution) and report.html, the renders into explain/."""
+    manifest, steps = chosen_steps(output, steps, top)
     from .job import prepare_job  # torch and diffusers: only once the folder and the steps are known to be good
 
-    manifest, steps = chosen_steps(output, steps, top)
     # a step's groups are measured as its distance was: `morph analyze --metric` may have measured the walk again
     settings = {**(manifest["config"].get("analysis") or {}), "metric": manifest["analysis"]["metric"]}
     config = validate({**manifest["config"], "output": str(output), "analysis": settings},
                       default_name=manifest["name"])
-    if config.attention and config.attention.mode == "outer":
-        raise MorphError(f"{output}: {OUTER_UNEXPLAINED}; render the walk with attention: inner to explain it")
     with OutputLock(output):
         job = prepare_job(config, verbose=verbose)
         use_placement(job, manifest)  # the frames the video shows, which the distances were measured between

@@ -113,7 +113,7 @@ def test_the_keyframes_own_frames_render_as_without_it_and_the_frames_between_mo
     assert moved[0].max() <= 1 and moved[2].max() <= 1  # within 1/255
     assert moved[1].sum() > 10 * (moved[0].sum() + moved[2].sum() + 1)  # the frame between them moves
     spec = load_config(config).attention.model_dump()
-    assert manifest["attention_interpolation"] == spec and "attention_interpolation" not in plain
+    assert manifest["attention_interpolation"] == {"revision": 2, **spec} and "attention_interpolation" not in plain
     assert manifest["attention"] == plain["attention"]  # the UNet's own processors are back after each batch
 
 
@@ -137,7 +137,8 @@ def test_a_job_without_it_keeps_its_keys_and_a_job_with_it_keys_its_settings(tmp
     inner = prepare_job(load_config(tiny_job(tmp_path, frames=3, attention="inner")))
     halfway = prepare_job(load_config(tiny_job(tmp_path, frames=3, attention={"mode": "inner", "until": 0.5})))
     assert "attention_interpolation" not in render_identity(plain) and "attention" not in plain.config.pixel_keys()
-    assert render_identity(inner)["attention_interpolation"] == {"mode": "inner", "fuse_self": False, "until": 1.0}
+    assert render_identity(inner)["attention_interpolation"] == {"revision": 2, "mode": "inner", "fuse_self": False,
+                                                                 "until": 1.0}
     assert render_identity(halfway)["attention_interpolation"]["until"] == 0.5
     assert len({plain.config.pixel_hash(), inner.config.pixel_hash(), halfway.config.pixel_hash()}) == 3
 
@@ -240,7 +241,8 @@ def test_morph_explain_refuses_an_outer_walk_in_one_line_before_the_model_loads(
     run_job(config, quiet=True)
     monkeypatch.setattr(morph.job, "prepare_job", lambda *a, **k: pytest.fail("the model loaded"))
     result = CliRunner().invoke(cli, ["explain", str(config.output_dir)])
-    assert result.exit_code == 2 and "attention: outer blends each keyframe's own attention" in result.output
+    assert result.exit_code == 2
+    assert "attention: outer blends the attentions to each keyframe's own prompt" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 

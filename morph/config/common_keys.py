@@ -22,8 +22,8 @@ from .webui_syntax import refuse_webui_syntax
 ADDED_LATER = ("hires", "controlnets", "ip_adapter", "inversion", "attention")
 
 # explain moves rows of a frame's own prompt tensor, which outer attention never reads (morph explain says it too)
-OUTER_UNEXPLAINED = ("attention: outer blends each keyframe's own attention, so a frame has no prompt rows of its own to "
-                     "attribute a step to")
+OUTER_UNEXPLAINED = ("attention: outer blends the attentions to each keyframe's own prompt, so a frame's own word "
+                     "rows reach no attention layer of the UNet and explain has none to move")
 
 
 class JobConfig(Section):

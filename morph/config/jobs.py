@@ -1,9 +1,9 @@
 """A job's config as a declared schema (pydantic), checked before any model loads. No torch.
 
 Three job kinds share the common keys (common_keys.py): a walk (`prompts`), a one-word edit (`base` + `edit`) and a
-grid (`grid`); which one a config is follows from which of those keys it has. Every key is
-declared with its type, range and meaning (the sections in sections.py); `morph schema` prints
-the JSON Schema. yaml_file.py reads a YAML file into one.
+grid (`grid`); which one a config is follows from which of those keys it has. Every key is declared with its type,
+range and meaning (the sections in sections.py, a walk's keyframes in keyframes.py); `morph schema` prints the JSON
+Schema. yaml_file.py reads a YAML file into one.
 """
 
 from typing import Annotated, ClassVar, Union

@@ -24,6 +24,9 @@ from ..config.sections import AttentionSpec
 from . import attention_math
 from .batch import Mechanism, RenderSettings
 
+# in the store key: 2, inner cross-attention to the frame's own tensor (1, before 2026-12-02: to the keyframes' keys
+# and values mixed by t, whatever the walk's interpolation)
+REVISION = 2
 FIXED_KEYFRAME_ROWS = 3  # compile: a batch of consecutive frames within segments at least as long spans 3 keyframes
 
 
@@ -104,8 +107,9 @@ class AttentionInterpolation(Mechanism):
 
     def identity(self) -> dict:
         """The settings, and what walks that a frame's own record holds only at its own t: a frame's self-attention
-        reads its keyframes' renders, so their guidance and ControlNet strengths decide its pixels too."""
-        return {**self.spec.model_dump(), **self.keyframes_walking}
+        reads its keyframes' renders, so their guidance and ControlNet strengths decide its pixels too (the whole
+        walk's: changing one keyframe's renders every frame again)."""
+        return {"revision": REVISION, **self.spec.model_dump(), **self.keyframes_walking}
 
     def widen(self, conds: torch.Tensor, walking: dict, probe: bool) -> tuple[torch.Tensor, dict]:
         """Appends the keyframe rows the frames need (segment s: keyframes s and s + 1), each with what walks along at
