@@ -4,6 +4,7 @@ uniform and even spacing, at the same frame budget; one table per walk and the m
     python benchmarks/attention_walks.py            # every walk at the config's defaults: 24 minutes on 2 cores
     python benchmarks/attention_walks.py --walks hues,trio --frames 16 --no-even          # a reduced set
     python benchmarks/attention_walks.py --modes inner --settings until=0.5 fuse_self=true  # settings compared
+    python benchmarks/attention_walks.py --modes inner --settings interpolation=lerp  # the walk's lerp, not slerp
 
 Per walk and method: smoothness and max/median of the neighbour changes at uniform spacing, and at even spacing
 without the steps across discontinuities (uniform's without them too); consistency (the mean neighbour change);
@@ -40,8 +41,10 @@ WALKS = [  # name, keyframes, frames, seed
     ("march", ["a small blue square", "a yellow circle", "a large red triangle", "a green square"], 240, 43),
 ]
 def attention_job(name, prompts, frames, seed, out: Path, spacing, attention):
-    """even_spacing_walks' toy job, with `attention` (None: plain slerp)."""
-    return validate({**job(name, prompts, frames, seed, out, spacing).to_dict(), "attention": attention})
+    """even_spacing_walks' toy job, with `attention` (None: plain slerp); its `interpolation`, if any, is the job's."""
+    attention = dict(attention) if attention else None
+    walk = {"interpolation": attention.pop("interpolation")} if attention and "interpolation" in attention else {}
+    return validate({**job(name, prompts, frames, seed, out, spacing).to_dict(), "attention": attention, **walk})
 
 
 def keyframe_drift(folder: Path, plain: Path, manifest: dict) -> float:
@@ -73,9 +76,11 @@ def measure(walk, folder: Path, methods: dict, even: bool) -> dict:
 
 
 def setting(text: str) -> dict:
-    """'until=0.5,fuse_self=true' -> {until: 0.5, fuse_self: True} ('' : the config's defaults)."""
+    """'until=0.5,fuse_self=true,interpolation=lerp' -> {until: 0.5, fuse_self: True, interpolation: lerp} ('' : the
+    config's defaults)."""
     pairs = [item.split("=") for item in text.split(",") if item]
-    return {k: (v == "true") if k == "fuse_self" else float(v) for k, v in pairs}
+    read = {"fuse_self": lambda v: v == "true", "interpolation": str}
+    return {k: read.get(k, float)(v) for k, v in pairs}
 
 
 def main():
@@ -84,7 +89,8 @@ def main():
     parser.add_argument("--frames", type=int, default=None, help="every walk this many frames (a reduced set)")
     parser.add_argument("--no-even", action="store_true", help="uniform spacing only")
     parser.add_argument("--modes", default="inner,outer", help="the attention modes measured, comma-separated")
-    parser.add_argument("--settings", nargs="+", type=setting, default=[{}], metavar="until=U,fuse_self=B",
+    parser.add_argument("--settings", nargs="+", type=setting, default=[{}],
+                        metavar="until=U,fuse_self=B,interpolation=I",
                         help="attention settings to compare, inner and outer each (default: the config's)")
     args = parser.parse_args()
     methods = {"slerp": None}
