@@ -1,7 +1,7 @@
 """Attention interpolation on eight toy walks (not even_spacing_walks.py's six): slerp, inner and outer, each at
 uniform and even spacing, at the same frame budget; one table per walk and the medians.
 
-    python benchmarks/attention_walks.py            # every walk at the config's defaults: 24 minutes on 2 cores
+    python benchmarks/attention_walks.py            # every walk at the config's defaults: 26 minutes on 2 cores
     python benchmarks/attention_walks.py --walks hues,trio --frames 16 --no-even          # a reduced set
     python benchmarks/attention_walks.py --modes inner --settings until=0.5 fuse_self=true  # settings compared
     python benchmarks/attention_walks.py --modes inner --settings interpolation=lerp  # the walk's lerp, not slerp
