@@ -275,7 +275,7 @@ def test_an_inner_walk_follows_its_interpolation_and_its_keyframes_stay(tmp_path
     assert moved[0].max() <= 1 and moved[2].max() <= 1 and moved[1].mean() > 0.1  # the plain walk's differ as much
 
 
-def test_the_keyframes_guidance_keys_every_frame_of_such_a_walk(tmp_path):
+def test_the_keyframes_guidance_and_controlnet_strengths_key_every_frame_of_such_a_walk(tmp_path):
     """A frame's self-attention reads its keyframes' renders: their own guidance decides its pixels, not only the
     guidance at the frame's t (5 -> 9 and 3 -> 11 are both 7 halfway)."""
     def identity(low, high):
@@ -287,6 +287,16 @@ def test_the_keyframes_guidance_keys_every_frame_of_such_a_walk(tmp_path):
     assert identity(3.0, 11.0)["keyframe_guidance_scales"] == [3.0, 11.0]
     assert "keyframe_guidance_scales" not in render_identity(prepare_job(load_config(
         tiny_job(tmp_path, frames=3, attention="inner"))))["attention_interpolation"]
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "square.png")
+    controlnets = [{"path": str(tmp_path / "net"), "name": "net", "image": str(tmp_path / "square.png"), "scale": 0.5}]
+    walked = validate({"model": "tiny", "attention": "inner", "controlnets": controlnets,
+                       "prompts": [{"prompt": "a cat", "controlnets": {"net": 0.0}}, "a dog"]})
+    held = validate({"model": "tiny", "attention": "inner", "controlnets": controlnets, "prompts": ["a cat", "a dog"]})
+    # read from the config alone: no ControlNet loads (its folder need not exist)
+    assert attention_interpolation(walked, None).identity()["keyframe_controlnet_scales"] == [[0.0], [0.5]]
+    assert "keyframe_controlnet_scales" not in attention_interpolation(held, None).identity()
 
 
 def test_batch_size_autos_probe_carries_the_keyframe_rows_of_a_batch_across_a_keyframe(tmp_path, monkeypatch):
