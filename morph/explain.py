@@ -19,8 +19,7 @@ def chosen_steps(output: Path, steps: list[int], top: int) -> tuple[dict, list[i
     loads: a folder without a whole walk's storm map, an outer attention walk, or a step outside the walk, is one
     line."""
     manifest = read_walk(output, "an explanation")
-    attention = manifest["config"].get("attention")  # as the manifest wrote it: {mode, ...}
-    if (attention if isinstance(attention, str) else (attention or {}).get("mode")) == "outer":
+    if (manifest["config"].get("attention") or {}).get("mode") == "outer":  # the manifest writes {mode, ...}
         raise MorphError(f"{output}: {OUTER_UNEXPLAINED}; render the walk with attention: inner to explain it")
     distances = (manifest.get("analysis") or {}).get("distances")
     if not distances:

@@ -276,27 +276,25 @@ def test_an_inner_walk_follows_its_interpolation_and_its_keyframes_stay(tmp_path
 
 
 def test_the_keyframes_guidance_and_controlnet_strengths_key_every_frame_of_such_a_walk(tmp_path):
-    """A frame's self-attention reads its keyframes' renders: their own guidance decides its pixels, not only the
-    guidance at the frame's t (5 -> 9 and 3 -> 11 are both 7 halfway)."""
-    def identity(low, high):
-        config = tiny_job(tmp_path, frames=3, attention="inner", prompts=[
-            {"prompt": "a photo of a cat", "guidance_scale": low}, {"prompt": "a red square", "guidance_scale": high}])
-        return render_identity(prepare_job(load_config(config)))["attention_interpolation"]
+    """A frame's self-attention reads its keyframes' renders: their own guidance and ControlNet strengths decide its
+    pixels, not only the values at the frame's t (5 -> 9 and 3 -> 11 are both 7 halfway). The identity is read from
+    the config alone (render_identity holds it: test_a_job_without_it_keeps_its_keys...): no model loads."""
+    def identity(*prompts, **keys):
+        return attention_interpolation(validate({"model": "tiny", "attention": "inner", "prompts": list(prompts),
+                                                 **keys}), None).identity()
 
-    assert identity(5.0, 9.0)["keyframe_guidance_scales"] == [5.0, 9.0]
-    assert identity(3.0, 11.0)["keyframe_guidance_scales"] == [3.0, 11.0]
-    assert "keyframe_guidance_scales" not in render_identity(prepare_job(load_config(
-        tiny_job(tmp_path, frames=3, attention="inner"))))["attention_interpolation"]
+    assert identity({"prompt": "a cat", "guidance_scale": 5.0},
+                    {"prompt": "a dog", "guidance_scale": 9.0})["keyframe_guidance_scales"] == [5.0, 9.0]
+    assert identity({"prompt": "a cat", "guidance_scale": 3.0},
+                    {"prompt": "a dog", "guidance_scale": 11.0})["keyframe_guidance_scales"] == [3.0, 11.0]
+    assert "keyframe_guidance_scales" not in identity("a cat", "a dog")
     from PIL import Image
 
     Image.new("RGB", (64, 64), "white").save(tmp_path / "square.png")
     controlnets = [{"path": str(tmp_path / "net"), "name": "net", "image": str(tmp_path / "square.png"), "scale": 0.5}]
-    walked = validate({"model": "tiny", "attention": "inner", "controlnets": controlnets,
-                       "prompts": [{"prompt": "a cat", "controlnets": {"net": 0.0}}, "a dog"]})
-    held = validate({"model": "tiny", "attention": "inner", "controlnets": controlnets, "prompts": ["a cat", "a dog"]})
-    # read from the config alone: no ControlNet loads (its folder need not exist)
-    assert attention_interpolation(walked, None).identity()["keyframe_controlnet_scales"] == [[0.0], [0.5]]
-    assert "keyframe_controlnet_scales" not in attention_interpolation(held, None).identity()
+    walked = identity({"prompt": "a cat", "controlnets": {"net": 0.0}}, "a dog", controlnets=controlnets)
+    assert walked["keyframe_controlnet_scales"] == [[0.0], [0.5]]  # no ControlNet loads: its folder need not exist
+    assert "keyframe_controlnet_scales" not in identity("a cat", "a dog", controlnets=controlnets)
 
 
 def test_batch_size_autos_probe_carries_the_keyframe_rows_of_a_batch_across_a_keyframe(tmp_path, monkeypatch):

@@ -167,8 +167,10 @@ def attention_interpolation(config, path) -> AttentionInterpolation | None:
     """The mechanism of a walk with `attention:` set (None without)."""
     if not config.attention:
         return None
-    varying = config.varying()  # the seeds, negatives and LoRA strengths of both keyframes are in each frame's record
-    walking = {name: values for name, values, key in (
-        ("keyframe_guidance_scales", [s["guidance_scale"] for s in config.keyframe_settings()], "guidance_scale"),
-        ("keyframe_controlnet_scales", config.keyframe_controlnet_scales(), "controlnets")) if key in varying}
+    # both keyframes' seeds, negatives and LoRA strengths are in each frame's record already
+    varying, walking = config.varying(), {}
+    if "guidance_scale" in varying:
+        walking["keyframe_guidance_scales"] = [s["guidance_scale"] for s in config.keyframe_settings()]
+    if "controlnets" in varying:
+        walking["keyframe_controlnet_scales"] = config.keyframe_controlnet_scales()
     return AttentionInterpolation(config.attention, path, config.compile, walking)
